@@ -1,0 +1,49 @@
+//! `raw`: no framing; whatever bytes arrived are the message.
+
+use super::{Codec, FrameError};
+use bytes::{Bytes, BytesMut};
+
+/// Bytes as they arrive. A message is whatever one read returned, so a sender's writes may be
+/// split or glued on the way; this is the plan's `recv(1024)` protocol, kept for its Python
+/// client. Frames are never too long: each is at most one read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawCodec;
+
+impl Codec for RawCodec {
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        Ok((!src.is_empty()).then(|| src.split().freeze()))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        self.decode(src)
+    }
+
+    fn begin(&self, dst: &mut Vec<u8>) -> usize {
+        dst.len()
+    }
+
+    fn end(&self, _dst: &mut Vec<u8>, _start: usize) -> Result<(), FrameError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn takes_everything_buffered() {
+        let mut src = BytesMut::from(&b"ab\ncd"[..]);
+        assert_eq!(RawCodec.decode(&mut src).unwrap().unwrap(), &b"ab\ncd"[..]);
+        assert!(src.is_empty());
+        assert_eq!(RawCodec.decode(&mut src).unwrap(), None);
+        assert_eq!(RawCodec.decode_eof(&mut src).unwrap(), None);
+    }
+
+    #[test]
+    fn encodes_as_is() {
+        let mut out = b"x".to_vec();
+        RawCodec.encode(b"HI", &mut out).unwrap();
+        assert_eq!(out, b"xHI");
+    }
+}

@@ -1,0 +1,235 @@
+//! The `switchboard` command: the command line only; everything it does is in the library.
+//!
+//! Exit status: 0 done, 1 runtime failure (cannot bind, cannot connect, no reply), 2 bad usage
+//! (a bad address or option, a model that does not serve that address).
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use std::io::{self, IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+use switchboard::client::{self, Client};
+use switchboard::codec::Framing;
+use switchboard::service::Builtin;
+use switchboard::transport::SocketOptions;
+use switchboard::{Addr, Model, ServeError, Server};
+
+/// The plan's address.
+const DEFAULT_ADDR: &str = "tcp://127.0.0.1:8079";
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "Serve any service under any concurrency model, and talk to it.",
+    long_about = "Serve any service under any concurrency model over TCP and Unix sockets, and talk to it.\n\n\
+    Addresses are tcp://HOST:PORT (IPv6 as tcp://[::1]:PORT; port 0 picks a free port) or unix:///PATH.\n\
+    Log level: RUST_LOG (error, warn, info, debug). Exit status: 0 ok, 1 runtime failure, 2 bad usage.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a service until SIGINT or SIGTERM, then drain and print a summary.
+    #[command(after_help = "Examples:\n  switchboard serve\n  switchboard serve tcp://0.0.0.0:9000 --model iterative\n  switchboard serve unix:///tmp/sb.sock --frame line --service echo")]
+    Serve {
+        /// Where to listen.
+        #[arg(default_value = DEFAULT_ADDR, value_parser = parse_addr)]
+        addr: Addr,
+        /// How connections are served (see `switchboard models`).
+        #[arg(long, value_enum, default_value_t = Model::default())]
+        model: Model,
+        /// What is served.
+        #[arg(long, value_enum, default_value_t = Builtin::default())]
+        service: Builtin,
+        /// How messages are framed: raw (bytes as they come), line (\n-delimited), len (u32 big-endian length prefix).
+        #[arg(long, value_enum, default_value_t = Framing::default())]
+        frame: Framing,
+        /// Largest frame accepted; a longer one closes its connection. Bytes, or with a unit: 64KiB, 16MiB.
+        #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+        max_frame: usize,
+        /// Length of the kernel's queue of connections waiting to be accepted.
+        #[arg(long, default_value_t = 1024)]
+        backlog: i32,
+        /// Set SO_REUSEPORT, so several servers can share the port.
+        #[arg(long)]
+        reuse_port: bool,
+        /// Seconds open connections may take to finish after SIGINT/SIGTERM (a second signal cuts them at once).
+        #[arg(long, default_value_t = 5.0, value_parser = parse_secs)]
+        drain: f64,
+    },
+    /// The plan's client: prompt `>>: `, send each line, print each reply. Reads lines from stdin when it is not a terminal.
+    #[command(after_help = "Examples:\n  switchboard connect\n  printf 'hello\\nworld\\n' | switchboard connect tcp://127.0.0.1:8079")]
+    Connect {
+        /// The server.
+        #[arg(default_value = DEFAULT_ADDR, value_parser = parse_addr)]
+        addr: Addr,
+        #[command(flatten)]
+        talk: TalkArgs,
+    },
+    /// Send one message, print its reply, exit.
+    #[command(after_help = "Example:\n  switchboard send tcp://127.0.0.1:8079 hello world")]
+    Send {
+        /// The server.
+        #[arg(value_parser = parse_addr)]
+        addr: Addr,
+        /// The message; several words are joined by spaces.
+        #[arg(required = true)]
+        message: Vec<String>,
+        #[command(flatten)]
+        talk: TalkArgs,
+    },
+    /// List the models `serve --model` accepts.
+    Models,
+}
+
+#[derive(clap::Args)]
+struct TalkArgs {
+    /// The server's framing.
+    #[arg(long, value_enum, default_value_t = Framing::default())]
+    frame: Framing,
+    /// Seconds to wait for each reply.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_secs)]
+    timeout: f64,
+}
+
+impl TalkArgs {
+    fn connect(&self, addr: &Addr) -> Result<Client, switchboard::client::ClientError> {
+        let mut client = Client::connect(addr, self.frame)?;
+        client.set_timeout(Duration::from_secs_f64(self.timeout));
+        Ok(client)
+    }
+}
+
+fn parse_addr(s: &str) -> Result<Addr, String> {
+    s.parse().map_err(|e: switchboard::addr::AddrError| e.to_string())
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a number of seconds (e.g. 5 or 0.5)")),
+    }
+}
+
+/// Bytes, optionally with a unit: B, K/KB/KiB, M/MB/MiB, G/GB/GiB (all powers of 1024).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("`{s}`: unknown unit; use bytes or KiB, MiB, GiB")),
+    };
+    let n: usize = num.parse().map_err(|_| format!("`{s}` is not a size (e.g. 65536, 64KiB, 16MiB)"))?;
+    n.checked_mul(1 << shift)
+        .filter(|&v| v > 0)
+        .ok_or_else(|| format!("`{s}`: the size must be above 0 and fit in memory"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let usage = matches!(e.downcast_ref::<ServeError>(), Some(ServeError::Unsupported { .. }));
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { addr, model, service, frame, max_frame, backlog, reuse_port, drain } => {
+            let service = service.service();
+            let server = Server::builder()
+                .addr(addr)
+                .model(model)
+                .service_arc(service.clone())
+                .framing(frame)
+                .max_frame(max_frame)
+                .socket_options(SocketOptions { backlog, reuse_port, ..SocketOptions::default() })
+                .drain(Duration::from_secs_f64(drain))
+                .bind()?;
+            let local = server.local_addr()?;
+            println!("listening on {local}");
+            io::stdout().flush()?;
+            tracing::info!(addr = %local, %model, service = service.name(), frame = %frame, "serving");
+            let stop = server.stop_handle();
+            let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
+            let signals_handle = signals.handle();
+            std::thread::spawn(move || {
+                for signal in signals.forever() {
+                    let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+                    if stop.is_stopping() {
+                        tracing::info!("{name} again: closing open connections now");
+                    } else {
+                        tracing::info!("{name}: no longer accepting; draining open connections");
+                    }
+                    stop.stop();
+                }
+            });
+            let summary = server.run()?;
+            signals_handle.close();
+            println!("{summary}");
+            Ok(())
+        }
+        Command::Connect { addr, talk } => {
+            let mut client = talk.connect(&addr)?;
+            if io::stdin().is_terminal() {
+                client::interactive(&mut client)?;
+            } else {
+                client::pipe(&mut client, io::stdin().lock(), io::stdout().lock())?;
+            }
+            Ok(())
+        }
+        Command::Send { addr, message, talk } => {
+            let mut client = talk.connect(&addr)?;
+            let reply = client.request(message.join(" ").as_bytes())?;
+            let mut out = io::stdout().lock();
+            out.write_all(&reply)?;
+            out.write_all(b"\n")?;
+            Ok(())
+        }
+        Command::Models => {
+            for model in Model::ALL {
+                println!("{:<10} {}", model.name(), model.summary());
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_units() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12 parsecs").unwrap_err().contains("unit"));
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,111 @@
+//! What the blocking models share: the accept loop, and the loop that serves one connection
+//! with blocking reads and whole writes.
+
+use crate::server::Shared;
+use crate::service::Peer;
+use crate::session::CloseReason;
+use crate::shutdown::Registration;
+use crate::sys;
+use crate::transport::{Listener, Stream};
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Bytes asked of each `read`.
+const READ_SIZE: usize = 64 * 1024;
+
+/// An accepted connection, registered for the drain before any thread runs it, so a stop
+/// never misses a connection that was just handed over.
+pub(super) struct Accepted {
+    stream: Arc<Stream>,
+    peer: Peer,
+    registration: Registration,
+}
+
+/// Accepts connections until a stop, handing each to `serve`. The listener is non-blocking and
+/// polled together with the stop waker, so a stop wakes it at once.
+pub(super) fn accept_loop(
+    listener: &Listener,
+    shared: &Shared,
+    mut serve: impl FnMut(Accepted),
+) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let mut fds = [
+        sys::pollin(listener.as_raw_fd()),
+        sys::pollin(shared.lifecycle.waker_fd()),
+    ];
+    while !shared.lifecycle.is_stopping() {
+        sys::poll(&mut fds, None)?;
+        match listener.accept() {
+            Ok((stream, addr)) => {
+                // Linux accept(2) gives a blocking socket whatever the listener's mode.
+                let _ = stream.set_nodelay(shared.nodelay);
+                let stream = Arc::new(stream);
+                let peer = shared.accepted(addr);
+                let registration = shared.lifecycle.register(peer.id, &stream);
+                serve(Accepted {
+                    stream,
+                    peer,
+                    registration,
+                });
+            }
+            Err(e) => accept_failed(e)?,
+        }
+    }
+    Ok(())
+}
+
+/// Decides whether an accept error ends the server (only a broken listener does) or is waited
+/// out (too many open files: a pause lets connections close before trying again).
+pub(super) fn accept_failed(e: io::Error) -> io::Result<()> {
+    match e.kind() {
+        ErrorKind::WouldBlock | ErrorKind::Interrupted | ErrorKind::ConnectionAborted => Ok(()),
+        ErrorKind::InvalidInput | ErrorKind::NotConnected => Err(e), // the listener is broken
+        _ => {
+            tracing::warn!(error = %e, "accept failed; pausing 100 ms");
+            std::thread::sleep(Duration::from_millis(100));
+            Ok(())
+        }
+    }
+}
+
+/// Serves one connection to its end: read, answer, write every reply whole, until the peer
+/// leaves, errs, or the drain cuts it. Logs one line when it closes.
+pub(super) fn serve_connection(conn: Accepted, shared: &Shared) {
+    let Accepted {
+        stream,
+        peer,
+        registration: _registration,
+    } = conn;
+    let opened = Instant::now();
+    let _span = tracing::debug_span!("conn", id = peer.id, peer = %peer.addr).entered();
+    let mut session = shared.session(&peer);
+    let mut buf = vec![0; READ_SIZE];
+    let reason = loop {
+        if let Some(reason) = session.finished() {
+            break reason.clone();
+        }
+        let received = match (&*stream).read(&mut buf) {
+            Ok(0) => session.receive_eof(),
+            Ok(n) => session.receive(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => break CloseReason::from_io(&e),
+        };
+        // Replies queued before a bad frame still go out (sendall, never a lone send).
+        if let Err(e) = (&*stream).write_all(session.pending()) {
+            break CloseReason::from_io(&e);
+        }
+        session.advance(session.pending().len());
+        if let Err(reason) = received {
+            break reason;
+        }
+    };
+    // A connection that the drain cut reports that, not the EOF or EPIPE the cut caused.
+    let reason = if shared.lifecycle.is_forced() && !matches!(reason, CloseReason::Frame(_)) {
+        CloseReason::Shutdown
+    } else {
+        reason
+    };
+    shared.closed(&peer, session.stats(), &reason, opened);
+}

@@ -1,0 +1,18 @@
+//! `iterative`: the plan's connection loop around its communication loop, one client at a time.
+//!
+//! The simplest server there is, and the one to learn from: it accepts a client and serves it
+//! until it leaves before accepting the next. Every other client waits in the kernel's backlog
+//! meanwhile, so one slow client stalls everyone; the other models exist to fix that.
+
+use super::blocking;
+use crate::server::Shared;
+use crate::transport::Listener;
+use std::io;
+use std::sync::Arc;
+
+/// Serves one connection at a time until a stop.
+pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> {
+    blocking::accept_loop(&listener, shared, |conn| {
+        blocking::serve_connection(conn, shared)
+    })
+}

@@ -1,0 +1,34 @@
+//! `threads`: a thread per connection, as socketserver's ThreadingMixIn.
+//!
+//! Each accepted connection gets its own thread running the blocking connection loop, so a
+//! slow or silent client holds only its own thread. Threads are cheap enough for some thousands
+//! of clients; past that, their stacks and the scheduler cost more than a reactor's.
+
+use super::blocking;
+use crate::server::Shared;
+use crate::transport::Listener;
+use std::io;
+use std::sync::Arc;
+use std::thread;
+
+/// A connection thread needs little stack: its buffers are on the heap.
+const STACK_SIZE: usize = 256 * 1024;
+
+/// Serves each connection on a thread of its own until a stop, then waits for them to drain.
+pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> {
+    blocking::accept_loop(&listener, shared, |conn| {
+        let conn_shared = shared.clone();
+        let spawned = thread::Builder::new()
+            .name("conn".into())
+            .stack_size(STACK_SIZE)
+            .spawn(move || blocking::serve_connection(conn, &conn_shared));
+        if let Err(e) = spawned {
+            // Out of threads: this connection is dropped (the client sees it closed), the
+            // server goes on with the others.
+            tracing::error!(error = %e, "cannot start a connection thread; closing the connection");
+        }
+    })?;
+    drop(listener); // stop taking connections into the backlog while the others drain
+    shared.lifecycle.wait_closed();
+    Ok(())
+}

@@ -1,0 +1,286 @@
+//! The server: a builder that binds, and `run`, which hands the listener to the chosen model
+//! and returns a summary once a stop has drained.
+
+use crate::addr::Addr;
+use crate::codec::{Framing, DEFAULT_MAX_FRAME};
+use crate::model::Model;
+use crate::service::{Peer, Service, Upper};
+use crate::session::{CloseReason, Session, SessionStats};
+use crate::shutdown::{Lifecycle, StopHandle};
+use crate::transport::{BindError, Listener, SocketOptions};
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The default time open connections get to finish after a stop.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
+
+/// Why a server could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listening socket could not be set up.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The model does not serve this kind of address.
+    #[error("model `{model}` does not serve {addr}; models that do: {serving}")]
+    Unsupported {
+        /// The model asked for.
+        model: Model,
+        /// The address asked for.
+        addr: Addr,
+        /// The models that serve that address.
+        serving: String,
+    },
+    /// The model failed (its listener broke, or it could not start its threads).
+    #[error("serving failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Configures and binds a [`Server`].
+///
+/// ```
+/// use switchboard::{Addr, Model, Server, codec::Framing, client::Client};
+/// let server = Server::builder()
+///     .addr("tcp://127.0.0.1:0".parse().unwrap())
+///     .model(Model::Threads)
+///     .framing(Framing::Line)
+///     .bind()
+///     .unwrap();
+/// let addr = server.local_addr().unwrap();
+/// let stop = server.stop_handle();
+/// let running = std::thread::spawn(move || server.run());
+///
+/// let mut client = Client::connect(&addr, Framing::Line).unwrap();
+/// assert_eq!(client.request(b"hello world").unwrap(), b"HELLO WORLD");
+/// drop(client);
+///
+/// stop.stop();
+/// let summary = running.join().unwrap().unwrap();
+/// assert_eq!(summary.connections, 1);
+/// ```
+pub struct ServerBuilder {
+    addr: Addr,
+    model: Model,
+    service: Arc<dyn Service>,
+    framing: Framing,
+    max_frame: usize,
+    socket: SocketOptions,
+    drain: Duration,
+}
+
+impl ServerBuilder {
+    /// Where to listen. Default: `tcp://127.0.0.1:8079`, the plan's address.
+    pub fn addr(mut self, addr: Addr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// How connections are served. Default: [`Model::default`].
+    pub fn model(mut self, model: Model) -> Self {
+        self.model = model;
+        self
+    }
+
+    /// What is served. Default: [`Upper`].
+    pub fn service(mut self, service: impl Service) -> Self {
+        self.service = Arc::new(service);
+        self
+    }
+
+    /// What is served, already shared.
+    pub fn service_arc(mut self, service: Arc<dyn Service>) -> Self {
+        self.service = service;
+        self
+    }
+
+    /// How messages are framed. Default: [`Framing::Raw`].
+    pub fn framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
+        self
+    }
+
+    /// The longest frame accepted; a longer one closes its connection. Default: 16 MiB.
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// Socket options for the listener and its connections.
+    pub fn socket_options(mut self, options: SocketOptions) -> Self {
+        self.socket = options;
+        self
+    }
+
+    /// How long open connections may go on after a stop. Default: 5 s.
+    pub fn drain(mut self, drain: Duration) -> Self {
+        self.drain = drain;
+        self
+    }
+
+    /// Binds the listening socket; serving starts with [`Server::run`].
+    pub fn bind(self) -> Result<Server, ServeError> {
+        if !self.model.serves(&self.addr) {
+            return Err(ServeError::Unsupported {
+                model: self.model,
+                addr: self.addr.clone(),
+                serving: Model::serving(&self.addr),
+            });
+        }
+        let listener = Listener::bind(&self.addr, &self.socket)?;
+        let shared = Shared {
+            service: self.service,
+            framing: self.framing,
+            max_frame: self.max_frame,
+            model: self.model,
+            nodelay: self.socket.nodelay,
+            lifecycle: Arc::new(Lifecycle::new(self.drain)?),
+            counters: Counters::default(),
+            next_id: AtomicU64::new(1),
+        };
+        Ok(Server {
+            listener,
+            shared: Arc::new(shared),
+        })
+    }
+}
+
+/// A bound server: [`run`](Server::run) serves until stopped.
+pub struct Server {
+    listener: Listener,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// A builder with the defaults: `upper` over raw TCP on 127.0.0.1:8079.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            addr: Addr::Tcp(([127, 0, 0, 1], 8079).into()),
+            model: Model::default(),
+            service: Arc::new(Upper),
+            framing: Framing::default(),
+            max_frame: DEFAULT_MAX_FRAME,
+            socket: SocketOptions::default(),
+            drain: DEFAULT_DRAIN,
+        }
+    }
+
+    /// The address bound, with the real port when port 0 was asked for.
+    pub fn local_addr(&self) -> io::Result<Addr> {
+        self.listener.local_addr()
+    }
+
+    /// A handle that stops this server from any thread (or a signal handler's thread).
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.shared.lifecycle.clone())
+    }
+
+    /// Serves until a stop has drained, then returns what was served. The listening socket is
+    /// closed once, here, when serving is over.
+    pub fn run(self) -> Result<Summary, ServeError> {
+        let started = Instant::now();
+        let lifecycle = self.shared.lifecycle.clone();
+        let watchdog = lifecycle.spawn_watchdog()?;
+        let served = self.shared.model.serve(self.listener, &self.shared);
+        lifecycle.finish();
+        let _ = watchdog.join();
+        served?;
+        Ok(self.shared.counters.summary(started.elapsed()))
+    }
+}
+
+/// What a server served, printed when it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Connections accepted.
+    pub connections: u64,
+    /// Connections that ended in an error (a bad frame, an IO error).
+    pub errors: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Requests answered.
+    pub messages: u64,
+    /// How long the server ran.
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "served {} connections ({} errors), {} messages, {} bytes in, {} bytes out, in {:.1} s",
+            self.connections,
+            self.errors,
+            self.messages,
+            self.bytes_in,
+            self.bytes_out,
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    connections: AtomicU64,
+    errors: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    messages: AtomicU64,
+}
+
+impl Counters {
+    fn summary(&self, elapsed: Duration) -> Summary {
+        Summary {
+            connections: self.connections.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            messages: self.messages.load(Relaxed),
+            elapsed,
+        }
+    }
+}
+
+/// What every connection of a server shares, handed to its model.
+pub(crate) struct Shared {
+    pub(crate) service: Arc<dyn Service>,
+    pub(crate) framing: Framing,
+    pub(crate) max_frame: usize,
+    pub(crate) model: Model,
+    pub(crate) nodelay: bool,
+    pub(crate) lifecycle: Arc<Lifecycle>,
+    counters: Counters,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    /// A connection was accepted: numbers it and counts it.
+    pub(crate) fn accepted(&self, addr: String) -> Peer {
+        self.counters.connections.fetch_add(1, Relaxed);
+        Peer::new(self.next_id.fetch_add(1, Relaxed), addr)
+    }
+
+    /// A fresh session for a connection.
+    pub(crate) fn session(&self, peer: &Peer) -> Session {
+        Session::new(self.framing.codec(self.max_frame), self.service.open(peer))
+    }
+
+    /// A connection closed: one log line and the server's counters.
+    pub(crate) fn closed(&self, peer: &Peer, stats: SessionStats, reason: &CloseReason, opened: Instant) {
+        let c = &self.counters;
+        c.bytes_in.fetch_add(stats.bytes_in, Relaxed);
+        c.bytes_out.fetch_add(stats.bytes_out, Relaxed);
+        c.messages.fetch_add(stats.msgs_in, Relaxed);
+        if reason.is_error() {
+            c.errors.fetch_add(1, Relaxed);
+            tracing::warn!(id = peer.id, peer = %peer.addr, model = %self.model, bytes_in = stats.bytes_in,
+                bytes_out = stats.bytes_out, ms = opened.elapsed().as_millis() as u64, reason = %reason, "closed");
+        } else {
+            tracing::info!(id = peer.id, peer = %peer.addr, model = %self.model, bytes_in = stats.bytes_in,
+                bytes_out = stats.bytes_out, ms = opened.elapsed().as_millis() as u64, reason = %reason, "closed");
+        }
+    }
+}
