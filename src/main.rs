@@ -154,6 +154,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { addr, model, service, frame, max_frame, backlog, reuse_port, drain } => {
+            // Handlers first: a signal that comes as soon as `listening on` is printed must
+            // stop the server gracefully, not kill it.
+            let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+                .context("cannot install signal handlers")?;
+            let signals_handle = signals.handle();
             let service = service.service();
             let server = Server::builder()
                 .addr(addr)
@@ -169,8 +174,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             io::stdout().flush()?;
             tracing::info!(addr = %local, %model, service = service.name(), frame = %frame, "serving");
             let stop = server.stop_handle();
-            let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
-            let signals_handle = signals.handle();
             std::thread::spawn(move || {
                 for signal in signals.forever() {
                     let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };

@@ -1,0 +1,206 @@
+//! The command line as a user meets it: real processes, their output and exit status.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn switchboard(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run switchboard")
+}
+
+fn switchboard_with_input(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn help_explains_every_subcommand() {
+    let out = switchboard(&["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for word in ["serve", "connect", "send", "models", "tcp://HOST:PORT", "Exit status"] {
+        assert!(help.contains(word), "--help lacks {word}:\n{help}");
+    }
+    let serve = text(&switchboard(&["serve", "--help"]).stdout);
+    for word in ["--model", "--frame", "--max-frame", "--backlog", "--drain", "iterative", "threads"] {
+        assert!(serve.contains(word), "serve --help lacks {word}:\n{serve}");
+    }
+}
+
+#[test]
+fn models_lists_every_model() {
+    let out = switchboard(&["models"]);
+    assert!(out.status.success());
+    let list = text(&out.stdout);
+    assert!(list.contains("iterative") && list.contains("threads"), "{list}");
+}
+
+#[test]
+fn a_bad_address_is_usage_error_naming_the_accepted_forms() {
+    for bad in ["localhost:8079", "tcp://127.0.0.1", "ftp://x:1", "tcp://127.0.0.1:70000"] {
+        let out = switchboard(&["serve", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = text(&out.stderr);
+        assert!(err.contains("tcp://HOST:PORT") && err.contains("unix:///PATH"), "{err}");
+    }
+    let out = switchboard(&["send", "nowhere", "hi"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_datagram_address_is_refused_until_a_model_serves_it() {
+    let out = switchboard(&["serve", "udp://127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("does not serve udp://127.0.0.1:0"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn bad_options_are_usage_errors() {
+    for args in [
+        &["serve", "--model", "nosuch"][..],
+        &["serve", "--frame", "xml"],
+        &["serve", "--max-frame", "0"],
+        &["serve", "--max-frame", "12 parsecs"],
+        &["serve", "--drain", "-1"],
+        &["connect", "--timeout", "soon"],
+    ] {
+        let out = switchboard(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn a_taken_port_is_a_runtime_error() {
+    let s = ServerProcess::tcp("threads", &[]);
+    let out = switchboard(&["serve", &s.addr]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("already in use"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn send_prints_the_reply() {
+    let s = ServerProcess::tcp("threads", &[]);
+    let out = switchboard(&["send", &s.addr, "hello", "world"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "HELLO WORLD\n");
+
+    for frame in ["line", "len"] {
+        let s = ServerProcess::tcp("threads", &["--frame", frame]);
+        let out = switchboard(&["send", &s.addr, "--frame", frame, "framed"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "FRAMED\n", "{frame}");
+    }
+}
+
+#[test]
+fn a_server_that_is_gone_is_a_clear_error() {
+    let addr = {
+        let s = ServerProcess::tcp("threads", &[]);
+        s.addr.clone()
+    }; // the server was killed: its port now refuses
+    for args in [vec!["send", &addr, "hi"], vec!["connect", &addr]] {
+        let out = switchboard(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains("cannot connect to") && err.contains("refused"), "{err}");
+    }
+}
+
+#[test]
+fn connect_reads_lines_from_a_pipe() {
+    for frame in ["raw", "line", "len"] {
+        let s = ServerProcess::tcp("threads", &["--frame", frame]);
+        let out = switchboard_with_input(&["connect", &s.addr, "--frame", frame], b"hello\n\nw\xc3\xb6rld\r\nlast");
+        assert!(out.status.success(), "{frame}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "HELLO\nWöRLD\nLAST\n", "{frame}");
+    }
+}
+
+#[test]
+fn connect_is_the_seeds_prompt_on_a_terminal() {
+    // A real pseudo-terminal, from Python's pty module, answers the prompt like a person.
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("python3 not found: skipping the terminal check");
+        return;
+    }
+    let s = ServerProcess::tcp("threads", &[]);
+    let script = r#"
+import os, pty, sys, time, select
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], "connect", sys.argv[2]])
+seen = b""
+def until(token, count=1, limit=20):
+    global seen
+    end = time.time() + limit
+    while seen.count(token) < count and time.time() < end:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:
+                break
+    return seen.count(token) >= count
+# Like a person, type only once the prompt is shown: the terminal drops what came before.
+ok = until(b">>: ", 1)
+os.write(fd, b"hello tty\r")
+ok = ok and until(b"HELLO TTY") and until(b">>: ", 2)
+os.write(fd, b"   \r")
+ok = ok and until(b">>: ", 3)
+os.write(fd, b"again\r")
+ok = ok and until(b"AGAIN") and until(b">>: ", 4)
+os.write(fd, b"\x04")
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(seen.decode("utf-8", "replace"))
+sys.exit(0 if ok and os.WEXITSTATUS(status) == 0 else 1)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, bin(), &s.addr])
+        .output()
+        .unwrap();
+    let screen = text(&out.stdout);
+    assert!(out.status.success(), "{screen}\n{}", text(&out.stderr));
+    assert!(screen.contains(">>: "), "{screen}");
+    assert!(screen.contains("hello tty") && screen.contains("AGAIN"), "{screen}");
+    assert_eq!(screen.matches("HELLO TTY").count(), 1, "the blank line is not sent: {screen}");
+}
+
+#[test]
+fn sigint_stops_like_sigterm() {
+    let s = ServerProcess::tcp("threads", &[]);
+    s.signal(libc::SIGINT);
+    let mut s = s;
+    let (status, summary) = s.wait_exit();
+    assert!(status.success());
+    assert!(summary.contains("served 0 connections"), "{summary}");
+}
+
+#[test]
+fn a_second_signal_cuts_the_drain_short() {
+    let s = ServerProcess::tcp("threads", &["--drain", "600"]);
+    let _idle = s.connect();
+    s.signal(libc::SIGTERM);
+    s.wait_log("draining");
+    s.signal(libc::SIGTERM);
+    let mut s = s;
+    let (status, _) = s.wait_exit(); // well before the 600 s drain
+    assert!(status.success());
+    assert!(s.log().contains("closing open connections now"), "{}", s.log());
+}

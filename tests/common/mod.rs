@@ -1,0 +1,218 @@
+//! Test helpers: a real `switchboard serve` process on a free port, and framing helpers for
+//! raw sockets. Every wait here is bounded, so a broken server fails a test instead of hanging it.
+
+#![allow(dead_code)] // each test binary uses its own part of these helpers
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long any single wait in a test may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_switchboard")
+}
+
+/// A directory of this test process's own, for Unix sockets and logs.
+pub fn scratch(name: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "sb-test-{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        name
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A running `switchboard serve`, killed when dropped if it is still running.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: String,
+    stdout: BufReader<ChildStdout>,
+    pub log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts `switchboard serve ADDR ARGS...` and waits for its `listening on` line.
+    pub fn start(addr: &str, args: &[&str]) -> ServerProcess {
+        let dir = scratch("server");
+        let log = dir.join("server.log");
+        let mut child = Command::new(bin())
+            .arg("serve")
+            .arg(addr)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn switchboard serve");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let addr = match line.trim().strip_prefix("listening on ") {
+            Some(a) => a.to_string(),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "server did not start: stdout {line:?}, log: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        ServerProcess { child, addr, stdout, log }
+    }
+
+    /// A TCP server of `model` on a free loopback port.
+    pub fn tcp(model: &str, args: &[&str]) -> ServerProcess {
+        let mut all = vec!["--model", model];
+        all.extend_from_slice(args);
+        ServerProcess::start("tcp://127.0.0.1:0", &all)
+    }
+
+    /// The `HOST:PORT` of a TCP server.
+    pub fn sockaddr(&self) -> &str {
+        self.addr.strip_prefix("tcp://").expect("a tcp server")
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.sockaddr()).expect("connect to the server");
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        s.set_write_timeout(Some(PATIENCE)).unwrap();
+        s
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the status and the rest of stdout.
+    pub fn terminate(mut self) -> (ExitStatus, String) {
+        self.signal(libc::SIGTERM);
+        self.wait_exit()
+    }
+
+    /// Waits (bounded) for the process to exit; returns the status and the rest of stdout.
+    pub fn wait_exit(&mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "server did not exit in time");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).unwrap();
+        (status, rest)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "log never said {needle:?}:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A stream socket of either family, for the checks that run over both.
+pub trait Conn: Read + Write {
+    fn shut_write(&self);
+}
+
+impl Conn for TcpStream {
+    fn shut_write(&self) {
+        self.shutdown(Shutdown::Write).unwrap();
+    }
+}
+
+impl Conn for UnixStream {
+    fn shut_write(&self) {
+        self.shutdown(Shutdown::Write).unwrap();
+    }
+}
+
+/// Reads exactly `n` bytes.
+pub fn read_n(conn: &mut impl Read, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    conn.read_exact(&mut buf).expect("read the whole reply");
+    buf
+}
+
+/// Sends a `len` frame.
+pub fn send_len(conn: &mut impl Write, body: &[u8]) {
+    conn.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+    conn.write_all(body).unwrap();
+}
+
+/// Reads one `len` frame.
+pub fn recv_len(conn: &mut impl Read) -> Vec<u8> {
+    let header = read_n(conn, 4);
+    let n = u32::from_be_bytes(header.try_into().unwrap()) as usize;
+    read_n(conn, n)
+}
+
+/// Reads one `\n`-terminated line (without the `\n`).
+pub fn recv_line(conn: &mut impl Read) -> Vec<u8> {
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    loop {
+        conn.read_exact(&mut byte).expect("read a line");
+        if byte[0] == b'\n' {
+            return line;
+        }
+        line.push(byte[0]);
+    }
+}
+
+/// Reads until end of stream.
+pub fn read_to_end(conn: &mut impl Read) -> Vec<u8> {
+    let mut all = Vec::new();
+    conn.read_to_end(&mut all).expect("read to end of stream");
+    all
+}
+
+/// True when the peer has closed (EOF or reset) within the patience.
+pub fn closed_by_peer(conn: &mut impl Read) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+pub fn upper(b: &[u8]) -> Vec<u8> {
+    b.to_ascii_uppercase()
+}

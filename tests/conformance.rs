@@ -1,0 +1,304 @@
+//! The conformance suite: every check is written once, as a function of the model, and run
+//! against a real `switchboard serve` process for each model in the table at the bottom.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+/// A model under test, and what it promises.
+#[derive(Clone, Copy)]
+pub struct Spec {
+    name: &'static str,
+    /// Serves many clients at once (all but `iterative`).
+    concurrent: bool,
+}
+
+fn replies_in_every_framing(m: Spec) {
+    let s = ServerProcess::tcp(m.name, &["--frame", "raw"]);
+    let mut c = s.connect();
+    c.write_all(b"hello world").unwrap();
+    assert_eq!(read_n(&mut c, 11), b"HELLO WORLD");
+
+    let s = ServerProcess::tcp(m.name, &["--frame", "line"]);
+    let mut c = s.connect();
+    c.write_all(b"hello\n").unwrap();
+    assert_eq!(recv_line(&mut c), b"HELLO");
+
+    let s = ServerProcess::tcp(m.name, &["--frame", "len", "--service", "echo"]);
+    let mut c = s.connect();
+    send_len(&mut c, b"Hello");
+    assert_eq!(recv_len(&mut c), b"Hello");
+}
+
+fn the_seeds_python_client_gets_upper_case(m: Spec) {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("python3 not found: skipping the seed client check");
+        return;
+    }
+    let s = ServerProcess::tcp(m.name, &[]);
+    let (host, port) = s.sockaddr().rsplit_once(':').unwrap();
+    // The plan's client, as it wrote it; only the port differs.
+    let script = format!(
+        r#"
+import socket
+phone=socket.socket(socket.AF_INET,socket.SOCK_STREAM)
+phone.connect(("{host}",{port}))
+phone.send("hello world".encode("utf_8"))
+data=phone.recv(1024)
+print(data.decode("utf-8"))
+phone.close()
+"#
+    );
+    let out = Command::new("python3").arg("-c").arg(script).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "HELLO WORLD");
+}
+
+fn two_hundred_messages_on_one_connection(m: Spec) {
+    let s = ServerProcess::tcp(m.name, &["--frame", "line"]);
+    let mut c = s.connect();
+    for i in 0..200 {
+        c.write_all(format!("message {i}\n").as_bytes()).unwrap();
+        assert_eq!(recv_line(&mut c), format!("MESSAGE {i}").as_bytes());
+    }
+}
+
+fn a_hundred_clients(m: Spec) {
+    let s = ServerProcess::tcp(m.name, &["--frame", "len"]);
+    let talk = |mut c: TcpStream, id: usize| {
+        for j in 0..10 {
+            let msg = format!("client {id} message {j}");
+            send_len(&mut c, msg.as_bytes());
+            assert_eq!(recv_len(&mut c), upper(msg.as_bytes()));
+        }
+    };
+    if m.concurrent {
+        // All hundred are connected before any is served: they are served at once.
+        let conns: Vec<TcpStream> = (0..100).map(|_| s.connect()).collect();
+        let threads: Vec<_> = conns
+            .into_iter()
+            .enumerate()
+            .map(|(id, c)| thread::spawn(move || talk(c, id)))
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    } else {
+        for id in 0..100 {
+            talk(s.connect(), id);
+        }
+    }
+    let (status, summary) = s.terminate();
+    assert!(status.success());
+    assert!(summary.contains("served 100 connections (0 errors), 1000 messages"), "{summary}");
+}
+
+fn a_4_mib_message_sent_while_reading(m: Spec) {
+    let big: Vec<u8> = (0..4 << 20).map(|i| b'a' + (i % 26) as u8).collect();
+    for framing in ["raw", "len"] {
+        let s = ServerProcess::tcp(m.name, &["--frame", framing]);
+        let mut c = s.connect();
+        let mut writer = c.try_clone().unwrap();
+        let body = big.clone();
+        let sender = thread::spawn(move || {
+            if framing == "len" {
+                send_len(&mut writer, &body);
+            } else {
+                writer.write_all(&body).unwrap();
+            }
+        });
+        let reply = if framing == "len" {
+            recv_len(&mut c)
+        } else {
+            read_n(&mut c, big.len())
+        };
+        sender.join().unwrap();
+        assert!(reply == upper(&big), "{framing}: the 4 MiB reply differs");
+    }
+}
+
+fn binary_nul_and_utf8_pass_through(m: Spec) {
+    let mut body: Vec<u8> = (0..=255).collect();
+    body.extend_from_slice("héllo wörld ✓ 你好\0\u{7f}".as_bytes());
+    body.extend_from_slice(b"\xff\xfe invalid utf-8 \xc3");
+    let s = ServerProcess::tcp(m.name, &["--frame", "len"]);
+    let mut c = s.connect();
+    send_len(&mut c, &body);
+    assert_eq!(recv_len(&mut c), upper(&body));
+
+    let s = ServerProcess::tcp(m.name, &["--frame", "raw"]);
+    let mut c = s.connect();
+    c.write_all(&body).unwrap();
+    assert_eq!(read_n(&mut c, body.len()), upper(&body));
+}
+
+fn half_close_still_gets_every_reply(m: Spec) {
+    let s = ServerProcess::tcp(m.name, &["--frame", "line"]);
+    let mut c = s.connect();
+    c.write_all(b"one\ntwo\nthree").unwrap(); // the last line has no \n: end of stream ends it
+    c.shut_write();
+    assert_eq!(read_to_end(&mut c), b"ONE\nTWO\nTHREE\n");
+}
+
+fn a_reset_mid_message_costs_only_that_connection(m: Spec) {
+    let s = ServerProcess::tcp(m.name, &["--frame", "len"]);
+    let mut bystander = if m.concurrent { Some(s.connect()) } else { None };
+    let mut c = s.connect();
+    c.write_all(&100u32.to_be_bytes()).unwrap();
+    c.write_all(b"only ten..").unwrap();
+    socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(c); // SO_LINGER 0: the close sends a reset
+    s.wait_log("reset by peer");
+    if let Some(b) = bystander.as_mut() {
+        send_len(b, b"still here");
+        assert_eq!(recv_len(b), b"STILL HERE");
+    }
+    let mut after = s.connect();
+    send_len(&mut after, b"next");
+    assert_eq!(recv_len(&mut after), b"NEXT");
+}
+
+fn silent_clients_hold_only_themselves(m: Spec) {
+    let s = ServerProcess::tcp(m.name, &["--frame", "raw"]);
+    // A client that sends and never reads: the server's replies fill the socket buffers.
+    let mut flooder = s.connect();
+    flooder.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..64 {
+        if flooder.write_all(&chunk).is_err() {
+            break; // the buffers are full: the server is blocked writing to it
+        }
+    }
+    let idle = s.connect(); // connects, never sends
+    if m.concurrent {
+        let mut c = s.connect();
+        c.write_all(b"served meanwhile").unwrap();
+        assert_eq!(read_n(&mut c, 16), b"SERVED MEANWHILE");
+    }
+    drop(flooder);
+    drop(idle);
+    let mut c = s.connect();
+    c.write_all(b"served after").unwrap();
+    assert_eq!(read_n(&mut c, 12), b"SERVED AFTER");
+}
+
+fn line_frames_split_and_glued(m: Spec) {
+    let s = ServerProcess::tcp(m.name, &["--frame", "line"]);
+    let mut c = s.connect();
+    for part in [&b"hel"[..], b"lo\nwor", b"ld\nglued\ntogether\n"] {
+        c.write_all(part).unwrap();
+        thread::sleep(Duration::from_millis(30)); // lets each part arrive as a read of its own
+    }
+    for expected in ["HELLO", "WORLD", "GLUED", "TOGETHER"] {
+        assert_eq!(recv_line(&mut c), expected.as_bytes());
+    }
+}
+
+fn oversize_frames_close_only_their_connection(m: Spec) {
+    for framing in ["len", "line"] {
+        let s = ServerProcess::tcp(m.name, &["--frame", framing, "--max-frame", "1KiB"]);
+        let mut c = s.connect();
+        if framing == "len" {
+            c.write_all(&2048u32.to_be_bytes()).unwrap();
+            c.write_all(b"some of it").unwrap();
+        } else {
+            c.write_all(&[b'a'; 2048]).unwrap();
+        }
+        assert!(closed_by_peer(&mut c), "{framing}: the server must close an oversize frame");
+        s.wait_log("longer than the 1024-byte maximum");
+        let mut next = s.connect();
+        if framing == "len" {
+            send_len(&mut next, b"fits");
+            assert_eq!(recv_len(&mut next), b"FITS");
+        } else {
+            next.write_all(b"fits\n").unwrap();
+            assert_eq!(recv_line(&mut next), b"FITS");
+        }
+        drop(next);
+        let (status, summary) = s.terminate();
+        assert!(status.success());
+        assert!(summary.contains("served 2 connections (1 errors)"), "{summary}");
+    }
+}
+
+fn serves_a_unix_socket(m: Spec) {
+    let path = scratch("unix").join("sb.sock");
+    let s = ServerProcess::start(&format!("unix://{}", path.display()), &["--model", m.name]);
+    assert_eq!(s.addr, format!("unix://{}", path.display()));
+    let mut c = UnixStream::connect(&path).unwrap();
+    c.set_read_timeout(Some(PATIENCE)).unwrap();
+    c.write_all(b"over unix").unwrap();
+    assert_eq!(read_n(&mut c, 9), b"OVER UNIX");
+    c.write_all(b"half").unwrap();
+    c.shut_write();
+    assert_eq!(read_to_end(&mut c), b"HALF");
+    let (status, _) = s.terminate();
+    assert!(status.success());
+    assert!(!path.exists(), "the socket file is removed at shutdown");
+}
+
+fn sigterm_drains_and_exits_zero(m: Spec) {
+    let s = ServerProcess::tcp(m.name, &["--frame", "line", "--drain", "10"]);
+    let mut open = s.connect();
+    open.write_all(b"before\n").unwrap();
+    assert_eq!(recv_line(&mut open), b"BEFORE");
+    s.signal(libc::SIGTERM);
+    s.wait_log("draining");
+    // The open connection is still served during the drain, and its close ends the server.
+    open.write_all(b"during\n").unwrap();
+    assert_eq!(recv_line(&mut open), b"DURING");
+    drop(open);
+    let mut s = s;
+    let (status, summary) = s.wait_exit();
+    assert!(status.success(), "{status:?}");
+    assert!(summary.contains("served 1 connections (0 errors), 2 messages"), "{summary}");
+    assert!(!s.log().contains("server shutdown"), "nobody was cut");
+}
+
+fn the_drain_cuts_connections_that_outlive_it(m: Spec) {
+    let s = ServerProcess::tcp(m.name, &["--drain", "0.3"]);
+    let mut idle = s.connect();
+    idle.write_all(b"hi").unwrap();
+    assert_eq!(read_n(&mut idle, 2), b"HI");
+    s.signal(libc::SIGTERM);
+    let mut s = s;
+    let (status, summary) = s.wait_exit();
+    assert!(status.success(), "{status:?}");
+    assert!(summary.contains("served 1 connections"), "{summary}");
+    assert!(s.log().contains("reason=server shutdown"), "{}", s.log());
+    assert!(closed_by_peer(&mut idle));
+}
+
+/// One module per model, one test per check: a new model adds one line here.
+macro_rules! conformance {
+    ($($model:ident => concurrent: $concurrent:expr),* $(,)?) => {$(
+        mod $model {
+            const M: super::Spec = super::Spec { name: stringify!($model), concurrent: $concurrent };
+            #[test] fn replies_in_every_framing() { super::replies_in_every_framing(M) }
+            #[test] fn the_seeds_python_client_gets_upper_case() { super::the_seeds_python_client_gets_upper_case(M) }
+            #[test] fn two_hundred_messages_on_one_connection() { super::two_hundred_messages_on_one_connection(M) }
+            #[test] fn a_hundred_clients() { super::a_hundred_clients(M) }
+            #[test] fn a_4_mib_message_sent_while_reading() { super::a_4_mib_message_sent_while_reading(M) }
+            #[test] fn binary_nul_and_utf8_pass_through() { super::binary_nul_and_utf8_pass_through(M) }
+            #[test] fn half_close_still_gets_every_reply() { super::half_close_still_gets_every_reply(M) }
+            #[test] fn a_reset_mid_message_costs_only_that_connection() { super::a_reset_mid_message_costs_only_that_connection(M) }
+            #[test] fn silent_clients_hold_only_themselves() { super::silent_clients_hold_only_themselves(M) }
+            #[test] fn line_frames_split_and_glued() { super::line_frames_split_and_glued(M) }
+            #[test] fn oversize_frames_close_only_their_connection() { super::oversize_frames_close_only_their_connection(M) }
+            #[test] fn serves_a_unix_socket() { super::serves_a_unix_socket(M) }
+            #[test] fn sigterm_drains_and_exits_zero() { super::sigterm_drains_and_exits_zero(M) }
+            #[test] fn the_drain_cuts_connections_that_outlive_it() { super::the_drain_cuts_connections_that_outlive_it(M) }
+        }
+    )*};
+}
+
+conformance! {
+    iterative => concurrent: false,
+    threads => concurrent: true,
+}
