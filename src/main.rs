@@ -19,10 +19,14 @@ use switchboard::{Addr, Model, ServeError, Server};
 const DEFAULT_ADDR: &str = "tcp://127.0.0.1:8079";
 
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "Serve any service under any concurrency model, and talk to it.",
+#[command(
+    name = "switchboard",
+    version,
+    about = "Serve any service under any concurrency model, and talk to it.",
     long_about = "Serve any service under any concurrency model over TCP and Unix sockets, and talk to it.\n\n\
     Addresses are tcp://HOST:PORT (IPv6 as tcp://[::1]:PORT; port 0 picks a free port) or unix:///PATH.\n\
-    Log level: RUST_LOG (error, warn, info, debug). Exit status: 0 ok, 1 runtime failure, 2 bad usage.")]
+    Log level: RUST_LOG (error, warn, info, debug). Exit status: 0 ok, 1 runtime failure, 2 bad usage."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,7 +35,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve a service until SIGINT or SIGTERM, then drain and print a summary.
-    #[command(after_help = "Examples:\n  switchboard serve\n  switchboard serve tcp://0.0.0.0:9000 --model iterative\n  switchboard serve unix:///tmp/sb.sock --frame line --service echo")]
+    #[command(
+        after_help = "Examples:\n  switchboard serve\n  switchboard serve tcp://0.0.0.0:9000 --model iterative\n  switchboard serve unix:///tmp/sb.sock --frame line --service echo"
+    )]
     Serve {
         /// Where to listen.
         #[arg(default_value = DEFAULT_ADDR, value_parser = parse_addr)]
@@ -59,7 +65,9 @@ enum Command {
         drain: f64,
     },
     /// The plan's client: prompt `>>: `, send each line, print each reply. Reads lines from stdin when it is not a terminal.
-    #[command(after_help = "Examples:\n  switchboard connect\n  printf 'hello\\nworld\\n' | switchboard connect tcp://127.0.0.1:8079")]
+    #[command(
+        after_help = "Examples:\n  switchboard connect\n  printf 'hello\\nworld\\n' | switchboard connect tcp://127.0.0.1:8079"
+    )]
     Connect {
         /// The server.
         #[arg(default_value = DEFAULT_ADDR, value_parser = parse_addr)]
@@ -102,7 +110,8 @@ impl TalkArgs {
 }
 
 fn parse_addr(s: &str) -> Result<Addr, String> {
-    s.parse().map_err(|e: switchboard::addr::AddrError| e.to_string())
+    s.parse()
+        .map_err(|e: switchboard::addr::AddrError| e.to_string())
 }
 
 fn parse_secs(s: &str) -> Result<f64, String> {
@@ -124,7 +133,9 @@ fn parse_size(s: &str) -> Result<usize, String> {
         "g" | "gb" | "gib" => 30,
         _ => return Err(format!("`{s}`: unknown unit; use bytes or KiB, MiB, GiB")),
     };
-    let n: usize = num.parse().map_err(|_| format!("`{s}` is not a size (e.g. 65536, 64KiB, 16MiB)"))?;
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 65536, 64KiB, 16MiB)"))?;
     n.checked_mul(1 << shift)
         .filter(|&v| v > 0)
         .ok_or_else(|| format!("`{s}`: the size must be above 0 and fit in memory"))
@@ -132,7 +143,11 @@ fn parse_size(s: &str) -> Result<usize, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -145,7 +160,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            let usage = matches!(e.downcast_ref::<ServeError>(), Some(ServeError::Unsupported { .. }));
+            let usage = matches!(
+                e.downcast_ref::<ServeError>(),
+                Some(ServeError::Unsupported { .. })
+            );
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }
@@ -153,7 +171,16 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { addr, model, service, frame, max_frame, backlog, reuse_port, drain } => {
+        Command::Serve {
+            addr,
+            model,
+            service,
+            frame,
+            max_frame,
+            backlog,
+            reuse_port,
+            drain,
+        } => {
             // Handlers first: a signal that comes as soon as `listening on` is printed must
             // stop the server gracefully, not kill it.
             let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
@@ -166,7 +193,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .service_arc(service.clone())
                 .framing(frame)
                 .max_frame(max_frame)
-                .socket_options(SocketOptions { backlog, reuse_port, ..SocketOptions::default() })
+                .socket_options(SocketOptions {
+                    backlog,
+                    reuse_port,
+                    ..SocketOptions::default()
+                })
                 .drain(Duration::from_secs_f64(drain))
                 .bind()?;
             let local = server.local_addr()?;
@@ -176,7 +207,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let stop = server.stop_handle();
             std::thread::spawn(move || {
                 for signal in signals.forever() {
-                    let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+                    let name = if signal == SIGINT {
+                        "SIGINT"
+                    } else {
+                        "SIGTERM"
+                    };
                     if stop.is_stopping() {
                         tracing::info!("{name} again: closing open connections now");
                     } else {
@@ -187,7 +222,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             });
             let summary = server.run()?;
             signals_handle.close();
-            println!("{summary}");
+            // A closed stdout must not turn a clean stop into a failure.
+            let _ = writeln!(io::stdout(), "{summary}");
             Ok(())
         }
         Command::Connect { addr, talk } => {
@@ -199,7 +235,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Send { addr, message, talk } => {
+        Command::Send {
+            addr,
+            message,
+            talk,
+        } => {
             let mut client = talk.connect(&addr)?;
             let reply = client.request(message.join(" ").as_bytes())?;
             let mut out = io::stdout().lock();

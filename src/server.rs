@@ -269,7 +269,13 @@ impl Shared {
     }
 
     /// A connection closed: one log line and the server's counters.
-    pub(crate) fn closed(&self, peer: &Peer, stats: SessionStats, reason: &CloseReason, opened: Instant) {
+    pub(crate) fn closed(
+        &self,
+        peer: &Peer,
+        stats: SessionStats,
+        reason: &CloseReason,
+        opened: Instant,
+    ) {
         let c = &self.counters;
         c.bytes_in.fetch_add(stats.bytes_in, Relaxed);
         c.bytes_out.fetch_add(stats.bytes_out, Relaxed);

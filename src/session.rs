@@ -136,7 +136,11 @@ impl Session {
             return Ok(()); // the service closed: what follows is not read
         }
         self.input.extend_from_slice(data);
-        while let Some(frame) = self.codec.decode(&mut self.input).map_err(CloseReason::Frame)? {
+        while let Some(frame) = self
+            .codec
+            .decode(&mut self.input)
+            .map_err(CloseReason::Frame)?
+        {
             if self.answer(&frame)? == Action::Close {
                 self.done = Some(CloseReason::ServiceClosed);
                 break;
@@ -167,7 +171,9 @@ impl Session {
     fn answer(&mut self, request: &[u8]) -> Result<Action, CloseReason> {
         self.stats.msgs_in += 1;
         let start = self.codec.begin(&mut self.output);
-        let action = self.handler.call(request, &mut Reply::new(&mut self.output));
+        let action = self
+            .handler
+            .call(request, &mut Reply::new(&mut self.output));
         self.codec
             .end(&mut self.output, start)
             .map_err(CloseReason::Frame)?;
@@ -199,7 +205,9 @@ impl Session {
 
     /// The reason to close now: the session ended and every reply was written.
     pub fn finished(&self) -> Option<&CloseReason> {
-        self.done.as_ref().filter(|_| self.sent == self.output.len())
+        self.done
+            .as_ref()
+            .filter(|_| self.sent == self.output.len())
     }
 
     /// What this connection has moved so far.
@@ -230,7 +238,10 @@ mod tests {
         s.advance(2);
         assert_eq!(s.finished(), Some(&CloseReason::Eof));
         let st = s.stats();
-        assert_eq!((st.bytes_in, st.bytes_out, st.msgs_in, st.msgs_out), (5, 6, 3, 3));
+        assert_eq!(
+            (st.bytes_in, st.bytes_out, st.msgs_in, st.msgs_out),
+            (5, 6, 3, 3)
+        );
     }
 
     #[test]

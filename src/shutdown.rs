@@ -130,7 +130,10 @@ impl Lifecycle {
             let limit = st.deadline.map(|d| d + Duration::from_secs(1));
             let now = Instant::now();
             if limit.is_some_and(|l| now >= l) {
-                tracing::warn!(open = st.open.len(), "connections still open after the drain; leaving them");
+                tracing::warn!(
+                    open = st.open.len(),
+                    "connections still open after the drain; leaving them"
+                );
                 return;
             }
             let wait = limit.map_or(Duration::from_millis(100), |l| l - now);
@@ -165,7 +168,10 @@ impl Lifecycle {
                 } else if now >= deadline {
                     self.forced.store(true, Ordering::SeqCst);
                     if !st.open.is_empty() {
-                        tracing::info!(open = st.open.len(), "drain time is up: closing open connections");
+                        tracing::info!(
+                            open = st.open.len(),
+                            "drain time is up: closing open connections"
+                        );
                     }
                     for stream in st.open.values() {
                         let _ = stream.shutdown(Shutdown::Both);

@@ -35,11 +35,26 @@ fn help_explains_every_subcommand() {
     let out = switchboard(&["--help"]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for word in ["serve", "connect", "send", "models", "tcp://HOST:PORT", "Exit status"] {
+    for word in [
+        "serve",
+        "connect",
+        "send",
+        "models",
+        "tcp://HOST:PORT",
+        "Exit status",
+    ] {
         assert!(help.contains(word), "--help lacks {word}:\n{help}");
     }
     let serve = text(&switchboard(&["serve", "--help"]).stdout);
-    for word in ["--model", "--frame", "--max-frame", "--backlog", "--drain", "iterative", "threads"] {
+    for word in [
+        "--model",
+        "--frame",
+        "--max-frame",
+        "--backlog",
+        "--drain",
+        "iterative",
+        "threads",
+    ] {
         assert!(serve.contains(word), "serve --help lacks {word}:\n{serve}");
     }
 }
@@ -49,16 +64,27 @@ fn models_lists_every_model() {
     let out = switchboard(&["models"]);
     assert!(out.status.success());
     let list = text(&out.stdout);
-    assert!(list.contains("iterative") && list.contains("threads"), "{list}");
+    assert!(
+        list.contains("iterative") && list.contains("threads"),
+        "{list}"
+    );
 }
 
 #[test]
 fn a_bad_address_is_usage_error_naming_the_accepted_forms() {
-    for bad in ["localhost:8079", "tcp://127.0.0.1", "ftp://x:1", "tcp://127.0.0.1:70000"] {
+    for bad in [
+        "localhost:8079",
+        "tcp://127.0.0.1",
+        "ftp://x:1",
+        "tcp://127.0.0.1:70000",
+    ] {
         let out = switchboard(&["serve", bad]);
         assert_eq!(out.status.code(), Some(2), "{bad}");
         let err = text(&out.stderr);
-        assert!(err.contains("tcp://HOST:PORT") && err.contains("unix:///PATH"), "{err}");
+        assert!(
+            err.contains("tcp://HOST:PORT") && err.contains("unix:///PATH"),
+            "{err}"
+        );
     }
     let out = switchboard(&["send", "nowhere", "hi"]);
     assert_eq!(out.status.code(), Some(2));
@@ -68,7 +94,11 @@ fn a_bad_address_is_usage_error_naming_the_accepted_forms() {
 fn a_datagram_address_is_refused_until_a_model_serves_it() {
     let out = switchboard(&["serve", "udp://127.0.0.1:0"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("does not serve udp://127.0.0.1:0"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("does not serve udp://127.0.0.1:0"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -82,7 +112,12 @@ fn bad_options_are_usage_errors() {
         &["connect", "--timeout", "soon"],
     ] {
         let out = switchboard(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
     }
 }
 
@@ -91,7 +126,11 @@ fn a_taken_port_is_a_runtime_error() {
     let s = ServerProcess::tcp("threads", &[]);
     let out = switchboard(&["serve", &s.addr]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("already in use"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("already in use"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -119,7 +158,10 @@ fn a_server_that_is_gone_is_a_clear_error() {
         let out = switchboard(&args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = text(&out.stderr);
-        assert!(err.contains("cannot connect to") && err.contains("refused"), "{err}");
+        assert!(
+            err.contains("cannot connect to") && err.contains("refused"),
+            "{err}"
+        );
     }
 }
 
@@ -127,7 +169,10 @@ fn a_server_that_is_gone_is_a_clear_error() {
 fn connect_reads_lines_from_a_pipe() {
     for frame in ["raw", "line", "len"] {
         let s = ServerProcess::tcp("threads", &["--frame", frame]);
-        let out = switchboard_with_input(&["connect", &s.addr, "--frame", frame], b"hello\n\nw\xc3\xb6rld\r\nlast");
+        let out = switchboard_with_input(
+            &["connect", &s.addr, "--frame", frame],
+            b"hello\n\nw\xc3\xb6rld\r\nlast",
+        );
         assert!(out.status.success(), "{frame}: {}", text(&out.stderr));
         assert_eq!(text(&out.stdout), "HELLO\nWöRLD\nLAST\n", "{frame}");
     }
@@ -178,8 +223,15 @@ sys.exit(0 if ok and os.WEXITSTATUS(status) == 0 else 1)
     let screen = text(&out.stdout);
     assert!(out.status.success(), "{screen}\n{}", text(&out.stderr));
     assert!(screen.contains(">>: "), "{screen}");
-    assert!(screen.contains("hello tty") && screen.contains("AGAIN"), "{screen}");
-    assert_eq!(screen.matches("HELLO TTY").count(), 1, "the blank line is not sent: {screen}");
+    assert!(
+        screen.contains("hello tty") && screen.contains("AGAIN"),
+        "{screen}"
+    );
+    assert_eq!(
+        screen.matches("HELLO TTY").count(),
+        1,
+        "the blank line is not sent: {screen}"
+    );
 }
 
 #[test]
@@ -202,5 +254,9 @@ fn a_second_signal_cuts_the_drain_short() {
     let mut s = s;
     let (status, _) = s.wait_exit(); // well before the 600 s drain
     assert!(status.success());
-    assert!(s.log().contains("closing open connections now"), "{}", s.log());
+    assert!(
+        s.log().contains("closing open connections now"),
+        "{}",
+        s.log()
+    );
 }

@@ -55,8 +55,16 @@ print(data.decode("utf-8"))
 phone.close()
 "#
     );
-    let out = Command::new("python3").arg("-c").arg(script).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "HELLO WORLD");
 }
 
@@ -96,7 +104,10 @@ fn a_hundred_clients(m: Spec) {
     }
     let (status, summary) = s.terminate();
     assert!(status.success());
-    assert!(summary.contains("served 100 connections (0 errors), 1000 messages"), "{summary}");
+    assert!(
+        summary.contains("served 100 connections (0 errors), 1000 messages"),
+        "{summary}"
+    );
 }
 
 fn a_4_mib_message_sent_while_reading(m: Spec) {
@@ -148,11 +159,17 @@ fn half_close_still_gets_every_reply(m: Spec) {
 
 fn a_reset_mid_message_costs_only_that_connection(m: Spec) {
     let s = ServerProcess::tcp(m.name, &["--frame", "len"]);
-    let mut bystander = if m.concurrent { Some(s.connect()) } else { None };
+    let mut bystander = if m.concurrent {
+        Some(s.connect())
+    } else {
+        None
+    };
     let mut c = s.connect();
     c.write_all(&100u32.to_be_bytes()).unwrap();
     c.write_all(b"only ten..").unwrap();
-    socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO)).unwrap();
+    socket2::SockRef::from(&c)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
     drop(c); // SO_LINGER 0: the close sends a reset
     s.wait_log("reset by peer");
     if let Some(b) = bystander.as_mut() {
@@ -168,7 +185,9 @@ fn silent_clients_hold_only_themselves(m: Spec) {
     let s = ServerProcess::tcp(m.name, &["--frame", "raw"]);
     // A client that sends and never reads: the server's replies fill the socket buffers.
     let mut flooder = s.connect();
-    flooder.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    flooder
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
     let chunk = vec![b'x'; 1 << 20];
     for _ in 0..64 {
         if flooder.write_all(&chunk).is_err() {
@@ -210,7 +229,10 @@ fn oversize_frames_close_only_their_connection(m: Spec) {
         } else {
             c.write_all(&[b'a'; 2048]).unwrap();
         }
-        assert!(closed_by_peer(&mut c), "{framing}: the server must close an oversize frame");
+        assert!(
+            closed_by_peer(&mut c),
+            "{framing}: the server must close an oversize frame"
+        );
         s.wait_log("longer than the 1024-byte maximum");
         let mut next = s.connect();
         if framing == "len" {
@@ -223,7 +245,10 @@ fn oversize_frames_close_only_their_connection(m: Spec) {
         drop(next);
         let (status, summary) = s.terminate();
         assert!(status.success());
-        assert!(summary.contains("served 2 connections (1 errors)"), "{summary}");
+        assert!(
+            summary.contains("served 2 connections (1 errors)"),
+            "{summary}"
+        );
     }
 }
 
@@ -257,7 +282,10 @@ fn sigterm_drains_and_exits_zero(m: Spec) {
     let mut s = s;
     let (status, summary) = s.wait_exit();
     assert!(status.success(), "{status:?}");
-    assert!(summary.contains("served 1 connections (0 errors), 2 messages"), "{summary}");
+    assert!(
+        summary.contains("served 1 connections (0 errors), 2 messages"),
+        "{summary}"
+    );
     assert!(!s.log().contains("server shutdown"), "nobody was cut");
 }
 

@@ -115,7 +115,8 @@ impl Client {
                 return Err(ClientError::Timeout(self.timeout));
             }
             // Once a raw reply has begun, a silence of `quiet` ends it.
-            let wait = if self.framing == Framing::Raw && !raw_reply.is_empty() && sent == out.len() {
+            let wait = if self.framing == Framing::Raw && !raw_reply.is_empty() && sent == out.len()
+            {
                 self.quiet.min(deadline - now)
             } else {
                 deadline - now
@@ -152,7 +153,12 @@ impl Client {
     }
 
     /// The reply, if what was received completes one.
-    fn reply_so_far(&mut self, sent: usize, raw: &mut Vec<u8>, eof: bool) -> Result<Option<Vec<u8>>, ClientError> {
+    fn reply_so_far(
+        &mut self,
+        sent: usize,
+        raw: &mut Vec<u8>,
+        eof: bool,
+    ) -> Result<Option<Vec<u8>>, ClientError> {
         if self.framing == Framing::Raw {
             raw.extend_from_slice(&self.input.split());
             let done = raw.len() >= sent || (eof && !raw.is_empty());

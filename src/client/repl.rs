@@ -14,9 +14,9 @@ pub fn interactive(client: &mut Client) -> Result<(), ClientError> {
     loop {
         let line = match editor.readline(PROMPT) {
             Ok(line) => line,
-            Err(rustyline::error::ReadlineError::Eof | rustyline::error::ReadlineError::Interrupted) => {
-                return Ok(())
-            }
+            Err(
+                rustyline::error::ReadlineError::Eof | rustyline::error::ReadlineError::Interrupted,
+            ) => return Ok(()),
             Err(e) => return Err(io::Error::other(e).into()),
         };
         let msg = line.trim();
@@ -33,7 +33,11 @@ pub fn interactive(client: &mut Client) -> Result<(), ClientError> {
 /// Pipe mode: each input line (without its line ending) is one request, each reply is printed
 /// on a line of its own. Empty lines are skipped, as the prompt does. Returns how many requests
 /// were answered.
-pub fn pipe(client: &mut Client, input: impl BufRead, mut output: impl Write) -> Result<u64, ClientError> {
+pub fn pipe(
+    client: &mut Client,
+    input: impl BufRead,
+    mut output: impl Write,
+) -> Result<u64, ClientError> {
     let mut answered = 0;
     for line in input.split(b'\n') {
         let line = line?;

@@ -97,7 +97,10 @@ mod tests {
     fn a_torn_frame_at_eof_is_an_error() {
         let mut c = LenCodec::new(10);
         let mut src = BytesMut::from(&[0u8, 0, 0, 5, b'x'][..]);
-        assert_eq!(c.decode_eof(&mut src), Err(FrameError::Truncated { have: 5 }));
+        assert_eq!(
+            c.decode_eof(&mut src),
+            Err(FrameError::Truncated { have: 5 })
+        );
         let mut src = BytesMut::new();
         assert_eq!(c.decode_eof(&mut src), Ok(None));
     }

@@ -112,7 +112,10 @@ mod tests {
         );
         let mut c = LineCodec::new(4);
         let mut src = BytesMut::from(&b"abcdef\n"[..]);
-        assert!(matches!(c.decode(&mut src), Err(FrameError::TooLong { len: 6, .. })));
+        assert!(matches!(
+            c.decode(&mut src),
+            Err(FrameError::TooLong { len: 6, .. })
+        ));
     }
 
     #[test]

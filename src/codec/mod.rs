@@ -119,7 +119,11 @@ mod split_tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn decode_all(framing: Framing, stream: &[u8], cuts: &[usize]) -> Result<Vec<Vec<u8>>, FrameError> {
+    fn decode_all(
+        framing: Framing,
+        stream: &[u8],
+        cuts: &[usize],
+    ) -> Result<Vec<Vec<u8>>, FrameError> {
         let mut codec = framing.codec(1 << 20);
         let mut buf = BytesMut::new();
         let mut frames = Vec::new();

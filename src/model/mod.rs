@@ -50,7 +50,9 @@ impl Model {
     pub fn summary(self) -> &'static str {
         match self {
             Model::Iterative => "blocking IO, one client at a time (the plan's connection loop)",
-            Model::Threads => "blocking IO, a thread per connection (socketserver's ThreadingMixIn)",
+            Model::Threads => {
+                "blocking IO, a thread per connection (socketserver's ThreadingMixIn)"
+            }
         }
     }
 
@@ -67,7 +69,10 @@ impl Model {
             .map(|m| m.name())
             .collect();
         if names.is_empty() {
-            format!("none yet ({} addresses are not served in this version)", addr.scheme())
+            format!(
+                "none yet ({} addresses are not served in this version)",
+                addr.scheme()
+            )
         } else {
             names.join(", ")
         }

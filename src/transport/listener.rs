@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
     /// Something already listens there.
-    #[error("{addr} is already in use: stop the server that listens there or choose another address")]
+    #[error(
+        "{addr} is already in use: stop the server that listens there or choose another address"
+    )]
     InUse {
         /// The address asked for.
         addr: Addr,
@@ -68,8 +70,9 @@ impl Listener {
         };
         match addr {
             Addr::Tcp(sa) => {
-                let socket = Socket::new(Domain::for_address(*sa), Type::STREAM, Some(Protocol::TCP))
-                    .map_err(io_err)?;
+                let socket =
+                    Socket::new(Domain::for_address(*sa), Type::STREAM, Some(Protocol::TCP))
+                        .map_err(io_err)?;
                 socket.set_reuse_address(opts.reuse_addr).map_err(io_err)?;
                 socket.set_reuse_port(opts.reuse_port).map_err(io_err)?;
                 socket.set_tcp_nodelay(opts.nodelay).map_err(io_err)?;
@@ -80,7 +83,9 @@ impl Listener {
             Addr::Unix(path) => {
                 remove_stale_socket(path, addr)?;
                 let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(io_err)?;
-                socket.bind(&SockAddr::unix(path).map_err(io_err)?).map_err(io_err)?;
+                socket
+                    .bind(&SockAddr::unix(path).map_err(io_err)?)
+                    .map_err(io_err)?;
                 socket.listen(opts.backlog).map_err(io_err)?;
                 Ok(Listener::Unix {
                     listener: socket.into(),
@@ -178,7 +183,11 @@ mod tests {
 
     #[test]
     fn port_zero_reports_the_real_port() {
-        let l = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap(), &SocketOptions::default()).unwrap();
+        let l = Listener::bind(
+            &"tcp://127.0.0.1:0".parse().unwrap(),
+            &SocketOptions::default(),
+        )
+        .unwrap();
         match l.local_addr().unwrap() {
             Addr::Tcp(sa) => assert_ne!(sa.port(), 0),
             other => panic!("{other:?}"),
@@ -203,11 +212,17 @@ mod tests {
         drop(UnixListener::bind(&path).unwrap()); // leaves a socket file nobody listens on
         assert!(path.exists());
         let live = Listener::bind(&addr, &opts).unwrap();
-        assert!(matches!(Listener::bind(&addr, &opts), Err(BindError::InUse { .. })));
+        assert!(matches!(
+            Listener::bind(&addr, &opts),
+            Err(BindError::InUse { .. })
+        ));
         drop(live);
         assert!(!path.exists(), "the owner removes its socket file");
         std::fs::write(&path, b"not a socket").unwrap();
-        assert!(matches!(Listener::bind(&addr, &opts), Err(BindError::NotASocket(_))));
+        assert!(matches!(
+            Listener::bind(&addr, &opts),
+            Err(BindError::NotASocket(_))
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

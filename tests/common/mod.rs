@@ -68,7 +68,12 @@ impl ServerProcess {
                 );
             }
         };
-        ServerProcess { child, addr, stdout, log }
+        ServerProcess {
+            child,
+            addr,
+            stdout,
+            log,
+        }
     }
 
     /// A TCP server of `model` on a free loopback port.
@@ -128,7 +133,10 @@ impl ServerProcess {
             if log.contains(needle) {
                 return log;
             }
-            assert!(Instant::now() < deadline, "log never said {needle:?}:\n{log}");
+            assert!(
+                Instant::now() < deadline,
+                "log never said {needle:?}:\n{log}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
