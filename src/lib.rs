@@ -46,3 +46,8 @@ pub use model::Model;
 pub use server::{ServeError, Server, ServerBuilder, Summary};
 pub use session::{CloseReason, Session};
 pub use shutdown::StopHandle;
+
+/// The README's Rust examples compile (`cargo test --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
