@@ -57,6 +57,9 @@ enum Command {
         /// Length of the kernel's queue of connections waiting to be accepted.
         #[arg(long, default_value_t = 1024)]
         backlog: i32,
+        /// Threads for the models that run several: pool (default 4 per core, at least 8), epoll (default 1), async (default one per core).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        workers: Option<u32>,
         /// Set SO_REUSEPORT, so several servers can share the port.
         #[arg(long)]
         reuse_port: bool,
@@ -178,6 +181,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             frame,
             max_frame,
             backlog,
+            workers,
             reuse_port,
             drain,
         } => {
@@ -187,7 +191,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("cannot install signal handlers")?;
             let signals_handle = signals.handle();
             let service = service.service();
-            let server = Server::builder()
+            let mut builder = Server::builder();
+            if let Some(n) = workers {
+                builder = builder.workers(n as usize);
+            }
+            let server = builder
                 .addr(addr)
                 .model(model)
                 .service_arc(service.clone())

@@ -68,6 +68,7 @@ pub struct ServerBuilder {
     max_frame: usize,
     socket: SocketOptions,
     drain: Duration,
+    workers: Option<usize>,
 }
 
 impl ServerBuilder {
@@ -119,6 +120,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Threads or processes for the models that run several (`pool`, `epoll`, `async`);
+    /// each model has its own default, which `switchboard models` shows.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = Some(workers);
+        self
+    }
+
     /// Binds the listening socket; serving starts with [`Server::run`].
     pub fn bind(self) -> Result<Server, ServeError> {
         if !self.model.serves(&self.addr) {
@@ -135,6 +143,7 @@ impl ServerBuilder {
             max_frame: self.max_frame,
             model: self.model,
             nodelay: self.socket.nodelay,
+            workers: self.workers,
             lifecycle: Arc::new(Lifecycle::new(self.drain)?),
             counters: Counters::default(),
             next_id: AtomicU64::new(1),
@@ -163,6 +172,7 @@ impl Server {
             max_frame: DEFAULT_MAX_FRAME,
             socket: SocketOptions::default(),
             drain: DEFAULT_DRAIN,
+            workers: None,
         }
     }
 
@@ -180,6 +190,7 @@ impl Server {
     /// closed once, here, when serving is over.
     pub fn run(self) -> Result<Summary, ServeError> {
         let started = Instant::now();
+        crate::sys::raise_fd_limit();
         let lifecycle = self.shared.lifecycle.clone();
         let watchdog = lifecycle.spawn_watchdog()?;
         let served = self.shared.model.serve(self.listener, &self.shared);
@@ -251,6 +262,8 @@ pub(crate) struct Shared {
     pub(crate) max_frame: usize,
     pub(crate) model: Model,
     pub(crate) nodelay: bool,
+    /// `--workers`, if given; each model has its own default.
+    pub(crate) workers: Option<usize>,
     pub(crate) lifecycle: Arc<Lifecycle>,
     counters: Counters,
     next_id: AtomicU64,

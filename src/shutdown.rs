@@ -1,16 +1,17 @@
 //! Graceful shutdown: stop accepting, let open connections finish for the drain time, then
 //! close what is left.
 //!
-//! [`StopHandle::stop`] (a signal, or a library user) wakes every accept loop through an
-//! eventfd. Models that block a thread per connection register each stream here; a watchdog
+//! [`StopHandle::stop`] (a signal, or a library user) wakes every accept loop through a
+//! socket pair that turns readable, and stays so: the waker. Models that block a thread per connection register each stream here; a watchdog
 //! thread shuts down those still open when the drain time is up, which wakes their threads out
 //! of `read` or `write` (a client that never reads would otherwise hold a thread forever).
 
-use crate::sys::EventFd;
 use crate::transport::Stream;
 use std::collections::HashMap;
+use std::io::Write;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
@@ -39,7 +40,9 @@ pub(crate) struct Lifecycle {
     stopping: AtomicBool,
     /// Set when the drain time is up: connections still open are being closed.
     forced: AtomicBool,
-    waker: EventFd,
+    /// Written once at a stop; its other end is what accept loops and reactors watch.
+    waker: UnixStream,
+    woken: UnixStream,
     drain: Duration,
     state: Mutex<State>,
     changed: Condvar,
@@ -68,10 +71,13 @@ impl Drop for Registration {
 
 impl Lifecycle {
     pub(crate) fn new(drain: Duration) -> std::io::Result<Self> {
+        let (waker, woken) = UnixStream::pair()?;
+        waker.set_nonblocking(true)?;
         Ok(Lifecycle {
             stopping: AtomicBool::new(false),
             forced: AtomicBool::new(false),
-            waker: EventFd::new()?,
+            waker,
+            woken,
             drain,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
@@ -91,7 +97,9 @@ impl Lifecycle {
             Some(_) => now, // asked twice: don't wait
         });
         self.stopping.store(true, Ordering::SeqCst);
-        self.waker.notify();
+        // One byte makes the other end readable; nobody reads it, so it stays readable. A full
+        // buffer (a stop asked many times) still leaves it readable.
+        let _ = (&self.waker).write(&[1]);
         self.changed.notify_all();
     }
 
@@ -106,7 +114,12 @@ impl Lifecycle {
 
     /// The fd that turns readable when a stop is asked for; accept loops poll it.
     pub(crate) fn waker_fd(&self) -> RawFd {
-        self.waker.as_raw_fd()
+        self.woken.as_raw_fd()
+    }
+
+    /// The watched end of the waker, for an event loop that wants to own a handle to it.
+    pub(crate) fn waker_stream(&self) -> std::io::Result<UnixStream> {
+        self.woken.try_clone()
     }
 
     /// Registers a connection's stream so the watchdog can cut it when the drain time is up.
@@ -192,6 +205,11 @@ impl Lifecycle {
                 st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
             }
         }
+    }
+
+    /// When the drain ends, once a stop was asked for.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.lock().deadline
     }
 
     /// The server has returned: the watchdog may end.

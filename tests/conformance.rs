@@ -305,9 +305,9 @@ fn the_drain_cuts_connections_that_outlive_it(m: Spec) {
 
 /// One module per model, one test per check: a new model adds one line here.
 macro_rules! conformance {
-    ($($model:ident => concurrent: $concurrent:expr),* $(,)?) => {$(
-        mod $model {
-            const M: super::Spec = super::Spec { name: stringify!($model), concurrent: $concurrent };
+    ($($module:ident => $name:literal, concurrent: $concurrent:expr),* $(,)?) => {$(
+        mod $module {
+            const M: super::Spec = super::Spec { name: $name, concurrent: $concurrent };
             #[test] fn replies_in_every_framing() { super::replies_in_every_framing(M) }
             #[test] fn the_seeds_python_client_gets_upper_case() { super::the_seeds_python_client_gets_upper_case(M) }
             #[test] fn two_hundred_messages_on_one_connection() { super::two_hundred_messages_on_one_connection(M) }
@@ -327,6 +327,12 @@ macro_rules! conformance {
 }
 
 conformance! {
-    iterative => concurrent: false,
-    threads => concurrent: true,
+    iterative => "iterative", concurrent: false,
+    threads => "threads", concurrent: true,
+    pool => "pool", concurrent: true,
+    nonblocking => "nonblocking", concurrent: true,
+    select => "select", concurrent: true,
+    poll => "poll", concurrent: true,
+    epoll => "epoll", concurrent: true,
+    asynchronous => "async", concurrent: true,
 }

@@ -7,12 +7,27 @@
 //! | --- | --- | --- | --- |
 //! | `iterative` | blocking | none: one client at a time | `iterative.rs` |
 //! | `threads` | blocking | a thread per connection | `threads.rs` |
+//! | `pool` | blocking | a fixed pool of threads | `pool.rs` |
+//! | `nonblocking` | non-blocking | an event loop that tries every socket | `nonblocking.rs` |
+//! | `select` | multiplexing | an event loop over select(2) | `select.rs` |
+//! | `poll` | multiplexing | an event loop over poll(2) | `poll.rs` |
+//! | `epoll` | multiplexing | event loops over epoll(7), edge-triggered | `epoll.rs` |
+//! | `async` | asynchronous (tokio) | a task per connection | `async.rs` |
 //!
 //! What the blocking models share (the accept loop and the per-connection loop) is in
-//! `blocking.rs`.
+//! `blocking.rs`; what the reactors share (the connection table, driving a non-blocking
+//! connection, the drain) is in `reactor.rs`.
 
+#[path = "async.rs"]
+mod async_;
 mod blocking;
+mod epoll;
 mod iterative;
+mod nonblocking;
+mod poll;
+mod pool;
+mod reactor;
+mod select;
 mod threads;
 
 use crate::addr::Addr;
@@ -32,17 +47,44 @@ pub enum Model {
     /// thousands of clients.
     #[default]
     Threads,
+    /// A fixed pool of `--workers` threads fed by a bounded queue of connections.
+    Pool,
+    /// One thread trying every non-blocking socket in turn: the lesson before multiplexing.
+    Nonblocking,
+    /// One thread, multiplexed with select(2); at most FD_SETSIZE (1024) fds.
+    Select,
+    /// One thread, multiplexed with poll(2).
+    Poll,
+    /// `--workers` threads (default 1), each an edge-triggered epoll(7) loop.
+    Epoll,
+    /// tokio tasks (coroutines) on `--workers` threads (default: one per core).
+    Async,
 }
 
 impl Model {
     /// Every model, in the order `models` lists them.
-    pub const ALL: &'static [Model] = &[Model::Iterative, Model::Threads];
+    pub const ALL: &'static [Model] = &[
+        Model::Iterative,
+        Model::Threads,
+        Model::Pool,
+        Model::Nonblocking,
+        Model::Select,
+        Model::Poll,
+        Model::Epoll,
+        Model::Async,
+    ];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Model::Iterative => "iterative",
             Model::Threads => "threads",
+            Model::Pool => "pool",
+            Model::Nonblocking => "nonblocking",
+            Model::Select => "select",
+            Model::Poll => "poll",
+            Model::Epoll => "epoll",
+            Model::Async => "async",
         }
     }
 
@@ -53,6 +95,12 @@ impl Model {
             Model::Threads => {
                 "blocking IO, a thread per connection (socketserver's ThreadingMixIn)"
             }
+            Model::Pool => "blocking IO, a fixed pool of threads and a bounded queue",
+            Model::Nonblocking => "non-blocking IO, one thread trying every socket in turn",
+            Model::Select => "multiplexing, one event loop over select(2)",
+            Model::Poll => "multiplexing, one event loop over poll(2)",
+            Model::Epoll => "multiplexing, edge-triggered epoll(7) loops",
+            Model::Async => "asynchronous, tokio tasks (coroutines)",
         }
     }
 
@@ -83,6 +131,12 @@ impl Model {
         match self {
             Model::Iterative => iterative::serve(listener, shared),
             Model::Threads => threads::serve(listener, shared),
+            Model::Pool => pool::serve(listener, shared),
+            Model::Nonblocking => nonblocking::serve(listener, shared),
+            Model::Select => select::serve(listener, shared),
+            Model::Poll => poll::serve(listener, shared),
+            Model::Epoll => epoll::serve(listener, shared),
+            Model::Async => async_::serve(listener, shared),
         }
     }
 }

@@ -115,11 +115,7 @@ impl Listener {
             }
             Listener::Unix { listener, .. } => {
                 let (s, peer) = listener.accept()?;
-                let peer = match peer.as_pathname() {
-                    Some(p) => format!("unix://{}", p.display()),
-                    None => "unix://".to_string(),
-                };
-                Ok((Stream::Unix(s), peer))
+                Ok((Stream::Unix(s), unix_peer_name(peer.as_pathname())))
             }
         }
     }
@@ -150,6 +146,15 @@ impl Drop for Listener {
                 let _ = std::fs::remove_file(path);
             }
         }
+    }
+}
+
+/// How a Unix peer is named in logs: its path, or `unix://` for an unnamed client socket (the
+/// usual case).
+pub fn unix_peer_name(path: Option<&Path>) -> String {
+    match path {
+        Some(p) => format!("unix://{}", p.display()),
+        None => "unix://".to_string(),
     }
 }
 

@@ -5,7 +5,7 @@
 mod listener;
 mod stream;
 
-pub use listener::{BindError, Listener};
+pub use listener::{unix_peer_name, BindError, Listener};
 pub use stream::Stream;
 
 /// Options applied to a listening socket and the connections it accepts.

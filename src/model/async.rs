@@ -1,0 +1,155 @@
+//! `async`: tokio tasks, the coroutines of the plan, on a multi-thread runtime.
+//!
+//! Each connection is a task: a coroutine that reads and writes as if blocking, but yields to
+//! the runtime wherever it would wait, so a few `--workers` threads (default: one per core)
+//! serve any number of connections. Under the hood it is an epoll reactor; the task is what
+//! makes its code read like the `threads` model's.
+
+use crate::server::Shared;
+use crate::service::Peer;
+use crate::session::{CloseReason, Session};
+use crate::transport::{unix_peer_name, Listener};
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::task::JoinSet;
+
+/// Bytes asked of each read.
+const READ_SIZE: usize = 64 * 1024;
+
+/// Serves until a stop on a tokio runtime, then drains.
+pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> {
+    let workers = shared
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .thread_name("async")
+        .enable_all()
+        .build()?;
+    listener.set_nonblocking(true)?;
+    runtime.block_on(async {
+        let mut tasks = JoinSet::new();
+        match listener {
+            Listener::Tcp(ref l) => {
+                let l = tokio::net::TcpListener::from_std(l.try_clone()?)?;
+                let accept = || async {
+                    let (stream, peer) = l.accept().await?;
+                    let _ = stream.set_nodelay(shared.nodelay);
+                    Ok((stream, format!("tcp://{peer}")))
+                };
+                accept_loop(accept, shared, &mut tasks).await?
+            }
+            Listener::Unix {
+                listener: ref l, ..
+            } => {
+                let l = tokio::net::UnixListener::from_std(l.try_clone()?)?;
+                let accept = || async {
+                    let (stream, peer) = l.accept().await?;
+                    Ok((stream, unix_peer_name(peer.as_pathname())))
+                };
+                accept_loop(accept, shared, &mut tasks).await?
+            }
+        }
+        drop(listener); // stop taking connections into the backlog while the others drain
+        drain(&mut tasks, shared).await;
+        Ok(())
+    })
+}
+
+/// Accepts until a stop, a task per connection; reaps finished tasks as it goes.
+async fn accept_loop<S, A, F>(
+    accept: F,
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn() -> A,
+    A: std::future::Future<Output = io::Result<(S, String)>>,
+{
+    let stop = shared.lifecycle.waker_stream()?;
+    stop.set_nonblocking(true)?;
+    let stop = tokio::net::UnixStream::from_std(stop)?;
+    loop {
+        tokio::select! {
+            _ = stop.readable() => return Ok(()),
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            accepted = accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let peer = shared.accepted(peer);
+                    tasks.spawn(connection(stream, Live::new(peer, shared.clone())));
+                }
+                Err(e) => super::blocking::accept_failed(e)?,
+            },
+        }
+    }
+}
+
+/// Lets open connections finish until the deadline, then cancels the rest (each logs its cut).
+async fn drain(tasks: &mut JoinSet<()>, shared: &Shared) {
+    let deadline = shared.lifecycle.deadline().unwrap_or_else(Instant::now);
+    let finish = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout_at(deadline.into(), finish)
+        .await
+        .is_err()
+    {
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// One connection's coroutine: read, answer, write every reply whole, until the peer leaves.
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, mut live: Live) {
+    let mut buf = vec![0u8; READ_SIZE];
+    let reason = loop {
+        if let Some(reason) = live.session.finished() {
+            break reason.clone();
+        }
+        let received = match stream.read(&mut buf).await {
+            Ok(0) => live.session.receive_eof(),
+            Ok(n) => live.session.receive(&buf[..n]),
+            Err(e) => break CloseReason::from_io(&e),
+        };
+        if let Err(e) = stream.write_all(live.session.pending()).await {
+            break CloseReason::from_io(&e);
+        }
+        let written = live.session.pending().len();
+        live.session.advance(written);
+        if let Err(reason) = received {
+            break reason;
+        }
+    };
+    live.reason = Some(reason);
+}
+
+/// A connection's session, logged when it is dropped: at its end, or when the drain cancels
+/// its task (then as cut by the shutdown).
+struct Live {
+    session: Session,
+    peer: Peer,
+    shared: Arc<Shared>,
+    opened: Instant,
+    reason: Option<CloseReason>,
+}
+
+impl Live {
+    fn new(peer: Peer, shared: Arc<Shared>) -> Self {
+        Live {
+            session: shared.session(&peer),
+            peer,
+            shared,
+            opened: Instant::now(),
+            reason: None,
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let reason = self.reason.take().unwrap_or(CloseReason::Shutdown);
+        self.shared
+            .closed(&self.peer, self.session.stats(), &reason, self.opened);
+    }
+}

@@ -1,0 +1,136 @@
+//! `epoll`: an edge-triggered epoll(7) reactor, one thread per `--workers` (default 1).
+//!
+//! The multiplexing lesson at its Linux best. Each connection is registered once, for reading
+//! and writing, edge-triggered: the kernel reports a socket when it *becomes* ready, so the
+//! reactor never re-registers interest as it switches between reading and writing (no
+//! `epoll_ctl` per message), and a connection whose turn ended with bytes left is driven again
+//! from a list of its own rather than waiting for an edge that will not come.
+//!
+//! With several workers, each runs this loop with its own epoll over the one shared listener,
+//! registered with `EPOLLEXCLUSIVE` so a new connection wakes one worker, not all. A shared
+//! listener, rather than an `SO_REUSEPORT` socket each, serves Unix sockets too and loses no
+//! queued connection if a worker stops.
+
+use super::reactor::{self, Drain, Status, Table, READ_SIZE};
+use crate::server::Shared;
+use crate::sys::Epoll;
+use crate::transport::Listener;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::thread;
+
+const LISTENER: u64 = u64::MAX;
+const WAKER: u64 = u64::MAX - 1;
+/// Connections accepted per readiness of the listener: with several workers, a few each keeps
+/// one worker from taking every connection of a burst.
+const ACCEPT_BATCH: usize = 8;
+
+/// Serves until a stop on `--workers` reactor threads, then drains.
+pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = Arc::new(listener);
+    let workers = shared.workers.unwrap_or(1).max(1);
+    let others: Vec<_> = (1..workers)
+        .map(|_| {
+            let (listener, shared) = (listener.clone(), shared.clone());
+            thread::Builder::new()
+                .name("epoll".into())
+                .spawn(move || run(&listener, &shared, true))
+        })
+        .collect::<io::Result<_>>()?;
+    let result = run(&listener, shared, workers > 1);
+    for worker in others {
+        worker
+            .join()
+            .map_err(|_| io::Error::other("an epoll worker panicked"))??;
+    }
+    result
+}
+
+/// One reactor: setup, then accept, readable/writable (one drive each, edge-triggered), close.
+fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::Result<()> {
+    let epoll = Epoll::new()?;
+    let exclusive = if exclusive {
+        libc::EPOLLEXCLUSIVE as u32
+    } else {
+        0
+    };
+    epoll.add(
+        listener.as_raw_fd(),
+        libc::EPOLLIN as u32 | exclusive,
+        LISTENER,
+    )?;
+    epoll.add(shared.lifecycle.waker_fd(), libc::EPOLLIN as u32, WAKER)?;
+    let mut table = Table::default();
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+    let mut buf = vec![0u8; READ_SIZE];
+    let mut again: Vec<usize> = Vec::new();
+    let mut drain = Drain::new(shared);
+    let mut accepting = true;
+    loop {
+        if drain.stopping() {
+            if accepting {
+                accepting = false;
+                epoll.delete(listener.as_raw_fd())?;
+                epoll.delete(shared.lifecycle.waker_fd())?; // it stays readable: stop watching
+            }
+            if table.is_empty() {
+                return Ok(());
+            }
+            if drain.expired() {
+                drain.cut(&mut table);
+                return Ok(());
+            }
+        }
+        let timeout = if again.is_empty() {
+            drain.timeout()
+        } else {
+            Some(Default::default())
+        };
+        let n = epoll.wait(&mut events, timeout)?;
+        let mut ready = std::mem::take(&mut again);
+        for ev in &events[..n] {
+            match ev.u64 {
+                LISTENER => {
+                    for _ in 0..ACCEPT_BATCH {
+                        let Some(conn) = reactor::accept(listener, shared)? else {
+                            break;
+                        };
+                        let fd = conn.as_raw_fd();
+                        let token = table.insert(conn);
+                        let interest =
+                            libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET;
+                        // Data that came before the registration is reported by it.
+                        epoll.add(fd, interest as u32, token as u64)?;
+                    }
+                }
+                WAKER => {} // the stop is seen at the top of the loop
+                token => {
+                    let token = token as usize;
+                    let closed = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+                    if ev.events & closed != 0 {
+                        if let Some(conn) = table.get_mut(token) {
+                            conn.hung_up();
+                        }
+                    }
+                    ready.push(token);
+                }
+            }
+        }
+        for token in ready {
+            let Some(conn) = table.get_mut(token) else {
+                continue;
+            }; // closed earlier this round
+            match conn.drive(&mut buf) {
+                Status::Open { again: true } => again.push(token),
+                Status::Open { again: false } => {}
+                Status::Closed(reason) => {
+                    if let Some(conn) = table.remove(token) {
+                        conn.close(&reason, shared); // closing the fd removes it from the epoll
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! `poll`: a single-threaded reactor over poll(2).
+//!
+//! The multiplexing lesson in its portable form: each turn builds the list of every socket with
+//! what it waits for (read while the session takes input, write while replies are queued),
+//! and one `poll` says which are ready. Level-triggered, so a socket with bytes left is simply
+//! reported again. Its cost grows with the number of connections, ready or not.
+
+use super::reactor::{self, Drain, Status, Table, READ_SIZE};
+use crate::server::Shared;
+use crate::sys;
+use crate::transport::Listener;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+/// Serves until a stop on one thread, then drains.
+pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let mut table = Table::default();
+    let mut buf = vec![0u8; READ_SIZE];
+    let mut drain = Drain::new(shared);
+    let mut fds: Vec<libc::pollfd> = Vec::new();
+    let mut tokens: Vec<usize> = Vec::new();
+    loop {
+        let accepting = !drain.stopping();
+        if !accepting && (table.is_empty() || drain.expired()) {
+            drain.cut(&mut table);
+            return Ok(());
+        }
+        // Setup of this turn: the listener and waker first, then each connection.
+        fds.clear();
+        tokens.clear();
+        if accepting {
+            fds.push(sys::pollin(listener.as_raw_fd()));
+            fds.push(sys::pollin(shared.lifecycle.waker_fd()));
+        }
+        for (token, conn) in table.iter() {
+            let mut events = 0;
+            if conn.wants_read() {
+                events |= libc::POLLIN;
+            }
+            if conn.wants_write() {
+                events |= libc::POLLOUT;
+            }
+            fds.push(libc::pollfd {
+                fd: conn.as_raw_fd(),
+                events,
+                revents: 0,
+            });
+            tokens.push(token);
+        }
+        sys::poll(&mut fds, drain.timeout())?;
+        let conns = if accepting { &fds[2..] } else { &fds[..] };
+        // Readable or writable connections: one drive each.
+        for (pfd, &token) in conns.iter().zip(&tokens) {
+            if pfd.revents == 0 {
+                continue;
+            }
+            let Some(conn) = table.get_mut(token) else {
+                continue;
+            };
+            if let Status::Closed(reason) = conn.drive(&mut buf) {
+                if let Some(conn) = table.remove(token) {
+                    conn.close(&reason, shared);
+                }
+            }
+        }
+        // Accept last, so a new connection's token cannot be mistaken for a closed one's.
+        if accepting && fds[0].revents != 0 {
+            while let Some(conn) = reactor::accept(&listener, shared)? {
+                table.insert(conn);
+            }
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! What the single-threaded reactors share (`nonblocking`, `select`, `poll`, `epoll`): the
+//! connection table, driving one connection's non-blocking reads and writes, accepting, closing,
+//! and the drain after a stop. Each reactor file only says how it learns which socket is ready.
+
+use crate::server::Shared;
+use crate::service::Peer;
+use crate::session::{CloseReason, Session};
+use crate::transport::{Listener, Stream};
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// Bytes asked of each `read`; one buffer serves every connection of a reactor.
+pub(super) const READ_SIZE: usize = 64 * 1024;
+
+/// Reads and writes one connection gets per turn, so a peer that sends without pause cannot
+/// starve the others.
+const TURN: usize = 16;
+
+/// One connection of a reactor: its socket, session and who it is with.
+pub(super) struct Conn {
+    pub(super) stream: Stream,
+    session: Session,
+    peer: Peer,
+    opened: Instant,
+    /// The poller said the peer closed or reset: read until the socket says so too, since
+    /// no new readiness will come to report it.
+    hung_up: bool,
+}
+
+/// Where a connection stands after its turn.
+pub(super) enum Status {
+    /// Still open. `again`: its turn ended with work left (bytes may wait in the socket), so an
+    /// edge-triggered reactor must drive it again without waiting for a new event.
+    Open { again: bool },
+    /// Done: close it for this reason.
+    Closed(CloseReason),
+}
+
+impl Conn {
+    /// Reads what the socket holds and writes what the session queued, until both would block,
+    /// the session ends, or the turn is used up.
+    ///
+    /// A read that fills less than the buffer emptied the socket, so it is not followed by a
+    /// read that would only say EAGAIN: one read and one write per message, as in C.
+    pub(super) fn drive(&mut self, buf: &mut [u8]) -> Status {
+        for _ in 0..TURN {
+            // The socket may hold more: the last read filled the buffer, or backpressure
+            // stopped us reading.
+            let mut unread = false;
+            if self.session.wants_read() {
+                let received = match (&self.stream).read(buf) {
+                    Ok(0) => self.session.receive_eof(),
+                    Ok(n) => {
+                        unread = n == buf.len() || self.hung_up;
+                        self.session.receive(&buf[..n])
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {
+                        unread = true;
+                        Ok(())
+                    }
+                    Err(e) => return Status::Closed(CloseReason::from_io(&e)),
+                };
+                if let Err(reason) = received {
+                    let _ = self.write_pending(); // replies queued before the bad frame, best effort
+                    return Status::Closed(reason);
+                }
+            } else if self.session.finished().is_none() {
+                unread = true;
+            }
+            if let Err(e) = self.write_pending() {
+                return Status::Closed(CloseReason::from_io(&e));
+            }
+            if let Some(reason) = self.session.finished() {
+                return Status::Closed(reason.clone());
+            }
+            if !(unread && self.session.wants_read()) {
+                return Status::Open { again: false };
+            }
+        }
+        Status::Open { again: true }
+    }
+
+    /// Writes queued replies until they are all out or the socket's buffer is full.
+    fn write_pending(&mut self) -> io::Result<()> {
+        while !self.session.pending().is_empty() {
+            match (&self.stream).write(self.session.pending()) {
+                Ok(n) => self.session.advance(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Notes that the poller reported the peer's close (EPOLLRDHUP, EPOLLHUP, EPOLLERR).
+    pub(super) fn hung_up(&mut self) {
+        self.hung_up = true;
+    }
+
+    /// Bytes moved so far, in and out: a change means the connection made progress.
+    pub(super) fn activity(&self) -> u64 {
+        let stats = self.session.stats();
+        stats.bytes_in + stats.bytes_out
+    }
+
+    /// True while the session takes input: a level-triggered reactor asks for readability.
+    pub(super) fn wants_read(&self) -> bool {
+        self.session.wants_read()
+    }
+
+    /// True while replies wait: a level-triggered reactor asks for writability.
+    pub(super) fn wants_write(&self) -> bool {
+        !self.session.pending().is_empty()
+    }
+
+    /// Logs the close and counts it; dropping the connection closes the socket.
+    pub(super) fn close(self, reason: &CloseReason, shared: &Shared) {
+        shared.closed(&self.peer, self.session.stats(), reason, self.opened);
+    }
+}
+
+impl AsRawFd for Conn {
+    fn as_raw_fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+}
+
+/// A reactor's connections, indexed by a small number (the token a poller hands back). Freed
+/// slots are reused, so the table stays as long as the most connections open at once.
+#[derive(Default)]
+pub(super) struct Table {
+    slots: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    len: usize,
+}
+
+impl Table {
+    pub(super) fn insert(&mut self, conn: Conn) -> usize {
+        self.len += 1;
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(conn);
+                i
+            }
+            None => {
+                self.slots.push(Some(conn));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    pub(super) fn get_mut(&mut self, token: usize) -> Option<&mut Conn> {
+        self.slots.get_mut(token).and_then(Option::as_mut)
+    }
+
+    pub(super) fn remove(&mut self, token: usize) -> Option<Conn> {
+        let conn = self.slots.get_mut(token)?.take()?;
+        self.free.push(token);
+        self.len -= 1;
+        Some(conn)
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The tokens in use.
+    pub(super) fn tokens(&self) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i].is_some())
+            .collect()
+    }
+
+    /// Every open connection with its token.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &Conn)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
+    }
+}
+
+/// Accepts one connection if one is waiting, non-blocking and ready for a reactor. `Ok(None)`:
+/// nothing is waiting, or a transient error was logged and waited out.
+pub(super) fn accept(listener: &Listener, shared: &Shared) -> io::Result<Option<Conn>> {
+    match listener.accept() {
+        Ok((stream, addr)) => {
+            stream.set_nonblocking(true)?;
+            let _ = stream.set_nodelay(shared.nodelay);
+            let peer = shared.accepted(addr);
+            Ok(Some(Conn {
+                stream,
+                session: shared.session(&peer),
+                peer,
+                opened: Instant::now(),
+                hung_up: false,
+            }))
+        }
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
+        Err(e) => super::blocking::accept_failed(e).map(|()| None),
+    }
+}
+
+/// A reactor's stop: once asked, it stops accepting, serves the open connections until they
+/// close or the drain time is up, then cuts the rest.
+pub(super) struct Drain<'a> {
+    shared: &'a Shared,
+    deadline: Option<Instant>,
+}
+
+impl<'a> Drain<'a> {
+    pub(super) fn new(shared: &'a Shared) -> Self {
+        Drain {
+            shared,
+            deadline: None,
+        }
+    }
+
+    /// True once a stop was asked for; notes the deadline the first time (and again after a
+    /// second stop, which moves it to now).
+    pub(super) fn stopping(&mut self) -> bool {
+        if self.shared.lifecycle.is_stopping() {
+            self.deadline = self.shared.lifecycle.deadline();
+        }
+        self.deadline.is_some()
+    }
+
+    /// How long a reactor may wait for events: forever while serving, until the deadline while
+    /// draining.
+    pub(super) fn timeout(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// True when the drain time is up.
+    pub(super) fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Closes every connection still open, as cut by the shutdown.
+    pub(super) fn cut(&self, table: &mut Table) {
+        for token in table.tokens() {
+            if let Some(conn) = table.remove(token) {
+                conn.close(&CloseReason::Shutdown, self.shared);
+            }
+        }
+    }
+}
