@@ -65,7 +65,8 @@ fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::Result<()> 
     let mut table = Table::default();
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     let mut buf = vec![0u8; READ_SIZE];
-    let mut again: Vec<usize> = Vec::new();
+    // Connections whose turn ran out: driven again next round, without waiting for an edge.
+    let (mut again, mut again_now): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
     let mut drain = Drain::new(shared);
     let mut accepting = true;
     loop {
@@ -89,7 +90,10 @@ fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::Result<()> 
             Some(Default::default())
         };
         let n = epoll.wait(&mut events, timeout)?;
-        let mut ready = std::mem::take(&mut again);
+        // Turns that ran out last round go first, then what the kernel reported.
+        for token in std::mem::take(&mut again_now) {
+            drive(&mut table, token, &mut buf, &mut again, shared);
+        }
         for ev in &events[..n] {
             match ev.u64 {
                 LISTENER => {
@@ -107,6 +111,8 @@ fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::Result<()> 
                 }
                 WAKER => {} // the stop is seen at the top of the loop
                 token => {
+                    // A token whose connection closed this round may name a new one by now:
+                    // driving it early costs one read that says EAGAIN.
                     let token = token as usize;
                     let closed = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
                     if ev.events & closed != 0 {
@@ -114,22 +120,25 @@ fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::Result<()> 
                             conn.hung_up();
                         }
                     }
-                    ready.push(token);
+                    drive(&mut table, token, &mut buf, &mut again, shared);
                 }
             }
         }
-        for token in ready {
-            let Some(conn) = table.get_mut(token) else {
-                continue;
-            }; // closed earlier this round
-            match conn.drive(&mut buf) {
-                Status::Open { again: true } => again.push(token),
-                Status::Open { again: false } => {}
-                Status::Closed(reason) => {
-                    if let Some(conn) = table.remove(token) {
-                        conn.close(&reason, shared); // closing the fd removes it from the epoll
-                    }
-                }
+        std::mem::swap(&mut again, &mut again_now);
+    }
+}
+
+/// One turn of a ready connection; closes it when it is done.
+fn drive(table: &mut Table, token: usize, buf: &mut [u8], again: &mut Vec<usize>, shared: &Shared) {
+    let Some(conn) = table.get_mut(token) else {
+        return;
+    };
+    match conn.drive(buf) {
+        Status::Open { again: true } => again.push(token),
+        Status::Open { again: false } => {}
+        Status::Closed(reason) => {
+            if let Some(conn) = table.remove(token) {
+                conn.close(&reason, shared); // closing the fd removes it from the epoll
             }
         }
     }
