@@ -57,9 +57,12 @@ enum Command {
         /// Length of the kernel's queue of connections waiting to be accepted.
         #[arg(long, default_value_t = 1024)]
         backlog: i32,
-        /// Threads for the models that run several: pool (default 4 per core, at least 8), epoll (default 1), async (default one per core).
+        /// Threads or processes for the models that run several: pool (default 4 per core, at least 8), epoll (default 1), async and prefork (default one per core).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
         workers: Option<u32>,
+        /// The most child processes the fork model runs at once; past it, new connections wait in the backlog.
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+        max_children: u32,
         /// Set SO_REUSEPORT, so several servers can share the port.
         #[arg(long)]
         reuse_port: bool,
@@ -182,6 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_frame,
             backlog,
             workers,
+            max_children,
             reuse_port,
             drain,
         } => {
@@ -207,6 +211,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     ..SocketOptions::default()
                 })
                 .drain(Duration::from_secs_f64(drain))
+                .max_children(max_children as usize)
                 .bind()?;
             let local = server.local_addr()?;
             println!("listening on {local}");

@@ -7,6 +7,7 @@ use crate::model::Model;
 use crate::service::{Peer, Service, Upper};
 use crate::session::{CloseReason, Session, SessionStats};
 use crate::shutdown::{Lifecycle, StopHandle};
+use crate::sys::SharedMem;
 use crate::transport::{BindError, Listener, SocketOptions};
 use std::fmt;
 use std::io;
@@ -69,7 +70,11 @@ pub struct ServerBuilder {
     socket: SocketOptions,
     drain: Duration,
     workers: Option<usize>,
+    max_children: usize,
 }
+
+/// The default bound on `fork`'s children.
+pub const DEFAULT_MAX_CHILDREN: usize = 256;
 
 impl ServerBuilder {
     /// Where to listen. Default: `tcp://127.0.0.1:8079`, the plan's address.
@@ -127,6 +132,13 @@ impl ServerBuilder {
         self
     }
 
+    /// The most child processes `fork` runs at once; past it, connections wait in the backlog.
+    /// Default: 256.
+    pub fn max_children(mut self, max: usize) -> Self {
+        self.max_children = max;
+        self
+    }
+
     /// Binds the listening socket; serving starts with [`Server::run`].
     pub fn bind(self) -> Result<Server, ServeError> {
         if !self.model.serves(&self.addr) {
@@ -144,9 +156,9 @@ impl ServerBuilder {
             model: self.model,
             nodelay: self.socket.nodelay,
             workers: self.workers,
+            max_children: self.max_children,
             lifecycle: Arc::new(Lifecycle::new(self.drain)?),
-            counters: Counters::default(),
-            next_id: AtomicU64::new(1),
+            counters: Arc::new(SharedMem::new()?),
         };
         Ok(Server {
             listener,
@@ -173,6 +185,7 @@ impl Server {
             socket: SocketOptions::default(),
             drain: DEFAULT_DRAIN,
             workers: None,
+            max_children: DEFAULT_MAX_CHILDREN,
         }
     }
 
@@ -233,8 +246,11 @@ impl fmt::Display for Summary {
     }
 }
 
+/// The server's totals. They live in memory shared across `fork`, so the process models'
+/// workers count into the same totals as their parent.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    /// Connections accepted so far: the last connection's id.
     connections: AtomicU64,
     errors: AtomicU64,
     bytes_in: AtomicU64,
@@ -264,16 +280,32 @@ pub(crate) struct Shared {
     pub(crate) nodelay: bool,
     /// `--workers`, if given; each model has its own default.
     pub(crate) workers: Option<usize>,
+    /// `--max-children` for `fork`.
+    pub(crate) max_children: usize,
     pub(crate) lifecycle: Arc<Lifecycle>,
-    counters: Counters,
-    next_id: AtomicU64,
+    counters: Arc<SharedMem<Counters>>,
 }
 
 impl Shared {
     /// A connection was accepted: numbers it and counts it.
     pub(crate) fn accepted(&self, addr: String) -> Peer {
-        self.counters.connections.fetch_add(1, Relaxed);
-        Peer::new(self.next_id.fetch_add(1, Relaxed), addr)
+        Peer::new(self.counters.connections.fetch_add(1, Relaxed) + 1, addr)
+    }
+
+    /// The same server for a forked worker: the same service, options and counters, with a stop
+    /// of its own (its parent's waker is shared by every process, so it cannot be the worker's).
+    pub(crate) fn for_worker(&self) -> io::Result<Shared> {
+        Ok(Shared {
+            service: self.service.clone(),
+            framing: self.framing,
+            max_frame: self.max_frame,
+            model: self.model,
+            nodelay: self.nodelay,
+            workers: self.workers,
+            max_children: self.max_children,
+            lifecycle: Arc::new(Lifecycle::new(self.lifecycle.drain())?),
+            counters: self.counters.clone(),
+        })
     }
 
     /// A fresh session for a connection.

@@ -40,6 +40,8 @@ pub(crate) struct Lifecycle {
     stopping: AtomicBool,
     /// Set when the drain time is up: connections still open are being closed.
     forced: AtomicBool,
+    /// Stop signals already turned into stops (see `take_signals`).
+    signals_seen: std::sync::atomic::AtomicU32,
     /// Written once at a stop; its other end is what accept loops and reactors watch.
     waker: UnixStream,
     woken: UnixStream,
@@ -76,6 +78,7 @@ impl Lifecycle {
         Ok(Lifecycle {
             stopping: AtomicBool::new(false),
             forced: AtomicBool::new(false),
+            signals_seen: Default::default(),
             waker,
             woken,
             drain,
@@ -105,6 +108,26 @@ impl Lifecycle {
 
     pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// The drain time this lifecycle was made with.
+    pub(crate) fn drain(&self) -> Duration {
+        self.drain
+    }
+
+    /// In a forked worker, turns each SIGTERM received since the last call into a
+    /// [`stop`](Lifecycle::stop): the first drains, a second cuts.
+    pub(crate) fn take_signals(&self) {
+        let received = crate::sys::stop_signals();
+        while self.signals_seen.load(Ordering::Relaxed) < received {
+            self.signals_seen.fetch_add(1, Ordering::Relaxed);
+            self.stop();
+        }
+    }
+
+    /// The end of the waker a signal handler writes to.
+    pub(crate) fn waker_write_fd(&self) -> RawFd {
+        self.waker.as_raw_fd()
     }
 
     /// True once the drain time is up and open connections are being cut.

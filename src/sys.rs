@@ -167,3 +167,165 @@ pub(crate) fn raise_fd_limit() {
         }
     }
 }
+
+/// A value in memory shared with every process forked after it is made (`MAP_SHARED`), so the
+/// workers of the process models count into the same counters. `T` must be plain data: atomics,
+/// no pointers (a pointer would mean different things in different processes).
+pub(crate) struct SharedMem<T> {
+    ptr: std::ptr::NonNull<T>,
+}
+
+// SAFETY: the memory is only ever reached through `&T`, so sharing it is as safe as sharing `T`.
+unsafe impl<T: Sync> Send for SharedMem<T> {}
+// SAFETY: as above.
+unsafe impl<T: Sync> Sync for SharedMem<T> {}
+
+impl<T: Default + Sync> SharedMem<T> {
+    pub(crate) fn new() -> io::Result<Self> {
+        let len = std::mem::size_of::<T>().max(1);
+        // SAFETY: an anonymous mapping takes no fd or address of ours; failure is MAP_FAILED.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(p.cast::<T>()).ok_or_else(io::Error::last_os_error)?;
+        // SAFETY: the mapping is fresh, page-aligned (so aligned for T) and at least T's size.
+        unsafe { ptr.as_ptr().write(T::default()) };
+        Ok(SharedMem { ptr })
+    }
+}
+
+impl<T> std::ops::Deref for SharedMem<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: initialised in `new`, mapped until drop, and only shared as `&T`.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T> Drop for SharedMem<T> {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`; T is plain data with nothing to drop.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), std::mem::size_of::<T>().max(1)) };
+    }
+}
+
+/// Which side of a `fork` this is.
+pub(crate) enum Forked {
+    /// The parent, with the child's pid.
+    Parent(libc::pid_t),
+    /// The child: a copy of the process with only the thread that forked. It must not wait on
+    /// a lock another thread may have held, and ends with [`exit_child`], never by returning.
+    Child,
+}
+
+/// fork(2).
+pub(crate) fn fork() -> io::Result<Forked> {
+    // SAFETY: fork has no memory-safety preconditions of its own; what the child may do after
+    // it is restricted as `Forked::Child` documents, and the callers keep to that.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// Ends a forked child at once, without running the parent's exit handlers or flushing its
+/// buffers a second time.
+pub(crate) fn exit_child(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no memory of ours.
+    unsafe { libc::_exit(code) }
+}
+
+/// Closes an fd this process holds but will never use again (a forked child's copy of the
+/// listener, which would otherwise keep the port bound after the server is gone).
+pub(crate) fn close_inherited(fd: RawFd) {
+    // SAFETY: the caller owns this fd's copy and never uses it afterwards (a child that will
+    // _exit without dropping the owner).
+    unsafe { libc::close(fd) };
+}
+
+/// How a reaped child ended.
+pub(crate) enum ChildExit {
+    /// It exited with this status.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+/// Reaps one child that has ended, without waiting; `None` when none has.
+pub(crate) fn reap_child() -> Option<(libc::pid_t, ChildExit)> {
+    let mut status = 0;
+    // SAFETY: waitpid writes the status into a live c_int.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    if pid <= 0 {
+        return None;
+    }
+    let exit = if libc::WIFSIGNALED(status) {
+        ChildExit::Signal(libc::WTERMSIG(status))
+    } else {
+        ChildExit::Code(libc::WEXITSTATUS(status))
+    };
+    Some((pid, exit))
+}
+
+/// Sends `signal` to a child of ours.
+pub(crate) fn signal_child(pid: libc::pid_t, signal: i32) {
+    // SAFETY: kill takes no pointers; `pid` is a child we have not reaped, so it is ours.
+    unsafe { libc::kill(pid, signal) };
+}
+
+/// Stop requests delivered by SIGTERM to this (forked) process, and where the handler goes.
+static STOP_SIGNALS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static WAKE_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+static CUT_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    use std::sync::atomic::Ordering::SeqCst;
+    // Only async-signal-safe work here: atomics, write(2) and shutdown(2).
+    STOP_SIGNALS.fetch_add(1, SeqCst);
+    let wake = WAKE_FD.load(SeqCst);
+    if wake >= 0 {
+        // SAFETY: writes one byte from a live static to the waker socket.
+        unsafe { libc::write(wake, [1u8].as_ptr().cast(), 1) };
+    }
+    let cut = CUT_FD.load(SeqCst);
+    if cut >= 0 {
+        // SAFETY: shutdown takes no pointers; it wakes the thread blocked on this connection.
+        unsafe { libc::shutdown(cut, libc::SHUT_RDWR) };
+    }
+}
+
+/// In a forked worker: SIGTERM becomes a stop request (counted, and a byte written to `wake`,
+/// if given; the connection `cut`, if given, is shut down). SIGINT is ignored: Ctrl-C on a
+/// terminal reaches every process of the group, and the parent decides what it means. This
+/// replaces the handlers inherited from the parent, which would report to the parent's thread.
+pub(crate) fn route_stop_signals(wake: Option<RawFd>, cut: Option<RawFd>) {
+    use std::sync::atomic::Ordering::SeqCst;
+    WAKE_FD.store(wake.unwrap_or(-1), SeqCst);
+    CUT_FD.store(cut.unwrap_or(-1), SeqCst);
+    // SAFETY: installs a handler that does only async-signal-safe work (see on_stop_signal),
+    // and SIG_IGN; the sigaction structs are live and zero-initialised before use.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_stop_signal as *const () as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+}
+
+/// How many stop signals this process has received through [`route_stop_signals`].
+pub(crate) fn stop_signals() -> u32 {
+    STOP_SIGNALS.load(std::sync::atomic::Ordering::SeqCst)
+}

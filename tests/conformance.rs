@@ -17,6 +17,9 @@ pub struct Spec {
     name: &'static str,
     /// Serves many clients at once (all but `iterative`).
     concurrent: bool,
+    /// Serves at most a fixed number at once (`pool`'s threads, `fork`'s children); the rest
+    /// wait in the backlog until one leaves.
+    bounded: bool,
 }
 
 fn replies_in_every_framing(m: Spec) {
@@ -207,6 +210,43 @@ fn silent_clients_hold_only_themselves(m: Spec) {
     assert_eq!(read_n(&mut c, 12), b"SERVED AFTER");
 }
 
+fn a_thousand_clients(m: Spec) {
+    raise_fd_limit();
+    let s = ServerProcess::tcp(m.name, &["--frame", "line"]);
+    let n = 1000;
+    if !m.concurrent {
+        for i in 0..n {
+            let mut c = s.connect();
+            c.write_all(format!("client {i}\n").as_bytes()).unwrap();
+            assert_eq!(recv_line(&mut c), format!("CLIENT {i}").as_bytes());
+        }
+    } else {
+        // All connected at once; the kernel's backlog holds what the server has not accepted.
+        let mut conns: Vec<TcpStream> = (0..n).map(|_| s.connect()).collect();
+        if m.bounded {
+            // Served as places free up: each one is answered, then leaves.
+            for (i, mut c) in conns.into_iter().enumerate() {
+                c.write_all(format!("client {i}\n").as_bytes()).unwrap();
+                assert_eq!(recv_line(&mut c), format!("CLIENT {i}").as_bytes());
+            }
+        } else {
+            // Every request is sent before any reply is read: all are served at once.
+            for (i, c) in conns.iter_mut().enumerate() {
+                c.write_all(format!("client {i}\n").as_bytes()).unwrap();
+            }
+            for (i, c) in conns.iter_mut().enumerate() {
+                assert_eq!(recv_line(c), format!("CLIENT {i}").as_bytes());
+            }
+        }
+    }
+    let (status, summary) = s.terminate();
+    assert!(status.success());
+    assert!(
+        summary.contains("served 1000 connections (0 errors), 1000 messages"),
+        "{summary}"
+    );
+}
+
 fn line_frames_split_and_glued(m: Spec) {
     let s = ServerProcess::tcp(m.name, &["--frame", "line"]);
     let mut c = s.connect();
@@ -305,9 +345,9 @@ fn the_drain_cuts_connections_that_outlive_it(m: Spec) {
 
 /// One module per model, one test per check: a new model adds one line here.
 macro_rules! conformance {
-    ($($module:ident => $name:literal, concurrent: $concurrent:expr),* $(,)?) => {$(
+    ($($module:ident => $name:literal, concurrent: $concurrent:expr, bounded: $bounded:expr),* $(,)?) => {$(
         mod $module {
-            const M: super::Spec = super::Spec { name: $name, concurrent: $concurrent };
+            const M: super::Spec = super::Spec { name: $name, concurrent: $concurrent, bounded: $bounded };
             #[test] fn replies_in_every_framing() { super::replies_in_every_framing(M) }
             #[test] fn the_seeds_python_client_gets_upper_case() { super::the_seeds_python_client_gets_upper_case(M) }
             #[test] fn two_hundred_messages_on_one_connection() { super::two_hundred_messages_on_one_connection(M) }
@@ -317,6 +357,7 @@ macro_rules! conformance {
             #[test] fn half_close_still_gets_every_reply() { super::half_close_still_gets_every_reply(M) }
             #[test] fn a_reset_mid_message_costs_only_that_connection() { super::a_reset_mid_message_costs_only_that_connection(M) }
             #[test] fn silent_clients_hold_only_themselves() { super::silent_clients_hold_only_themselves(M) }
+            #[test] fn a_thousand_clients() { super::a_thousand_clients(M) }
             #[test] fn line_frames_split_and_glued() { super::line_frames_split_and_glued(M) }
             #[test] fn oversize_frames_close_only_their_connection() { super::oversize_frames_close_only_their_connection(M) }
             #[test] fn serves_a_unix_socket() { super::serves_a_unix_socket(M) }
@@ -327,12 +368,14 @@ macro_rules! conformance {
 }
 
 conformance! {
-    iterative => "iterative", concurrent: false,
-    threads => "threads", concurrent: true,
-    pool => "pool", concurrent: true,
-    nonblocking => "nonblocking", concurrent: true,
-    select => "select", concurrent: true,
-    poll => "poll", concurrent: true,
-    epoll => "epoll", concurrent: true,
-    asynchronous => "async", concurrent: true,
+    iterative => "iterative", concurrent: false, bounded: false,
+    threads => "threads", concurrent: true, bounded: false,
+    pool => "pool", concurrent: true, bounded: true,
+    fork => "fork", concurrent: true, bounded: true,
+    prefork => "prefork", concurrent: true, bounded: false,
+    nonblocking => "nonblocking", concurrent: true, bounded: false,
+    select => "select", concurrent: true, bounded: false,
+    poll => "poll", concurrent: true, bounded: false,
+    epoll => "epoll", concurrent: true, bounded: false,
+    asynchronous => "async", concurrent: true, bounded: false,
 }

@@ -70,17 +70,23 @@ pub(super) fn accept_failed(e: io::Error) -> io::Result<()> {
     }
 }
 
-/// Serves one connection to its end: read, answer, write every reply whole, until the peer
-/// leaves, errs, or the drain cuts it. Logs one line when it closes.
+/// Serves one accepted connection to its end, on the calling thread. Logs one line when it
+/// closes.
 pub(super) fn serve_connection(conn: Accepted, shared: &Shared) {
     let Accepted {
         stream,
         peer,
         registration: _registration,
     } = conn;
+    serve_stream(&stream, &peer, shared, || shared.lifecycle.is_forced());
+}
+
+/// The connection loop: read, answer, write every reply whole, until the peer leaves, errs,
+/// or the drain cuts it (`cut` says whether it did). Logs one line when it closes.
+pub(super) fn serve_stream(stream: &Stream, peer: &Peer, shared: &Shared, cut: impl Fn() -> bool) {
     let opened = Instant::now();
     let _span = tracing::debug_span!("conn", id = peer.id, peer = %peer.addr).entered();
-    let mut session = shared.session(&peer);
+    let mut session = shared.session(peer);
     let mut buf = vec![0; READ_SIZE];
     let reason = loop {
         if let Some(reason) = session.finished() {
@@ -102,10 +108,10 @@ pub(super) fn serve_connection(conn: Accepted, shared: &Shared) {
         }
     };
     // A connection that the drain cut reports that, not the EOF or EPIPE the cut caused.
-    let reason = if shared.lifecycle.is_forced() && !matches!(reason, CloseReason::Frame(_)) {
+    let reason = if cut() && !matches!(reason, CloseReason::Frame(_)) {
         CloseReason::Shutdown
     } else {
         reason
     };
-    shared.closed(&peer, session.stats(), &reason, opened);
+    shared.closed(peer, session.stats(), &reason, opened);
 }

@@ -49,7 +49,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
 }
 
 /// One reactor: setup, then accept, readable/writable (one drive each, edge-triggered), close.
-fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::Result<()> {
+pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::Result<()> {
     let epoll = Epoll::new()?;
     let exclusive = if exclusive {
         libc::EPOLLEXCLUSIVE as u32

@@ -8,6 +8,8 @@
 //! | `iterative` | blocking | none: one client at a time | `iterative.rs` |
 //! | `threads` | blocking | a thread per connection | `threads.rs` |
 //! | `pool` | blocking | a fixed pool of threads | `pool.rs` |
+//! | `fork` | blocking | a process per connection | `fork.rs` |
+//! | `prefork` | multiplexing | worker processes, each an epoll loop | `prefork.rs` |
 //! | `nonblocking` | non-blocking | an event loop that tries every socket | `nonblocking.rs` |
 //! | `select` | multiplexing | an event loop over select(2) | `select.rs` |
 //! | `poll` | multiplexing | an event loop over poll(2) | `poll.rs` |
@@ -15,17 +17,20 @@
 //! | `async` | asynchronous (tokio) | a task per connection | `async.rs` |
 //!
 //! What the blocking models share (the accept loop and the per-connection loop) is in
-//! `blocking.rs`; what the reactors share (the connection table, driving a non-blocking
+//! `blocking.rs`; what the process models share (forking, reaping) in `process.rs`; what the reactors share (the connection table, driving a non-blocking
 //! connection, the drain) is in `reactor.rs`.
 
 #[path = "async.rs"]
 mod async_;
 mod blocking;
 mod epoll;
+mod fork;
 mod iterative;
 mod nonblocking;
 mod poll;
 mod pool;
+mod prefork;
+mod process;
 mod reactor;
 mod select;
 mod threads;
@@ -49,6 +54,10 @@ pub enum Model {
     Threads,
     /// A fixed pool of `--workers` threads fed by a bounded queue of connections.
     Pool,
+    /// A child process per connection, as socketserver's ForkingMixIn; at most `--max-children`.
+    Fork,
+    /// A master and `--workers` worker processes (default one per core), each an epoll loop.
+    Prefork,
     /// One thread trying every non-blocking socket in turn: the lesson before multiplexing.
     Nonblocking,
     /// One thread, multiplexed with select(2); at most FD_SETSIZE (1024) fds.
@@ -67,6 +76,8 @@ impl Model {
         Model::Iterative,
         Model::Threads,
         Model::Pool,
+        Model::Fork,
+        Model::Prefork,
         Model::Nonblocking,
         Model::Select,
         Model::Poll,
@@ -80,6 +91,8 @@ impl Model {
             Model::Iterative => "iterative",
             Model::Threads => "threads",
             Model::Pool => "pool",
+            Model::Fork => "fork",
+            Model::Prefork => "prefork",
             Model::Nonblocking => "nonblocking",
             Model::Select => "select",
             Model::Poll => "poll",
@@ -96,6 +109,8 @@ impl Model {
                 "blocking IO, a thread per connection (socketserver's ThreadingMixIn)"
             }
             Model::Pool => "blocking IO, a fixed pool of threads and a bounded queue",
+            Model::Fork => "blocking IO, a process per connection (socketserver's ForkingMixIn)",
+            Model::Prefork => "multiplexing, worker processes each running an epoll loop",
             Model::Nonblocking => "non-blocking IO, one thread trying every socket in turn",
             Model::Select => "multiplexing, one event loop over select(2)",
             Model::Poll => "multiplexing, one event loop over poll(2)",
@@ -132,6 +147,8 @@ impl Model {
             Model::Iterative => iterative::serve(listener, shared),
             Model::Threads => threads::serve(listener, shared),
             Model::Pool => pool::serve(listener, shared),
+            Model::Fork => fork::serve(listener, shared),
+            Model::Prefork => prefork::serve(listener, shared),
             Model::Nonblocking => nonblocking::serve(listener, shared),
             Model::Select => select::serve(listener, shared),
             Model::Poll => poll::serve(listener, shared),

@@ -222,6 +222,7 @@ impl<'a> Drain<'a> {
     /// True once a stop was asked for; notes the deadline the first time (and again after a
     /// second stop, which moves it to now).
     pub(super) fn stopping(&mut self) -> bool {
+        self.shared.lifecycle.take_signals(); // a prefork worker's SIGTERM
         if self.shared.lifecycle.is_stopping() {
             self.deadline = self.shared.lifecycle.deadline();
         }

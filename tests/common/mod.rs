@@ -224,3 +224,19 @@ pub fn closed_by_peer(conn: &mut impl Read) -> bool {
 pub fn upper(b: &[u8]) -> Vec<u8> {
     b.to_ascii_uppercase()
 }
+
+/// Raises this test process's soft limit on open files to its hard limit, for tests that hold
+/// many connections.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write a live rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

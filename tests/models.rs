@@ -1,0 +1,162 @@
+//! What single models promise beyond the conformance suite: process models reap and restart
+//! their children, `select` refuses what it cannot hold.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// The children of `parent`, with their state letter from /proc (`Z` for a zombie).
+fn children_of(parent: u32) -> Vec<(u32, char)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the ")" that ends the command name: state, then the parent's pid.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        if fields.next().and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
+            found.push((pid, state));
+        }
+    }
+    found
+}
+
+/// Waits (bounded) until `done` holds for the children of `parent`; returns them.
+fn wait_children(parent: u32, done: impl Fn(&[(u32, char)]) -> bool) -> Vec<(u32, char)> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let children = children_of(parent);
+        if done(&children) {
+            return children;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "children never settled: {children:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn request(s: &ServerProcess, msg: &str) {
+    let mut c = s.connect();
+    c.write_all(format!("{msg}\n").as_bytes()).unwrap();
+    assert_eq!(recv_line(&mut c), msg.to_uppercase().as_bytes());
+}
+
+#[test]
+fn fork_leaves_no_zombie_after_200_connections() {
+    let s = ServerProcess::tcp("fork", &["--frame", "line"]);
+    for i in 0..200 {
+        request(&s, &format!("call {i}"));
+    }
+    // Every child ends with its connection and is reaped: none is left, zombie or not.
+    wait_children(s.child.id(), |c| c.is_empty());
+    let (status, summary) = s.terminate();
+    assert!(status.success());
+    assert!(
+        summary.contains("served 200 connections (0 errors), 200 messages"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn fork_bounds_its_children() {
+    let s = ServerProcess::tcp("fork", &["--frame", "line", "--max-children", "2"]);
+    let held: Vec<TcpStream> = (0..2).map(|_| s.connect()).collect();
+    wait_children(s.child.id(), |c| c.len() == 2);
+    let mut third = s.connect(); // accepted by the kernel, not yet by the server
+    third.write_all(b"waiting\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        children_of(s.child.id()).len(),
+        2,
+        "no third child while two are busy"
+    );
+    drop(held);
+    assert_eq!(recv_line(&mut third), b"WAITING");
+}
+
+#[test]
+fn prefork_restarts_a_killed_worker_and_still_serves() {
+    let s = ServerProcess::tcp("prefork", &["--frame", "line", "--workers", "2"]);
+    let workers = wait_children(s.child.id(), |c| c.len() == 2);
+    let victim = workers[0].0;
+    // SAFETY: kill(2) on a worker of our own server.
+    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
+    for i in 0..20 {
+        request(&s, &format!("still here {i}"));
+    }
+    let after = wait_children(s.child.id(), |c| {
+        c.len() == 2 && c.iter().all(|&(pid, st)| pid != victim && st != 'Z')
+    });
+    assert!(after.iter().all(|&(pid, _)| pid != victim));
+    let (status, summary) = s.terminate();
+    assert!(status.success());
+    assert!(
+        summary.contains("served 20 connections (0 errors), 20 messages"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn prefork_workers_drain_on_sigterm() {
+    let s = ServerProcess::tcp(
+        "prefork",
+        &["--frame", "line", "--workers", "2", "--drain", "10"],
+    );
+    wait_children(s.child.id(), |c| c.len() == 2);
+    let mut open = s.connect();
+    request(&s, "warm");
+    open.write_all(b"before\n").unwrap();
+    assert_eq!(recv_line(&mut open), b"BEFORE");
+    s.signal(libc::SIGTERM);
+    s.wait_log("draining");
+    open.write_all(b"during\n").unwrap();
+    assert_eq!(recv_line(&mut open), b"DURING");
+    drop(open);
+    let mut s = s;
+    let (status, summary) = s.wait_exit();
+    assert!(status.success());
+    assert!(
+        summary.contains("served 2 connections (0 errors), 3 messages"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn select_refuses_fds_past_fd_setsize() {
+    raise_fd_limit();
+    let s = ServerProcess::tcp("select", &["--frame", "line"]);
+    // More connections than an fd_set holds: the ones past it are closed, not corrupted.
+    let conns: Vec<TcpStream> = (0..1100).map(|_| s.connect()).collect();
+    s.wait_log("FD_SETSIZE");
+    let mut served = 0;
+    let mut refused = 0;
+    for mut c in conns {
+        if c.write_all(b"x\n").is_ok() {
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut line = [0u8; 2];
+            match std::io::Read::read(&mut c, &mut line) {
+                Ok(2) => served += 1,
+                _ => refused += 1,
+            }
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(
+        served >= 1000 && refused > 0,
+        "served {served}, refused {refused}"
+    );
+    request(&s, "after");
+}
