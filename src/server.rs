@@ -321,17 +321,42 @@ impl Shared {
         reason: &CloseReason,
         opened: Instant,
     ) {
+        self.count(stats, reason);
+        let ms = opened.elapsed().as_millis() as u64;
+        if reason.is_error() {
+            tracing::warn!(id = peer.id, peer = %peer.addr, model = %self.model, bytes_in = stats.bytes_in,
+                bytes_out = stats.bytes_out, ms, reason = %reason, "closed");
+        } else {
+            tracing::info!(id = peer.id, peer = %peer.addr, model = %self.model, bytes_in = stats.bytes_in,
+                bytes_out = stats.bytes_out, ms, reason = %reason, "closed");
+        }
+    }
+
+    /// A datagram was answered: counted like a connection of one message, logged at debug
+    /// level (a line per datagram would drown the log), or as a warning when it failed.
+    pub(crate) fn answered(
+        &self,
+        peer: &Peer,
+        stats: SessionStats,
+        reason: &CloseReason,
+        opened: Instant,
+    ) {
+        self.count(stats, reason);
+        if reason.is_error() {
+            tracing::warn!(id = peer.id, peer = %peer.addr, model = %self.model, bytes_in = stats.bytes_in, reason = %reason, "datagram not answered");
+        } else {
+            tracing::debug!(id = peer.id, peer = %peer.addr, model = %self.model, bytes_in = stats.bytes_in,
+                bytes_out = stats.bytes_out, us = opened.elapsed().as_micros() as u64, "datagram answered");
+        }
+    }
+
+    fn count(&self, stats: SessionStats, reason: &CloseReason) {
         let c = &self.counters;
         c.bytes_in.fetch_add(stats.bytes_in, Relaxed);
         c.bytes_out.fetch_add(stats.bytes_out, Relaxed);
         c.messages.fetch_add(stats.msgs_in, Relaxed);
         if reason.is_error() {
             c.errors.fetch_add(1, Relaxed);
-            tracing::warn!(id = peer.id, peer = %peer.addr, model = %self.model, bytes_in = stats.bytes_in,
-                bytes_out = stats.bytes_out, ms = opened.elapsed().as_millis() as u64, reason = %reason, "closed");
-        } else {
-            tracing::info!(id = peer.id, peer = %peer.addr, model = %self.model, bytes_in = stats.bytes_in,
-                bytes_out = stats.bytes_out, ms = opened.elapsed().as_millis() as u64, reason = %reason, "closed");
         }
     }
 }

@@ -329,3 +329,27 @@ pub(crate) fn route_stop_signals(wake: Option<RawFd>, cut: Option<RawFd>) {
 pub(crate) fn stop_signals() -> u32 {
     STOP_SIGNALS.load(std::sync::atomic::Ordering::SeqCst)
 }
+
+/// Receives one datagram with `MSG_TRUNC`, so the length returned is the datagram's whole
+/// length even when it was cut to fit `buf`.
+pub(crate) fn recv_datagram(
+    socket: &socket2::Socket,
+    buf: &mut [u8],
+) -> io::Result<(usize, socket2::SockAddr)> {
+    // SAFETY: an initialised `[u8]` is a valid `[MaybeUninit<u8>]` of the same length, and
+    // recvfrom only ever writes initialised bytes into it.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+    socket.recv_from_with_flags(uninit, libc::MSG_TRUNC)
+}
+
+/// In a forked child: asks for SIGTERM when the parent dies (`PR_SET_PDEATHSIG`), so a killed
+/// parent leaves no orphaned workers behind; if the parent already died, exits now.
+pub(crate) fn die_with_parent(parent: libc::pid_t) {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number, no pointers; getppid none.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
+        if libc::getppid() != parent {
+            libc::_exit(0);
+        }
+    }
+}

@@ -91,17 +91,6 @@ fn a_bad_address_is_usage_error_naming_the_accepted_forms() {
 }
 
 #[test]
-fn a_datagram_address_is_refused_until_a_model_serves_it() {
-    let out = switchboard(&["serve", "udp://127.0.0.1:0"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("does not serve udp://127.0.0.1:0"),
-        "{}",
-        text(&out.stderr)
-    );
-}
-
-#[test]
 fn bad_options_are_usage_errors() {
     for args in [
         &["serve", "--model", "nosuch"][..],

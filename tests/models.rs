@@ -160,3 +160,25 @@ fn select_refuses_fds_past_fd_setsize() {
     );
     request(&s, "after");
 }
+
+#[test]
+fn prefork_workers_do_not_outlive_a_killed_master() {
+    let mut s = ServerProcess::tcp("prefork", &["--workers", "2"]);
+    let workers = wait_children(s.child.id(), |c| c.len() == 2);
+    s.child.kill().unwrap(); // SIGKILL: the master cannot stop them itself
+    s.child.wait().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    for (pid, _) in workers {
+        // Gone, or a zombie waiting for whoever adopted it: either way, not serving.
+        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "worker {pid} outlived its master"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -4,7 +4,8 @@
 //! than the socket buffers cannot deadlock against a server that answers while it reads. Where a
 //! reply ends: `line` and `len` replies carry their own end; a `raw` reply is complete once as
 //! many bytes came back as were sent (true of `upper` and `echo`), or when the server has sent
-//! nothing more for [`Client::set_quiet`] (100 ms by default).
+//! nothing more for [`Client::set_quiet`] (100 ms by default). Over `udp://` and `unixgram://`,
+//! a request is one datagram and its reply is the datagram that comes back.
 
 mod repl;
 
@@ -13,12 +14,14 @@ pub use repl::{interactive, pipe};
 use crate::addr::Addr;
 use crate::codec::{Codec, FrameError, Framing, DEFAULT_MAX_FRAME};
 use crate::sys;
-use crate::transport::Stream;
+use crate::transport::{client_socket_path, Stream, MAX_DATAGRAM};
 use bytes::BytesMut;
+use socket2::{Domain, SockAddr, Socket, Type};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Why a request failed.
@@ -32,9 +35,6 @@ pub enum ClientError {
         /// What the system said.
         source: io::Error,
     },
-    /// The client speaks to stream addresses only.
-    #[error("{0} is a datagram address; the client connects to tcp:// and unix:// addresses")]
-    Datagram(Addr),
     /// The server closed the connection before the reply was complete.
     #[error("the server closed the connection before replying")]
     Closed,
@@ -51,7 +51,7 @@ pub enum ClientError {
 
 /// A connection to a server that sends requests and reads replies in one framing.
 pub struct Client {
-    stream: Stream,
+    transport: Transport,
     codec: Box<dyn Codec>,
     framing: Framing,
     input: BytesMut,
@@ -66,18 +66,46 @@ impl Client {
             addr: addr.clone(),
             source,
         };
-        let stream = match addr {
+        let transport = match addr {
             Addr::Tcp(sa) => {
                 let s = TcpStream::connect(sa).map_err(connect_err)?;
                 s.set_nodelay(true).map_err(connect_err)?;
-                Stream::Tcp(s)
+                Transport::Stream(Stream::Tcp(s))
             }
-            Addr::Unix(path) => Stream::Unix(UnixStream::connect(path).map_err(connect_err)?),
-            Addr::Udp(_) | Addr::UnixGram(_) => return Err(ClientError::Datagram(addr.clone())),
+            Addr::Unix(path) => Transport::Stream(Stream::Unix(
+                UnixStream::connect(path).map_err(connect_err)?,
+            )),
+            Addr::Udp(sa) => {
+                let socket = Socket::new(Domain::for_address(*sa), Type::DGRAM, None)
+                    .map_err(connect_err)?;
+                socket.connect(&(*sa).into()).map_err(connect_err)?;
+                Transport::Datagram {
+                    socket,
+                    own_path: None,
+                }
+            }
+            Addr::UnixGram(path) => {
+                // A Unix datagram client needs an address of its own for the reply to come to.
+                let own = client_socket_path();
+                let socket = Socket::new(Domain::UNIX, Type::DGRAM, None).map_err(connect_err)?;
+                socket
+                    .bind(&SockAddr::unix(&own).map_err(connect_err)?)
+                    .map_err(connect_err)?;
+                let transport = Transport::Datagram {
+                    socket,
+                    own_path: Some(own),
+                };
+                if let Transport::Datagram { socket, .. } = &transport {
+                    socket
+                        .connect(&SockAddr::unix(path).map_err(connect_err)?)
+                        .map_err(connect_err)?;
+                }
+                transport
+            }
         };
-        stream.set_nonblocking(true).map_err(connect_err)?;
+        transport.set_nonblocking().map_err(connect_err)?;
         Ok(Client {
-            stream,
+            transport,
             codec: framing.codec(DEFAULT_MAX_FRAME),
             framing,
             input: BytesMut::new(),
@@ -100,13 +128,24 @@ impl Client {
     pub fn request(&mut self, msg: &[u8]) -> Result<Vec<u8>, ClientError> {
         let mut out = Vec::with_capacity(msg.len() + 4);
         self.codec.encode(msg, &mut out)?;
+        let stream = match &self.transport {
+            Transport::Stream(stream) => stream,
+            Transport::Datagram { socket, .. } => return self.datagram_request(socket, &out),
+        };
         let mut sent = 0;
         let mut raw_reply = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         let deadline = Instant::now() + self.timeout;
         loop {
             if sent == out.len() {
-                if let Some(reply) = self.reply_so_far(msg.len(), &mut raw_reply, false)? {
+                if let Some(reply) = reply_so_far(
+                    &mut *self.codec,
+                    &mut self.input,
+                    self.framing,
+                    msg.len(),
+                    &mut raw_reply,
+                    false,
+                )? {
                     return Ok(reply);
                 }
             }
@@ -121,7 +160,7 @@ impl Client {
             } else {
                 deadline - now
             };
-            let mut fd = sys::pollin(self.stream.as_raw_fd());
+            let mut fd = sys::pollin(stream.as_raw_fd());
             if sent < out.len() {
                 fd.events |= libc::POLLOUT;
             }
@@ -132,15 +171,22 @@ impl Client {
                 continue;
             }
             if sent < out.len() {
-                match (&self.stream).write(&out[sent..]) {
+                match (&*stream).write(&out[sent..]) {
                     Ok(n) => sent += n,
                     Err(e) if would_block(&e) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
-            match (&self.stream).read(&mut buf) {
+            match (&*stream).read(&mut buf) {
                 Ok(0) => {
-                    return match self.reply_so_far(msg.len(), &mut raw_reply, true)? {
+                    return match reply_so_far(
+                        &mut *self.codec,
+                        &mut self.input,
+                        self.framing,
+                        msg.len(),
+                        &mut raw_reply,
+                        true,
+                    )? {
                         Some(reply) => Ok(reply),
                         None => Err(ClientError::Closed),
                     }
@@ -152,30 +198,94 @@ impl Client {
         }
     }
 
-    /// The reply, if what was received completes one.
-    fn reply_so_far(
-        &mut self,
-        sent: usize,
-        raw: &mut Vec<u8>,
-        eof: bool,
-    ) -> Result<Option<Vec<u8>>, ClientError> {
-        if self.framing == Framing::Raw {
-            raw.extend_from_slice(&self.input.split());
-            let done = raw.len() >= sent || (eof && !raw.is_empty());
-            return Ok(done.then(|| std::mem::take(raw)));
+    /// One datagram out, one back: the reply is the whole datagram, decoded in the framing.
+    fn datagram_request(&self, socket: &Socket, out: &[u8]) -> Result<Vec<u8>, ClientError> {
+        socket.send(out)?;
+        let mut fd = sys::pollin(socket.as_raw_fd());
+        if sys::poll(std::slice::from_mut(&mut fd), Some(self.timeout))? == 0 {
+            return Err(ClientError::Timeout(self.timeout));
         }
-        let frame = if eof {
-            self.codec.decode_eof(&mut self.input)?
-        } else {
-            self.codec.decode(&mut self.input)?
-        };
-        Ok(frame.map(|f| f.to_vec()))
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let (n, _) = sys::recv_datagram(socket, &mut buf)?;
+        if n > buf.len() {
+            return Err(FrameError::TooLong {
+                len: n,
+                max: buf.len(),
+            }
+            .into());
+        }
+        if self.framing == Framing::Raw {
+            return Ok(buf[..n].to_vec());
+        }
+        let mut reply = BytesMut::from(&buf[..n]);
+        let mut codec = self.framing.codec(DEFAULT_MAX_FRAME);
+        codec
+            .decode_eof(&mut reply)?
+            .map(|f| f.to_vec())
+            .ok_or(ClientError::Closed)
     }
 
-    /// Shuts the writing side: the server sees end of stream, and its replies still arrive.
+    /// Shuts the writing side of a stream: the server sees end of stream, and its replies
+    /// still arrive. (A datagram client has nothing to shut.)
     pub fn shutdown_write(&self) -> io::Result<()> {
-        self.stream.shutdown(std::net::Shutdown::Write)
+        match &self.transport {
+            Transport::Stream(stream) => stream.shutdown(std::net::Shutdown::Write),
+            Transport::Datagram { .. } => Ok(()),
+        }
     }
+}
+
+/// What a client talks over.
+enum Transport {
+    Stream(Stream),
+    /// A connected datagram socket, and the socket file a Unix one had to bind.
+    Datagram {
+        socket: Socket,
+        own_path: Option<PathBuf>,
+    },
+}
+
+impl Transport {
+    fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            Transport::Stream(s) => s.set_nonblocking(true),
+            Transport::Datagram { socket, .. } => socket.set_nonblocking(true),
+        }
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        if let Transport::Datagram {
+            own_path: Some(path),
+            ..
+        } = self
+        {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The reply, if what was received completes one.
+fn reply_so_far(
+    codec: &mut dyn Codec,
+    input: &mut BytesMut,
+    framing: Framing,
+    sent: usize,
+    raw: &mut Vec<u8>,
+    eof: bool,
+) -> Result<Option<Vec<u8>>, ClientError> {
+    if framing == Framing::Raw {
+        raw.extend_from_slice(&input.split());
+        let done = raw.len() >= sent || (eof && !raw.is_empty());
+        return Ok(done.then(|| std::mem::take(raw)));
+    }
+    let frame = if eof {
+        codec.decode_eof(input)?
+    } else {
+        codec.decode(input)?
+    };
+    Ok(frame.map(|f| f.to_vec()))
 }
 
 fn would_block(e: &io::Error) -> bool {

@@ -5,10 +5,11 @@
 //! serve any number of connections. Under the hood it is an epoll reactor; the task is what
 //! makes its code read like the `threads` model's.
 
+use super::datagram;
 use crate::server::Shared;
 use crate::service::Peer;
 use crate::session::{CloseReason, Session};
-use crate::transport::{unix_peer_name, Listener};
+use crate::transport::{unix_peer_name, DatagramSocket, Listener, MAX_DATAGRAM};
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
@@ -51,6 +52,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
                 };
                 accept_loop(accept, shared, &mut tasks).await?
             }
+            Listener::Datagram(ref socket) => return datagrams(socket, shared).await,
         }
         drop(listener); // stop taking connections into the backlog while the others drain
         drain(&mut tasks, shared).await;
@@ -83,6 +85,53 @@ where
                 }
                 Err(e) => super::blocking::accept_failed(e)?,
             },
+        }
+    }
+}
+
+/// Answers datagrams until a stop, on the runtime's thread that receives them.
+async fn datagrams(socket: &DatagramSocket, shared: &Arc<Shared>) -> io::Result<()> {
+    let stop = shared.lifecycle.waker_stream()?;
+    stop.set_nonblocking(true)?;
+    let stop = tokio::net::UnixStream::from_std(stop)?;
+    let clone = socket.try_clone_socket()?;
+    let watched = if socket.is_unix() {
+        Watched::Unix(tokio::net::UnixDatagram::from_std(clone.into())?)
+    } else {
+        Watched::Udp(tokio::net::UdpSocket::from_std(clone.into())?)
+    };
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        tokio::select! {
+            _ = stop.readable() => return Ok(()),
+            ready = watched.readable() => ready?,
+        }
+        let recv = |buf: &mut [u8]| watched.try_read(|| socket.recv_from(buf));
+        datagram::receive_all(recv, &mut buf, |bytes, from| {
+            datagram::answer(socket, bytes, &from, shared)
+        })?;
+    }
+}
+
+/// The runtime's handle of a datagram socket: it says when the socket is readable, and must
+/// see each read's "would block" to know when it stops being so.
+enum Watched {
+    Udp(tokio::net::UdpSocket),
+    Unix(tokio::net::UnixDatagram),
+}
+
+impl Watched {
+    async fn readable(&self) -> io::Result<()> {
+        match self {
+            Watched::Udp(s) => s.readable().await,
+            Watched::Unix(s) => s.readable().await,
+        }
+    }
+
+    fn try_read<R>(&self, read: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        match self {
+            Watched::Udp(s) => s.try_io(tokio::io::Interest::READABLE, read),
+            Watched::Unix(s) => s.try_io(tokio::io::Interest::READABLE, read),
         }
     }
 }

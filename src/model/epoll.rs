@@ -11,10 +11,11 @@
 //! listener, rather than an `SO_REUSEPORT` socket each, serves Unix sockets too and loses no
 //! queued connection if a worker stops.
 
+use super::datagram;
 use super::reactor::{self, Drain, Status, Table, READ_SIZE};
 use crate::server::Shared;
 use crate::sys::Epoll;
-use crate::transport::Listener;
+use crate::transport::{DatagramSocket, Listener, MAX_DATAGRAM};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -50,6 +51,9 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
 
 /// One reactor: setup, then accept, readable/writable (one drive each, edge-triggered), close.
 pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::Result<()> {
+    if let Listener::Datagram(socket) = listener {
+        return run_datagrams(socket, shared, exclusive);
+    }
     let epoll = Epoll::new()?;
     let exclusive = if exclusive {
         libc::EPOLLEXCLUSIVE as u32
@@ -142,4 +146,33 @@ fn drive(table: &mut Table, token: usize, buf: &mut [u8], again: &mut Vec<usize>
             }
         }
     }
+}
+
+/// One reactor over a datagram socket: each readiness, every waiting datagram is answered.
+/// Level-triggered and shared among workers with `EPOLLEXCLUSIVE`, like the listener.
+fn run_datagrams(socket: &DatagramSocket, shared: &Shared, exclusive: bool) -> io::Result<()> {
+    let epoll = Epoll::new()?;
+    let exclusive = if exclusive {
+        libc::EPOLLEXCLUSIVE as u32
+    } else {
+        0
+    };
+    epoll.add(
+        socket.as_raw_fd(),
+        libc::EPOLLIN as u32 | exclusive,
+        LISTENER,
+    )?;
+    epoll.add(shared.lifecycle.waker_fd(), libc::EPOLLIN as u32, WAKER)?;
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 2];
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    while !Drain::new(shared).stopping() {
+        let n = epoll.wait(&mut events, None)?;
+        if events[..n].iter().any(|ev| ev.u64 == LISTENER) {
+            let recv = |buf: &mut [u8]| socket.recv_from(buf);
+            datagram::receive_all(recv, &mut buf, |bytes, from| {
+                datagram::answer(socket, bytes, &from, shared)
+            })?;
+        }
+    }
+    Ok(())
 }

@@ -23,6 +23,7 @@
 #[path = "async.rs"]
 mod async_;
 mod blocking;
+mod datagram;
 mod epoll;
 mod fork;
 mod iterative;
@@ -119,9 +120,18 @@ impl Model {
         }
     }
 
-    /// True if this model serves this kind of address.
+    /// True if this model serves this kind of address: every model serves streams; the
+    /// datagram models (see [`Model::serves_datagrams`]) serve datagrams too.
     pub fn serves(self, addr: &Addr) -> bool {
-        addr.is_stream()
+        addr.is_stream() || self.serves_datagrams()
+    }
+
+    /// True for the models that serve `udp://` and `unixgram://`.
+    pub fn serves_datagrams(self) -> bool {
+        matches!(
+            self,
+            Model::Iterative | Model::Threads | Model::Pool | Model::Epoll | Model::Async
+        )
     }
 
     /// The names of the models that serve `addr`, for an error message.

@@ -5,11 +5,12 @@
 //! waits, and new connections wait in the kernel's backlog: never dropped silently. A worker
 //! serves one connection at a time, so `--workers` is also how many clients are served at once.
 
-use super::blocking::{self, Accepted};
+use super::{blocking, datagram};
 use crate::server::Shared;
 use crate::transport::Listener;
+use socket2::SockAddr;
 use std::io;
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -24,37 +25,56 @@ pub(crate) fn default_workers() -> usize {
 /// Serves until a stop with a fixed pool of threads, then drains.
 pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> {
     let workers = shared.workers.unwrap_or_else(default_workers).max(1);
-    // As many waiting as there are workers: enough to keep them busy, small enough that a
-    // connection does not sit accepted long without being served.
-    let (queue, waiting) = mpsc::sync_channel::<Accepted>(workers);
-    let waiting = Arc::new(Mutex::new(waiting));
-    let threads: Vec<_> = (0..workers)
-        .map(|_| {
-            let (waiting, shared) = (waiting.clone(), shared.clone());
-            thread::Builder::new()
-                .name("pool".into())
-                .spawn(move || work(&waiting, &shared))
-        })
-        .collect::<io::Result<_>>()?;
-    blocking::accept_loop(&listener, shared, |conn| {
-        // Blocks while the queue is full: the next connections wait in the kernel's backlog.
-        let _ = queue.send(conn);
-    })?;
-    drop(listener);
-    drop(queue); // workers finish what is queued, then see the queue closed
-    for t in threads {
-        let _ = t.join();
+    if let Listener::Datagram(socket) = &listener {
+        return run_pool(
+            workers,
+            |(bytes, from): (Vec<u8>, SockAddr)| datagram::answer(socket, &bytes, &from, shared),
+            |queue| {
+                datagram::serve_blocking(socket, shared, |bytes, from| {
+                    let _ = queue.send((bytes.to_vec(), from)); // waits while the pool is busy
+                })
+            },
+        );
     }
+    run_pool(
+        workers,
+        |conn| blocking::serve_connection(conn, shared),
+        |queue| {
+            blocking::accept_loop(&listener, shared, |conn| {
+                // Blocks while the queue is full: the next connections wait in the kernel's backlog.
+                let _ = queue.send(conn);
+            })
+        },
+    )?;
+    drop(listener);
     Ok(())
 }
 
-/// A worker: takes the next connection off the queue and serves it, until the queue closes.
-fn work(waiting: &Mutex<Receiver<Accepted>>, shared: &Shared) {
-    loop {
-        let next = waiting.lock().unwrap_or_else(|e| e.into_inner()).recv();
-        match next {
-            Ok(conn) => blocking::serve_connection(conn, shared),
-            Err(_) => return,
+/// Runs `workers` threads that each `work` on the jobs `feed` queues, until `feed` returns;
+/// then they finish what is queued and end.
+fn run_pool<T: Send>(
+    workers: usize,
+    work: impl Fn(T) + Sync,
+    feed: impl FnOnce(&SyncSender<T>) -> io::Result<()>,
+) -> io::Result<()> {
+    // As many waiting as there are workers: enough to keep them busy, small enough that a job
+    // does not sit long without being served.
+    let (queue, waiting) = mpsc::sync_channel::<T>(workers);
+    let waiting = Mutex::new(waiting);
+    thread::scope(|scope| {
+        for _ in 0..workers {
+            thread::Builder::new()
+                .name("pool".into())
+                .spawn_scoped(scope, || loop {
+                    let next = waiting.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    match next {
+                        Ok(job) => work(job),
+                        Err(_) => return, // the queue closed and is empty
+                    }
+                })?;
         }
-    }
+        let fed = feed(&queue);
+        drop(queue);
+        fed
+    })
 }

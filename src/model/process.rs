@@ -50,11 +50,13 @@ impl Children {
     }
 
     /// Forks a child that runs `child` and exits with its status; a panic in it exits 101
-    /// instead of unwinding into the parent's code, which the child has a copy of. Returns the
-    /// child's pid, in the parent.
+    /// instead of unwinding into the parent's code, which the child has a copy of. The child
+    /// gets SIGTERM if the parent dies. Returns the child's pid, in the parent.
     pub(super) fn spawn(&mut self, child: impl FnOnce() -> i32) -> io::Result<libc::pid_t> {
+        let parent = std::process::id() as libc::pid_t;
         match sys::fork()? {
             Forked::Child => {
+                sys::die_with_parent(parent);
                 let code =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
                 sys::exit_child(code)

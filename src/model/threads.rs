@@ -4,7 +4,7 @@
 //! slow or silent client holds only its own thread. Threads are cheap enough for some thousands
 //! of clients; past that, their stacks and the scheduler cost more than a reactor's.
 
-use super::blocking;
+use super::{blocking, datagram};
 use crate::server::Shared;
 use crate::transport::Listener;
 use std::io;
@@ -16,6 +16,23 @@ const STACK_SIZE: usize = 256 * 1024;
 
 /// Serves each connection on a thread of its own until a stop, then waits for them to drain.
 pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> {
+    if let Listener::Datagram(socket) = &listener {
+        // As socketserver's ThreadingUDPServer: a thread per datagram. The scope waits for
+        // the last ones at a stop.
+        return thread::scope(|scope| {
+            datagram::serve_blocking(socket, shared, |bytes, from| {
+                let bytes = bytes.to_vec();
+                let spawned = thread::Builder::new()
+                    .stack_size(STACK_SIZE)
+                    .spawn_scoped(scope, move || {
+                        datagram::answer(socket, &bytes, &from, shared)
+                    });
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "cannot start a thread; datagram dropped");
+                }
+            })
+        });
+    }
     blocking::accept_loop(&listener, shared, |conn| {
         let conn_shared = shared.clone();
         let spawned = thread::Builder::new()

@@ -1,6 +1,6 @@
 //! Listening sockets: `socket`, `setsockopt`, `bind`, `listen` and `accept`.
 
-use super::{SocketOptions, Stream};
+use super::{DatagramSocket, SocketOptions, Stream};
 use crate::addr::Addr;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
@@ -23,9 +23,9 @@ pub enum BindError {
     /// A file that is not a socket is in the way of a Unix socket.
     #[error("{} exists and is not a socket: remove it or choose another path", .0.display())]
     NotASocket(PathBuf),
-    /// The address is a datagram one, which a stream listener cannot serve.
-    #[error("{0} is a datagram address; this listener serves tcp:// and unix:// streams")]
-    Datagram(Addr),
+    /// A stream address where a datagram one was expected.
+    #[error("{0} is a stream address; a datagram socket binds udp:// or unixgram://")]
+    Stream(Addr),
     /// Any other failure of socket, bind or listen.
     #[error("cannot listen on {addr}: {source}")]
     Io {
@@ -36,7 +36,8 @@ pub enum BindError {
     },
 }
 
-/// A listening stream socket: TCP or Unix.
+/// What a server serves on: a listening stream socket (TCP or Unix), or a bound datagram
+/// socket (UDP or Unix), which has no connections to accept.
 #[derive(Debug)]
 pub enum Listener {
     /// A TCP listener.
@@ -51,6 +52,22 @@ pub enum Listener {
         /// The process that created the file.
         owner: u32,
     },
+    /// A datagram socket.
+    Datagram(DatagramSocket),
+}
+
+impl BindError {
+    /// The error an IO failure on `addr` means.
+    pub(crate) fn from_io(addr: &Addr, source: io::Error) -> Self {
+        if source.kind() == io::ErrorKind::AddrInUse {
+            BindError::InUse { addr: addr.clone() }
+        } else {
+            BindError::Io {
+                addr: addr.clone(),
+                source,
+            }
+        }
+    }
 }
 
 impl Listener {
@@ -58,16 +75,7 @@ impl Listener {
     /// [`local_addr`](Listener::local_addr)); a Unix socket file left by a dead server is
     /// replaced, one that a live server listens on is not.
     pub fn bind(addr: &Addr, opts: &SocketOptions) -> Result<Listener, BindError> {
-        let io_err = |source: io::Error| {
-            if source.kind() == io::ErrorKind::AddrInUse {
-                BindError::InUse { addr: addr.clone() }
-            } else {
-                BindError::Io {
-                    addr: addr.clone(),
-                    source,
-                }
-            }
-        };
+        let io_err = |source: io::Error| BindError::from_io(addr, source);
         match addr {
             Addr::Tcp(sa) => {
                 let socket =
@@ -81,7 +89,7 @@ impl Listener {
                 Ok(Listener::Tcp(socket.into()))
             }
             Addr::Unix(path) => {
-                remove_stale_socket(path, addr)?;
+                remove_stale_socket(path, addr, |p| UnixStream::connect(p).map(drop))?;
                 let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(io_err)?;
                 socket
                     .bind(&SockAddr::unix(path).map_err(io_err)?)
@@ -93,7 +101,9 @@ impl Listener {
                     owner: std::process::id(),
                 })
             }
-            Addr::Udp(_) | Addr::UnixGram(_) => Err(BindError::Datagram(addr.clone())),
+            Addr::Udp(_) | Addr::UnixGram(_) => {
+                Ok(Listener::Datagram(DatagramSocket::bind(addr, opts)?))
+            }
         }
     }
 
@@ -102,6 +112,7 @@ impl Listener {
         match self {
             Listener::Tcp(l) => Ok(Addr::Tcp(l.local_addr()?)),
             Listener::Unix { path, .. } => Ok(Addr::Unix(path.clone())),
+            Listener::Datagram(d) => Ok(d.local_addr().clone()),
         }
     }
 
@@ -117,6 +128,10 @@ impl Listener {
                 let (s, peer) = listener.accept()?;
                 Ok((Stream::Unix(s), unix_peer_name(peer.as_pathname())))
             }
+            Listener::Datagram(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a datagram socket has no connections to accept",
+            )),
         }
     }
 
@@ -126,6 +141,7 @@ impl Listener {
         match self {
             Listener::Tcp(l) => l.set_nonblocking(nonblocking),
             Listener::Unix { listener, .. } => listener.set_nonblocking(nonblocking),
+            Listener::Datagram(d) => d.set_nonblocking(nonblocking),
         }
     }
 }
@@ -135,6 +151,7 @@ impl AsRawFd for Listener {
         match self {
             Listener::Tcp(l) => l.as_raw_fd(),
             Listener::Unix { listener, .. } => listener.as_raw_fd(),
+            Listener::Datagram(d) => d.as_raw_fd(),
         }
     }
 }
@@ -160,7 +177,11 @@ pub fn unix_peer_name(path: Option<&Path>) -> String {
 
 /// A socket file that nothing listens on (a crashed server's) is removed so the address can be
 /// bound again; a live one, or a file that is not a socket, is left alone and is an error.
-fn remove_stale_socket(path: &Path, addr: &Addr) -> Result<(), BindError> {
+pub(super) fn remove_stale_socket(
+    path: &Path,
+    addr: &Addr,
+    probe: impl Fn(&Path) -> io::Result<()>,
+) -> Result<(), BindError> {
     use std::os::unix::fs::FileTypeExt;
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Ok(());
@@ -168,8 +189,8 @@ fn remove_stale_socket(path: &Path, addr: &Addr) -> Result<(), BindError> {
     if !meta.file_type().is_socket() {
         return Err(BindError::NotASocket(path.to_path_buf()));
     }
-    match UnixStream::connect(path) {
-        Ok(_) => Err(BindError::InUse { addr: addr.clone() }),
+    match probe(path) {
+        Ok(()) => Err(BindError::InUse { addr: addr.clone() }),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path)
             .map_err(|source| BindError::Io {
                 addr: addr.clone(),
