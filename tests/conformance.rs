@@ -378,4 +378,5 @@ conformance! {
     poll => "poll", concurrent: true, bounded: false,
     epoll => "epoll", concurrent: true, bounded: false,
     asynchronous => "async", concurrent: true, bounded: false,
+    uring => "uring", concurrent: true, bounded: false,
 }

@@ -160,6 +160,7 @@ datagram_models! {
     pool => "pool",
     epoll => "epoll",
     asynchronous => "async",
+    uring => "uring",
 }
 
 #[test]

@@ -15,6 +15,7 @@
 //! | `poll` | multiplexing | an event loop over poll(2) | `poll.rs` |
 //! | `epoll` | multiplexing | event loops over epoll(7), edge-triggered | `epoll.rs` |
 //! | `async` | asynchronous (tokio) | a task per connection | `async.rs` |
+//! | `uring` | asynchronous (io_uring) | completions on one ring | `uring.rs` |
 //!
 //! What the blocking models share (the accept loop and the per-connection loop) is in
 //! `blocking.rs`; what the process models share (forking, reaping) in `process.rs`; what the reactors share (the connection table, driving a non-blocking
@@ -35,6 +36,7 @@ mod process;
 mod reactor;
 mod select;
 mod threads;
+mod uring;
 
 use crate::addr::Addr;
 use crate::server::Shared;
@@ -69,6 +71,8 @@ pub enum Model {
     Epoll,
     /// tokio tasks (coroutines) on `--workers` threads (default: one per core).
     Async,
+    /// io_uring: accepts, receives and sends submitted in batches, one thread.
+    Uring,
 }
 
 impl Model {
@@ -84,6 +88,7 @@ impl Model {
         Model::Poll,
         Model::Epoll,
         Model::Async,
+        Model::Uring,
     ];
 
     /// The name used on the command line.
@@ -99,6 +104,7 @@ impl Model {
             Model::Poll => "poll",
             Model::Epoll => "epoll",
             Model::Async => "async",
+            Model::Uring => "uring",
         }
     }
 
@@ -117,6 +123,7 @@ impl Model {
             Model::Poll => "multiplexing, one event loop over poll(2)",
             Model::Epoll => "multiplexing, edge-triggered epoll(7) loops",
             Model::Async => "asynchronous, tokio tasks (coroutines)",
+            Model::Uring => "asynchronous, io_uring submissions and completions",
         }
     }
 
@@ -130,7 +137,12 @@ impl Model {
     pub fn serves_datagrams(self) -> bool {
         matches!(
             self,
-            Model::Iterative | Model::Threads | Model::Pool | Model::Epoll | Model::Async
+            Model::Iterative
+                | Model::Threads
+                | Model::Pool
+                | Model::Epoll
+                | Model::Async
+                | Model::Uring
         )
     }
 
@@ -164,6 +176,7 @@ impl Model {
             Model::Poll => poll::serve(listener, shared),
             Model::Epoll => epoll::serve(listener, shared),
             Model::Async => async_::serve(listener, shared),
+            Model::Uring => uring::serve(listener, shared),
         }
     }
 }

@@ -130,15 +130,24 @@ impl AsRawFd for Conn {
 
 /// A reactor's connections, indexed by a small number (the token a poller hands back). Freed
 /// slots are reused, so the table stays as long as the most connections open at once.
-#[derive(Default)]
-pub(super) struct Table {
-    slots: Vec<Option<Conn>>,
+pub(super) struct Table<T = Conn> {
+    slots: Vec<Option<T>>,
     free: Vec<usize>,
     len: usize,
 }
 
-impl Table {
-    pub(super) fn insert(&mut self, conn: Conn) -> usize {
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Table {
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Table<T> {
+    pub(super) fn insert(&mut self, conn: T) -> usize {
         self.len += 1;
         match self.free.pop() {
             Some(i) => {
@@ -152,11 +161,11 @@ impl Table {
         }
     }
 
-    pub(super) fn get_mut(&mut self, token: usize) -> Option<&mut Conn> {
+    pub(super) fn get_mut(&mut self, token: usize) -> Option<&mut T> {
         self.slots.get_mut(token).and_then(Option::as_mut)
     }
 
-    pub(super) fn remove(&mut self, token: usize) -> Option<Conn> {
+    pub(super) fn remove(&mut self, token: usize) -> Option<T> {
         let conn = self.slots.get_mut(token)?.take()?;
         self.free.push(token);
         self.len -= 1;
@@ -175,7 +184,7 @@ impl Table {
     }
 
     /// Every open connection with its token.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &Conn)> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &T)> {
         self.slots
             .iter()
             .enumerate()

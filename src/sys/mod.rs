@@ -1,4 +1,7 @@
-//! The platform calls that std does not offer, in one thin module: `unsafe` lives here only.
+//! The platform calls that std does not offer, in one thin module: `unsafe` lives here only
+//! (and in `uring.rs` beside it, for io_uring).
+
+pub(crate) mod uring;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
