@@ -197,6 +197,12 @@ impl Session {
         }
     }
 
+    /// Drops the replies not yet written, when the connection can no longer take them.
+    pub fn discard_pending(&mut self) {
+        self.output.clear();
+        self.sent = 0;
+    }
+
     /// True while the session takes more input: it has not ended and its queued replies are
     /// within [`OUTPUT_BUDGET`].
     pub fn wants_read(&self) -> bool {

@@ -4,9 +4,11 @@
 //!
 //! Where `epoll` asks "which sockets are ready?" and then makes a read and a write call for
 //! each, here the reads and writes themselves are queued: for a hundred busy connections, one
-//! system call per round instead of two per message. One multishot accept stays armed for
-//! every new connection. Each connection alternates one receive and the sends of its replies,
-//! so a peer that does not read is not read from either (backpressure for free).
+//! system call per round instead of two per message. Submissions stay armed where they can: one
+//! multishot accept takes every new connection, and each connection has one multishot receive
+//! that fills buffers from a ring the kernel picks from (provided buffers), handed back as soon
+//! as the session has the bytes. A connection whose replies back up past the session's budget
+//! has its receive cancelled until they drain: backpressure, as in the other models.
 
 use super::datagram;
 use super::reactor::{Drain, Table};
@@ -35,14 +37,23 @@ fn token(slot: usize, op: u64) -> u64 {
     (slot as u64) << 1 | op
 }
 
-/// One connection: its socket, session, and whether a submission on it is in flight (then its
-/// slot's buffers are the kernel's and it may not close yet).
+/// Provided buffers for the receives: enough for every completion of a busy round.
+const BUFFERS: u16 = 2048;
+const BUFFER_SIZE: usize = 16 * 1024;
+
+/// One connection: its socket, its session, and its submissions in flight. It closes only
+/// when none is, since their completions name its slot.
 struct Conn {
     stream: Stream,
     session: Session,
     peer: Peer,
     opened: Instant,
-    busy: bool,
+    /// The multishot receive is armed.
+    receiving: bool,
+    /// A cancel of that receive was asked for.
+    cancelling: bool,
+    /// A send is in flight (from the slot's send buffer).
+    sending: bool,
     /// Why it will close once its last replies are sent (a bad frame, a failed call).
     closing: Option<CloseReason>,
 }
@@ -53,6 +64,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
     if let Listener::Datagram(socket) = &listener {
         return serve_datagrams(&mut ring, socket, shared);
     }
+    ring.provide_buffers(BUFFERS, BUFFER_SIZE)?;
     listener.set_nonblocking(true)?;
     ring.accept_multi(listener.as_raw_fd(), ACCEPT)?;
     ring.poll_readable(shared.lifecycle.waker_fd(), WAKER)?;
@@ -70,7 +82,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
                 return Ok(());
             }
             if drain.expired() && !cut {
-                // Wakes every pending receive with end of stream; each connection then closes.
+                // Ends every receive with end of stream; each connection then closes.
                 cut = true;
                 for (_, conn) in table.iter() {
                     let _ = conn.stream.shutdown(Shutdown::Both);
@@ -98,13 +110,28 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
                     }
                 }
                 WAKER | CANCEL => {} // the stop is seen at the top of the loop
-                token => completed(&mut ring, &mut table, token, c, cut, shared)?,
+                token => {
+                    let slot = (token >> 1) as usize;
+                    if let Some(conn) = table.get_mut(slot) {
+                        completed(&ring, conn, token & 1, c);
+                    }
+                    if let Some(bid) = c.buffer {
+                        ring.give_back(bid); // the session has copied the bytes
+                    }
+                    if let Some(conn) = table.get_mut(slot) {
+                        if let Some(reason) = next(&mut ring, conn, slot)? {
+                            let conn = table.remove(slot).expect("present above");
+                            let reason = if cut { CloseReason::Shutdown } else { reason };
+                            shared.closed(&conn.peer, conn.session.stats(), &reason, conn.opened);
+                        }
+                    }
+                }
             }
         }
     }
 }
 
-/// A new connection: into the table, and its first receive queued.
+/// A new connection: into the table, its receive armed.
 fn accepted(
     ring: &mut Uring,
     table: &mut Table<Conn>,
@@ -131,73 +158,77 @@ fn accepted(
         }
     };
     let peer = shared.accepted(addr);
-    let conn = Conn {
+    let fd = stream.as_raw_fd();
+    let slot = table.insert(Conn {
         session: shared.session(&peer),
         peer,
         opened: Instant::now(),
-        busy: true,
+        receiving: true,
+        cancelling: false,
+        sending: false,
         closing: None,
         stream,
-    };
-    let fd = conn.stream.as_raw_fd();
-    let slot = table.insert(conn);
-    ring.recv(slot, fd, token(slot, RECV))
+    });
+    ring.recv_multi(fd, token(slot, RECV))
 }
 
-/// A connection's receive or send completed: feed the session, then queue what comes next.
-fn completed(
-    ring: &mut Uring,
-    table: &mut Table<Conn>,
-    token: u64,
-    c: &Completion,
-    cut: bool,
-    shared: &Shared,
-) -> io::Result<()> {
-    let slot = (token >> 1) as usize;
-    let Some(conn) = table.get_mut(slot) else {
-        return Ok(());
-    };
-    conn.busy = false;
-    let outcome = match (token & 1, c.io()) {
-        (_, Err(e)) => Err(CloseReason::from_io(&e)),
-        (RECV, Ok(0)) => conn.session.receive_eof(),
-        (RECV, Ok(n)) => conn.session.receive(ring.received(slot, n)),
-        (_, Ok(n)) => {
-            conn.session.advance(n);
-            Ok(())
+/// Feeds a completed receive or send into the connection's session.
+fn completed(ring: &Uring, conn: &mut Conn, op: u64, c: &Completion) {
+    let outcome = if op == RECV {
+        if !c.more {
+            conn.receiving = false;
+            conn.cancelling = false;
         }
+        match (c.io(), c.buffer) {
+            (Ok(0), _) => conn.session.receive_eof(),
+            (Ok(n), Some(bid)) => conn.session.receive(ring.buffer(bid, n)),
+            (Ok(_), None) => Ok(()),
+            // Out of provided buffers, or our own cancel: armed again when it may read.
+            (Err(e), _)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOBUFS) | Some(libc::ECANCELED)
+                ) =>
+            {
+                Ok(())
+            }
+            (Err(e), _) => Err(CloseReason::from_io(&e)),
+        }
+    } else {
+        conn.sending = false;
+        c.io()
+            .map(|n| conn.session.advance(n))
+            .map_err(|e| CloseReason::from_io(&e))
     };
     if let Err(reason) = outcome {
+        if c.result < 0 {
+            conn.session.discard_pending(); // the socket failed: nothing more goes out
+        }
         conn.closing.get_or_insert(reason);
     }
-    // Next: send what is queued (even after a bad frame, not after a failed call), else close
-    // or receive again.
-    let fd = conn.stream.as_raw_fd();
-    if !conn.session.pending().is_empty() && c.result >= 0 {
-        ring.send(slot, fd, conn.session.pending(), self::token(slot, SEND))?;
-        conn.busy = true;
-        return Ok(());
-    }
-    match conn
-        .closing
-        .clone()
-        .or_else(|| conn.session.finished().cloned())
-    {
-        None => {
-            ring.recv(slot, fd, self::token(slot, RECV))?;
-            conn.busy = true;
-        }
-        Some(reason) => {
-            let conn = table.remove(slot).expect("present above");
-            let reason = if cut { CloseReason::Shutdown } else { reason };
-            conn_close(conn, &reason, shared);
-        }
-    }
-    Ok(())
 }
 
-fn conn_close(conn: Conn, reason: &CloseReason, shared: &Shared) {
-    shared.closed(&conn.peer, conn.session.stats(), reason, conn.opened);
+/// Queues what the connection needs next: a send of its replies, its receive armed again (or
+/// cancelled, past the output budget); returns why to close it once nothing is in flight.
+fn next(ring: &mut Uring, conn: &mut Conn, slot: usize) -> io::Result<Option<CloseReason>> {
+    let fd = conn.stream.as_raw_fd();
+    if !conn.sending && !conn.session.pending().is_empty() {
+        ring.send(slot, fd, conn.session.pending(), token(slot, SEND))?;
+        conn.sending = true;
+    }
+    let ending = conn
+        .closing
+        .clone()
+        .or_else(|| conn.session.finished().cloned());
+    let wants_read = ending.is_none() && conn.session.wants_read();
+    if conn.receiving && !wants_read && !conn.cancelling {
+        ring.cancel(token(slot, RECV), CANCEL)?;
+        conn.cancelling = true;
+    } else if !conn.receiving && wants_read {
+        ring.recv_multi(fd, token(slot, RECV))?;
+        conn.receiving = true;
+    }
+    Ok(ending.filter(|_| !conn.receiving && !conn.sending))
 }
 
 /// Datagrams: one receive in flight on the socket; each datagram is answered as it completes

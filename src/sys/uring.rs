@@ -3,12 +3,13 @@
 //! memory that was freed or moved: a reply is copied into the ring's send buffer (a few bytes
 //! for a typical message) instead of lending the session's own.
 
+use io_uring::types::BufRingEntry;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-/// Bytes of each slot's receive and send buffers.
+/// Bytes of each slot's send buffer.
 const BUF_SIZE: usize = 32 * 1024;
 
 /// One finished submission.
@@ -20,6 +21,9 @@ pub(crate) struct Completion {
     pub(crate) result: i32,
     /// A multishot submission that will complete again.
     pub(crate) more: bool,
+    /// The provided buffer a multishot receive filled: read it with
+    /// [`Uring::buffer`], then hand it back with [`Uring::give_back`].
+    pub(crate) buffer: Option<u16>,
 }
 
 impl Completion {
@@ -57,10 +61,56 @@ impl Slot {
     }
 }
 
+/// A ring of provided buffers (`IORING_REGISTER_PBUF_RING`): a multishot receive takes one
+/// per completion, and the completion says which; handing it back makes it available again.
+/// Both the ring of entries and the buffers live as long as the `Uring`.
+struct BufRing {
+    /// `count` entries, page-aligned as the kernel requires.
+    entries: std::ptr::NonNull<BufRingEntry>,
+    data: Box<[u8]>,
+    count: u16,
+    size: usize,
+    /// Our copy of the tail the kernel reads: where the next handed-back buffer goes.
+    tail: u16,
+}
+
+impl BufRing {
+    fn ring_bytes(count: u16) -> usize {
+        count as usize * std::mem::size_of::<BufRingEntry>()
+    }
+
+    /// Writes buffer `bid` into the ring at the tail; published by [`publish`](BufRing::publish).
+    fn put(&mut self, bid: u16) {
+        let index = (self.tail & (self.count - 1)) as usize;
+        // SAFETY: `index` < count, and the entries mapping holds `count` entries; the kernel
+        // reads entries only below the published tail, and this one is past it.
+        let entry = unsafe { &mut *self.entries.as_ptr().add(index) };
+        entry.set_addr(self.data.as_ptr() as u64 + bid as u64 * self.size as u64);
+        entry.set_len(self.size as u32);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes every entry put so far visible to the kernel.
+    fn publish(&self) {
+        // SAFETY: the tail field lives in the first entry of our live mapping; the kernel reads
+        // it concurrently, so it is written atomically with release ordering, after the entries.
+        unsafe {
+            let tail =
+                BufRingEntry::tail(self.entries.as_ptr()) as *const std::sync::atomic::AtomicU16;
+            (*tail).store(self.tail, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
+/// The group id of our one ring of provided buffers.
+const BUF_GROUP: u16 = 0;
+
 /// An io_uring and the buffers its submissions use.
 pub(crate) struct Uring {
     ring: IoUring,
     slots: Vec<Slot>,
+    provided: Option<BufRing>,
     in_flight: usize,
 }
 
@@ -78,8 +128,86 @@ impl Uring {
         Ok(Uring {
             ring,
             slots: Vec::new(),
+            provided: None,
             in_flight: 0,
         })
+    }
+
+    /// Registers `count` (a power of two) provided buffers of `size` bytes for
+    /// [`recv_multi`](Uring::recv_multi).
+    pub(crate) fn provide_buffers(&mut self, count: u16, size: usize) -> io::Result<()> {
+        assert!(count.is_power_of_two() && self.provided.is_none());
+        // SAFETY: an anonymous private mapping takes no fd or address of ours.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                BufRing::ring_bytes(count),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let entries = std::ptr::NonNull::new(p.cast::<BufRingEntry>())
+            .ok_or_else(io::Error::last_os_error)?;
+        let mut bufs = BufRing {
+            entries,
+            data: vec![0; count as usize * size].into_boxed_slice(),
+            count,
+            size,
+            tail: 0,
+        };
+        for bid in 0..count {
+            bufs.put(bid);
+        }
+        bufs.publish();
+        // SAFETY: the ring's memory is page-aligned (mmap), holds `count` initialised entries,
+        // and stays mapped, with the buffers they point to, for the life of the Uring (Drop).
+        let registered = unsafe {
+            self.ring.submitter().register_buf_ring_with_flags(
+                entries.as_ptr() as u64,
+                count,
+                BUF_GROUP,
+                0,
+            )
+        };
+        if let Err(e) = registered {
+            // SAFETY: unmaps the mapping made above, which the kernel never took.
+            unsafe { libc::munmap(p, BufRing::ring_bytes(count)) };
+            return Err(e);
+        }
+        self.provided = Some(bufs);
+        Ok(())
+    }
+
+    /// Receives on `fd` until cancelled or end of stream, each completion (with `token`)
+    /// carrying one provided buffer.
+    pub(crate) fn recv_multi(&mut self, fd: RawFd, token: u64) -> io::Result<()> {
+        self.push(
+            opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP)
+                .build()
+                .user_data(token),
+        )
+    }
+
+    /// The first `n` bytes of provided buffer `bid`.
+    pub(crate) fn buffer(&self, bid: u16, n: usize) -> &[u8] {
+        let bufs = self.provided.as_ref().expect("provide_buffers was called");
+        let start = bid as usize * bufs.size;
+        &bufs.data[start..start + n.min(bufs.size)]
+    }
+
+    /// Hands provided buffer `bid` back to the kernel for later receives.
+    pub(crate) fn give_back(&mut self, bid: u16) {
+        if let Some(bufs) = self.provided.as_mut() {
+            if bid < bufs.count {
+                bufs.put(bid);
+                bufs.publish();
+            }
+        }
     }
 
     /// The slot's buffers, made on first use with a receive buffer of `recv_size` bytes.
@@ -129,14 +257,7 @@ impl Uring {
         self.push(opcode::AsyncCancel::new(target).build().user_data(token))
     }
 
-    /// Receives from `fd` into the slot's buffer; read it with [`received`](Uring::received).
-    pub(crate) fn recv(&mut self, slot: usize, fd: RawFd, token: u64) -> io::Result<()> {
-        let buf = &mut self.slot(slot, BUF_SIZE).recv;
-        let entry = opcode::Recv::new(types::Fd(fd), buf.as_mut_ptr(), buf.len() as u32).build();
-        self.push(entry.user_data(token))
-    }
-
-    /// The `n` bytes a receive on `slot` completed with.
+    /// The `n` bytes a datagram receive on `slot` completed with.
     pub(crate) fn received(&self, slot: usize, n: usize) -> &[u8] {
         let recv = &self.slots[slot].recv;
         &recv[..n.min(recv.len())]
@@ -151,7 +272,7 @@ impl Uring {
         data: &[u8],
         token: u64,
     ) -> io::Result<usize> {
-        let buf = &mut self.slot(slot, BUF_SIZE).send;
+        let buf = &mut self.slot(slot, 0).send;
         let n = data.len().min(buf.len());
         buf[..n].copy_from_slice(&data[..n]);
         let entry = opcode::Send::new(types::Fd(fd), buf.as_ptr(), n as u32)
@@ -230,6 +351,7 @@ impl Uring {
                 token: cqe.user_data(),
                 result: cqe.result(),
                 more,
+                buffer: cqueue::buffer_select(cqe.flags()),
             });
         }
     }
@@ -248,6 +370,16 @@ impl Drop for Uring {
             // The kernel may still write into these until it has torn the ring down: leave
             // them allocated rather than risk it.
             std::mem::forget(std::mem::take(&mut self.slots));
+            std::mem::forget(self.provided.take());
+        } else if let Some(bufs) = self.provided.take() {
+            let _ = self.ring.submitter().unregister_buf_ring(BUF_GROUP);
+            // SAFETY: unregistered, and nothing is in flight: the mapping is ours alone.
+            unsafe {
+                libc::munmap(
+                    bufs.entries.as_ptr().cast(),
+                    BufRing::ring_bytes(bufs.count),
+                )
+            };
         }
     }
 }
