@@ -93,7 +93,7 @@ enum Command {
         #[command(flatten)]
         talk: TalkArgs,
     },
-    /// List the models `serve --model` accepts.
+    /// List the models `serve --model` accepts: IO class, unit of concurrency, transports, and whether each runs here.
     Models,
 }
 
@@ -261,8 +261,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Models => {
-            for model in Model::ALL {
-                println!("{:<10} {}", model.name(), model.summary());
+            let mut out = io::stdout().lock();
+            writeln!(
+                out,
+                "{:<12} {:<13} {:<21} {:<22} HERE",
+                "MODEL", "IO", "CONCURRENCY", "TRANSPORTS"
+            )?;
+            for &model in Model::ALL {
+                let here = match model.available() {
+                    Ok(()) => "yes".to_string(),
+                    Err(why) => format!("no: {why}"),
+                };
+                let default = if model == Model::default() {
+                    " (default)"
+                } else {
+                    ""
+                };
+                writeln!(
+                    out,
+                    "{:<12} {:<13} {:<21} {:<22} {here}\n             {}{default}",
+                    model.name(),
+                    model.io_class(),
+                    model.unit(),
+                    model.transports(),
+                    model.summary()
+                )?;
             }
             Ok(())
         }

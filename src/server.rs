@@ -83,7 +83,8 @@ impl ServerBuilder {
         self
     }
 
-    /// How connections are served. Default: [`Model::default`].
+    /// How connections are served. Default: [`Model::default`], the fastest model here
+    /// (`uring`, or `epoll` where the kernel refuses io_uring).
     pub fn model(mut self, model: Model) -> Self {
         self.model = model;
         self
