@@ -17,7 +17,7 @@ use crate::server::Shared;
 use crate::sys::Epoll;
 use crate::transport::{DatagramSocket, Listener, MAX_DATAGRAM};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::thread;
 
@@ -49,23 +49,26 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
     result
 }
 
-/// One reactor: setup, then accept, readable/writable (one drive each, edge-triggered), close.
-pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::Result<()> {
-    if let Listener::Datagram(socket) = listener {
-        return run_datagrams(socket, shared, exclusive);
-    }
+/// A worker's epoll, watching the listening (or datagram) socket `fd` and the stop waker. The
+/// socket is level-triggered, and `exclusive` when workers share it, so one wakes per event.
+fn setup(fd: RawFd, shared: &Shared, exclusive: bool) -> io::Result<Epoll> {
     let epoll = Epoll::new()?;
     let exclusive = if exclusive {
         libc::EPOLLEXCLUSIVE as u32
     } else {
         0
     };
-    epoll.add(
-        listener.as_raw_fd(),
-        libc::EPOLLIN as u32 | exclusive,
-        LISTENER,
-    )?;
+    epoll.add(fd, libc::EPOLLIN as u32 | exclusive, LISTENER)?;
     epoll.add(shared.lifecycle.waker_fd(), libc::EPOLLIN as u32, WAKER)?;
+    Ok(epoll)
+}
+
+/// One reactor: setup, then accept, readable/writable (one drive each, edge-triggered), close.
+pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::Result<()> {
+    if let Listener::Datagram(socket) = listener {
+        return run_datagrams(socket, shared, exclusive);
+    }
+    let epoll = setup(listener.as_raw_fd(), shared, exclusive)?;
     let mut table = Table::default();
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     let mut buf = vec![0u8; READ_SIZE];
@@ -151,18 +154,7 @@ fn drive(table: &mut Table, token: usize, buf: &mut [u8], again: &mut Vec<usize>
 /// One reactor over a datagram socket: each readiness, every waiting datagram is answered.
 /// Level-triggered and shared among workers with `EPOLLEXCLUSIVE`, like the listener.
 fn run_datagrams(socket: &DatagramSocket, shared: &Shared, exclusive: bool) -> io::Result<()> {
-    let epoll = Epoll::new()?;
-    let exclusive = if exclusive {
-        libc::EPOLLEXCLUSIVE as u32
-    } else {
-        0
-    };
-    epoll.add(
-        socket.as_raw_fd(),
-        libc::EPOLLIN as u32 | exclusive,
-        LISTENER,
-    )?;
-    epoll.add(shared.lifecycle.waker_fd(), libc::EPOLLIN as u32, WAKER)?;
+    let epoll = setup(socket.as_raw_fd(), shared, exclusive)?;
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 2];
     let mut buf = vec![0u8; MAX_DATAGRAM];
     while !Drain::new(shared).stopping() {
