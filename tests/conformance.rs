@@ -5,8 +5,6 @@ mod common;
 
 use common::*;
 use std::io::Write;
-use std::net::TcpStream;
-use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::thread;
 use std::time::Duration;
@@ -20,20 +18,27 @@ pub struct Spec {
     /// Serves at most a fixed number at once (`pool`'s threads, `fork`'s children); the rest
     /// wait in the backlog until one leaves.
     bounded: bool,
+    /// `tcp` or `unix`: every check runs over both.
+    transport: &'static str,
+}
+
+/// A server of the model under test, over its transport.
+fn serve(m: Spec, args: &[&str]) -> ServerProcess {
+    ServerProcess::stream(m.name, m.transport, args)
 }
 
 fn replies_in_every_framing(m: Spec) {
-    let s = ServerProcess::tcp(m.name, &["--frame", "raw"]);
+    let s = serve(m, &["--frame", "raw"]);
     let mut c = s.connect();
     c.write_all(b"hello world").unwrap();
     assert_eq!(read_n(&mut c, 11), b"HELLO WORLD");
 
-    let s = ServerProcess::tcp(m.name, &["--frame", "line"]);
+    let s = serve(m, &["--frame", "line"]);
     let mut c = s.connect();
     c.write_all(b"hello\n").unwrap();
     assert_eq!(recv_line(&mut c), b"HELLO");
 
-    let s = ServerProcess::tcp(m.name, &["--frame", "len", "--service", "echo"]);
+    let s = serve(m, &["--frame", "len", "--service", "echo"]);
     let mut c = s.connect();
     send_len(&mut c, b"Hello");
     assert_eq!(recv_len(&mut c), b"Hello");
@@ -44,14 +49,20 @@ fn the_seeds_python_client_gets_upper_case(m: Spec) {
         eprintln!("python3 not found: skipping the seed client check");
         return;
     }
-    let s = ServerProcess::tcp(m.name, &[]);
-    let (host, port) = s.sockaddr().rsplit_once(':').unwrap();
-    // The plan's client, as it wrote it; only the port differs.
+    let s = serve(m, &[]);
+    // The plan's client, as it wrote it; only the address differs (and the family, over Unix).
+    let (family, address) = match s.unix_path() {
+        Some(path) => ("AF_UNIX", format!("{:?}", path.display().to_string())),
+        None => {
+            let (host, port) = s.sockaddr().rsplit_once(':').unwrap();
+            ("AF_INET", format!("(\"{host}\",{port})"))
+        }
+    };
     let script = format!(
         r#"
 import socket
-phone=socket.socket(socket.AF_INET,socket.SOCK_STREAM)
-phone.connect(("{host}",{port}))
+phone=socket.socket(socket.{family},socket.SOCK_STREAM)
+phone.connect({address})
 phone.send("hello world".encode("utf_8"))
 data=phone.recv(1024)
 print(data.decode("utf-8"))
@@ -72,7 +83,7 @@ phone.close()
 }
 
 fn two_hundred_messages_on_one_connection(m: Spec) {
-    let s = ServerProcess::tcp(m.name, &["--frame", "line"]);
+    let s = serve(m, &["--frame", "line"]);
     let mut c = s.connect();
     for i in 0..200 {
         c.write_all(format!("message {i}\n").as_bytes()).unwrap();
@@ -81,8 +92,8 @@ fn two_hundred_messages_on_one_connection(m: Spec) {
 }
 
 fn a_hundred_clients(m: Spec) {
-    let s = ServerProcess::tcp(m.name, &["--frame", "len"]);
-    let talk = |mut c: TcpStream, id: usize| {
+    let s = serve(m, &["--frame", "len"]);
+    let talk = |mut c: TestConn, id: usize| {
         for j in 0..10 {
             let msg = format!("client {id} message {j}");
             send_len(&mut c, msg.as_bytes());
@@ -91,7 +102,7 @@ fn a_hundred_clients(m: Spec) {
     };
     if m.concurrent {
         // All hundred are connected before any is served: they are served at once.
-        let conns: Vec<TcpStream> = (0..100).map(|_| s.connect()).collect();
+        let conns: Vec<TestConn> = (0..100).map(|_| s.connect()).collect();
         let threads: Vec<_> = conns
             .into_iter()
             .enumerate()
@@ -116,9 +127,9 @@ fn a_hundred_clients(m: Spec) {
 fn a_4_mib_message_sent_while_reading(m: Spec) {
     let big: Vec<u8> = (0..4 << 20).map(|i| b'a' + (i % 26) as u8).collect();
     for framing in ["raw", "len"] {
-        let s = ServerProcess::tcp(m.name, &["--frame", framing]);
+        let s = serve(m, &["--frame", framing]);
         let mut c = s.connect();
-        let mut writer = c.try_clone().unwrap();
+        let mut writer = c.try_clone();
         let body = big.clone();
         let sender = thread::spawn(move || {
             if framing == "len" {
@@ -141,19 +152,19 @@ fn binary_nul_and_utf8_pass_through(m: Spec) {
     let mut body: Vec<u8> = (0..=255).collect();
     body.extend_from_slice("héllo wörld ✓ 你好\0\u{7f}".as_bytes());
     body.extend_from_slice(b"\xff\xfe invalid utf-8 \xc3");
-    let s = ServerProcess::tcp(m.name, &["--frame", "len"]);
+    let s = serve(m, &["--frame", "len"]);
     let mut c = s.connect();
     send_len(&mut c, &body);
     assert_eq!(recv_len(&mut c), upper(&body));
 
-    let s = ServerProcess::tcp(m.name, &["--frame", "raw"]);
+    let s = serve(m, &["--frame", "raw"]);
     let mut c = s.connect();
     c.write_all(&body).unwrap();
     assert_eq!(read_n(&mut c, body.len()), upper(&body));
 }
 
 fn half_close_still_gets_every_reply(m: Spec) {
-    let s = ServerProcess::tcp(m.name, &["--frame", "line"]);
+    let s = serve(m, &["--frame", "line"]);
     let mut c = s.connect();
     c.write_all(b"one\ntwo\nthree").unwrap(); // the last line has no \n: end of stream ends it
     c.shut_write();
@@ -161,7 +172,7 @@ fn half_close_still_gets_every_reply(m: Spec) {
 }
 
 fn a_reset_mid_message_costs_only_that_connection(m: Spec) {
-    let s = ServerProcess::tcp(m.name, &["--frame", "len"]);
+    let s = serve(m, &["--frame", "len"]);
     let mut bystander = if m.concurrent {
         Some(s.connect())
     } else {
@@ -170,11 +181,13 @@ fn a_reset_mid_message_costs_only_that_connection(m: Spec) {
     let mut c = s.connect();
     c.write_all(&100u32.to_be_bytes()).unwrap();
     c.write_all(b"only ten..").unwrap();
-    socket2::SockRef::from(&c)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
-    drop(c); // SO_LINGER 0: the close sends a reset
-    s.wait_log("reset by peer");
+    c.abort();
+    // TCP: a reset; a Unix socket has none, and its close ends the stream inside the frame.
+    s.wait_log(if m.transport == "tcp" {
+        "reset by peer"
+    } else {
+        "stream ended inside a frame"
+    });
     if let Some(b) = bystander.as_mut() {
         send_len(b, b"still here");
         assert_eq!(recv_len(b), b"STILL HERE");
@@ -185,12 +198,10 @@ fn a_reset_mid_message_costs_only_that_connection(m: Spec) {
 }
 
 fn silent_clients_hold_only_themselves(m: Spec) {
-    let s = ServerProcess::tcp(m.name, &["--frame", "raw"]);
+    let s = serve(m, &["--frame", "raw"]);
     // A client that sends and never reads: the server's replies fill the socket buffers.
     let mut flooder = s.connect();
-    flooder
-        .set_write_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
+    flooder.set_write_timeout(Some(Duration::from_secs(2)));
     let chunk = vec![b'x'; 1 << 20];
     for _ in 0..64 {
         if flooder.write_all(&chunk).is_err() {
@@ -212,7 +223,7 @@ fn silent_clients_hold_only_themselves(m: Spec) {
 
 fn a_thousand_clients(m: Spec) {
     raise_fd_limit();
-    let s = ServerProcess::tcp(m.name, &["--frame", "line"]);
+    let s = serve(m, &["--frame", "line"]);
     let n = 1000;
     if !m.concurrent {
         for i in 0..n {
@@ -222,7 +233,7 @@ fn a_thousand_clients(m: Spec) {
         }
     } else {
         // All connected at once; the kernel's backlog holds what the server has not accepted.
-        let mut conns: Vec<TcpStream> = (0..n).map(|_| s.connect()).collect();
+        let mut conns: Vec<TestConn> = (0..n).map(|_| s.connect()).collect();
         if m.bounded {
             // Served as places free up: each one is answered, then leaves.
             for (i, mut c) in conns.into_iter().enumerate() {
@@ -248,7 +259,7 @@ fn a_thousand_clients(m: Spec) {
 }
 
 fn line_frames_split_and_glued(m: Spec) {
-    let s = ServerProcess::tcp(m.name, &["--frame", "line"]);
+    let s = serve(m, &["--frame", "line"]);
     let mut c = s.connect();
     for part in [&b"hel"[..], b"lo\nwor", b"ld\nglued\ntogether\n"] {
         c.write_all(part).unwrap();
@@ -261,7 +272,7 @@ fn line_frames_split_and_glued(m: Spec) {
 
 fn oversize_frames_close_only_their_connection(m: Spec) {
     for framing in ["len", "line"] {
-        let s = ServerProcess::tcp(m.name, &["--frame", framing, "--max-frame", "1KiB"]);
+        let s = serve(m, &["--frame", framing, "--max-frame", "1KiB"]);
         let mut c = s.connect();
         if framing == "len" {
             c.write_all(&2048u32.to_be_bytes()).unwrap();
@@ -292,24 +303,8 @@ fn oversize_frames_close_only_their_connection(m: Spec) {
     }
 }
 
-fn serves_a_unix_socket(m: Spec) {
-    let path = scratch("unix").join("sb.sock");
-    let s = ServerProcess::start(&format!("unix://{}", path.display()), &["--model", m.name]);
-    assert_eq!(s.addr, format!("unix://{}", path.display()));
-    let mut c = UnixStream::connect(&path).unwrap();
-    c.set_read_timeout(Some(PATIENCE)).unwrap();
-    c.write_all(b"over unix").unwrap();
-    assert_eq!(read_n(&mut c, 9), b"OVER UNIX");
-    c.write_all(b"half").unwrap();
-    c.shut_write();
-    assert_eq!(read_to_end(&mut c), b"HALF");
-    let (status, _) = s.terminate();
-    assert!(status.success());
-    assert!(!path.exists(), "the socket file is removed at shutdown");
-}
-
 fn sigterm_drains_and_exits_zero(m: Spec) {
-    let s = ServerProcess::tcp(m.name, &["--frame", "line", "--drain", "10"]);
+    let s = serve(m, &["--frame", "line", "--drain", "10"]);
     let mut open = s.connect();
     open.write_all(b"before\n").unwrap();
     assert_eq!(recv_line(&mut open), b"BEFORE");
@@ -327,10 +322,13 @@ fn sigterm_drains_and_exits_zero(m: Spec) {
         "{summary}"
     );
     assert!(!s.log().contains("server shutdown"), "nobody was cut");
+    if let Some(path) = s.unix_path() {
+        assert!(!path.exists(), "the socket file is removed at shutdown");
+    }
 }
 
 fn the_drain_cuts_connections_that_outlive_it(m: Spec) {
-    let s = ServerProcess::tcp(m.name, &["--drain", "0.3"]);
+    let s = serve(m, &["--drain", "0.3"]);
     let mut idle = s.connect();
     idle.write_all(b"hi").unwrap();
     assert_eq!(read_n(&mut idle, 2), b"HI");
@@ -343,26 +341,80 @@ fn the_drain_cuts_connections_that_outlive_it(m: Spec) {
     assert!(closed_by_peer(&mut idle));
 }
 
-/// One module per model, one test per check: a new model adds one line here.
+/// The checks, one test each, for a model over a transport.
+macro_rules! checks {
+    ($name:literal, $concurrent:expr, $bounded:expr, $transport:literal) => {
+        const M: super::super::Spec = super::super::Spec {
+            name: $name,
+            concurrent: $concurrent,
+            bounded: $bounded,
+            transport: $transport,
+        };
+        #[test]
+        fn replies_in_every_framing() {
+            super::super::replies_in_every_framing(M)
+        }
+        #[test]
+        fn the_seeds_python_client_gets_upper_case() {
+            super::super::the_seeds_python_client_gets_upper_case(M)
+        }
+        #[test]
+        fn two_hundred_messages_on_one_connection() {
+            super::super::two_hundred_messages_on_one_connection(M)
+        }
+        #[test]
+        fn a_hundred_clients() {
+            super::super::a_hundred_clients(M)
+        }
+        #[test]
+        fn a_4_mib_message_sent_while_reading() {
+            super::super::a_4_mib_message_sent_while_reading(M)
+        }
+        #[test]
+        fn binary_nul_and_utf8_pass_through() {
+            super::super::binary_nul_and_utf8_pass_through(M)
+        }
+        #[test]
+        fn half_close_still_gets_every_reply() {
+            super::super::half_close_still_gets_every_reply(M)
+        }
+        #[test]
+        fn a_reset_mid_message_costs_only_that_connection() {
+            super::super::a_reset_mid_message_costs_only_that_connection(M)
+        }
+        #[test]
+        fn silent_clients_hold_only_themselves() {
+            super::super::silent_clients_hold_only_themselves(M)
+        }
+        #[test]
+        fn a_thousand_clients() {
+            super::super::a_thousand_clients(M)
+        }
+        #[test]
+        fn line_frames_split_and_glued() {
+            super::super::line_frames_split_and_glued(M)
+        }
+        #[test]
+        fn oversize_frames_close_only_their_connection() {
+            super::super::oversize_frames_close_only_their_connection(M)
+        }
+        #[test]
+        fn sigterm_drains_and_exits_zero() {
+            super::super::sigterm_drains_and_exits_zero(M)
+        }
+        #[test]
+        fn the_drain_cuts_connections_that_outlive_it() {
+            super::super::the_drain_cuts_connections_that_outlive_it(M)
+        }
+    };
+}
+
+/// One module per model and transport, one test per check: a new model adds one line here.
 macro_rules! conformance {
     ($($module:ident => $name:literal, concurrent: $concurrent:expr, bounded: $bounded:expr),* $(,)?) => {$(
         mod $module {
-            const M: super::Spec = super::Spec { name: $name, concurrent: $concurrent, bounded: $bounded };
-            #[test] fn replies_in_every_framing() { super::replies_in_every_framing(M) }
-            #[test] fn the_seeds_python_client_gets_upper_case() { super::the_seeds_python_client_gets_upper_case(M) }
-            #[test] fn two_hundred_messages_on_one_connection() { super::two_hundred_messages_on_one_connection(M) }
-            #[test] fn a_hundred_clients() { super::a_hundred_clients(M) }
-            #[test] fn a_4_mib_message_sent_while_reading() { super::a_4_mib_message_sent_while_reading(M) }
-            #[test] fn binary_nul_and_utf8_pass_through() { super::binary_nul_and_utf8_pass_through(M) }
-            #[test] fn half_close_still_gets_every_reply() { super::half_close_still_gets_every_reply(M) }
-            #[test] fn a_reset_mid_message_costs_only_that_connection() { super::a_reset_mid_message_costs_only_that_connection(M) }
-            #[test] fn silent_clients_hold_only_themselves() { super::silent_clients_hold_only_themselves(M) }
-            #[test] fn a_thousand_clients() { super::a_thousand_clients(M) }
-            #[test] fn line_frames_split_and_glued() { super::line_frames_split_and_glued(M) }
-            #[test] fn oversize_frames_close_only_their_connection() { super::oversize_frames_close_only_their_connection(M) }
-            #[test] fn serves_a_unix_socket() { super::serves_a_unix_socket(M) }
-            #[test] fn sigterm_drains_and_exits_zero() { super::sigterm_drains_and_exits_zero(M) }
-            #[test] fn the_drain_cuts_connections_that_outlive_it() { super::the_drain_cuts_connections_that_outlive_it(M) }
+            mod tcp { checks!($name, $concurrent, $bounded, "tcp"); }
+            mod unix { checks!($name, $concurrent, $bounded, "unix"); }
         }
     )*};
 }

@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use std::io::Write;
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// The children of `parent`, with their state letter from /proc (`Z` for a zombie).
@@ -72,7 +71,7 @@ fn fork_leaves_no_zombie_after_200_connections() {
 #[test]
 fn fork_bounds_its_children() {
     let s = ServerProcess::tcp("fork", &["--frame", "line", "--max-children", "2"]);
-    let held: Vec<TcpStream> = (0..2).map(|_| s.connect()).collect();
+    let held: Vec<TestConn> = (0..2).map(|_| s.connect()).collect();
     wait_children(s.child.id(), |c| c.len() == 2);
     let mut third = s.connect(); // accepted by the kernel, not yet by the server
     third.write_all(b"waiting\n").unwrap();
@@ -138,13 +137,13 @@ fn select_refuses_fds_past_fd_setsize() {
     raise_fd_limit();
     let s = ServerProcess::tcp("select", &["--frame", "line"]);
     // More connections than an fd_set holds: the ones past it are closed, not corrupted.
-    let conns: Vec<TcpStream> = (0..1100).map(|_| s.connect()).collect();
+    let conns: Vec<TestConn> = (0..1100).map(|_| s.connect()).collect();
     s.wait_log("FD_SETSIZE");
     let mut served = 0;
     let mut refused = 0;
     for mut c in conns {
         if c.write_all(b"x\n").is_ok() {
-            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.set_timeouts(Some(Duration::from_secs(5)));
             let mut line = [0u8; 2];
             match std::io::Read::read(&mut c, &mut line) {
                 Ok(2) => served += 1,

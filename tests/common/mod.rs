@@ -88,11 +88,34 @@ impl ServerProcess {
         self.addr.strip_prefix("tcp://").expect("a tcp server")
     }
 
-    pub fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(self.sockaddr()).expect("connect to the server");
-        s.set_read_timeout(Some(PATIENCE)).unwrap();
-        s.set_write_timeout(Some(PATIENCE)).unwrap();
-        s
+    /// A TCP or Unix server of `model`, as `transport` says, with a socket of its own.
+    pub fn stream(model: &str, transport: &str, args: &[&str]) -> ServerProcess {
+        let mut all = vec!["--model", model];
+        all.extend_from_slice(args);
+        match transport {
+            "tcp" => ServerProcess::start("tcp://127.0.0.1:0", &all),
+            "unix" => {
+                let path = scratch("unix").join("sb.sock");
+                ServerProcess::start(&format!("unix://{}", path.display()), &all)
+            }
+            other => panic!("no transport {other}"),
+        }
+    }
+
+    /// Connects over the server's transport; reads and writes time out after the patience.
+    pub fn connect(&self) -> TestConn {
+        let conn = if let Some(path) = self.addr.strip_prefix("unix://") {
+            TestConn::Unix(UnixStream::connect(path).expect("connect to the server"))
+        } else {
+            TestConn::Tcp(TcpStream::connect(self.sockaddr()).expect("connect to the server"))
+        };
+        conn.set_timeouts(Some(PATIENCE));
+        conn
+    }
+
+    /// The socket file of a Unix server.
+    pub fn unix_path(&self) -> Option<PathBuf> {
+        self.addr.strip_prefix("unix://").map(PathBuf::from)
     }
 
     pub fn signal(&self, sig: i32) {
@@ -151,20 +174,78 @@ impl Drop for ServerProcess {
     }
 }
 
-/// A stream socket of either family, for the checks that run over both.
-pub trait Conn: Read + Write {
-    fn shut_write(&self);
+/// A connection to a test server over TCP or a Unix socket, for checks that run over both.
+pub enum TestConn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
 }
 
-impl Conn for TcpStream {
-    fn shut_write(&self) {
-        self.shutdown(Shutdown::Write).unwrap();
+impl TestConn {
+    pub fn set_timeouts(&self, t: Option<Duration>) {
+        match self {
+            TestConn::Tcp(s) => {
+                s.set_read_timeout(t).unwrap();
+                s.set_write_timeout(t).unwrap();
+            }
+            TestConn::Unix(s) => {
+                s.set_read_timeout(t).unwrap();
+                s.set_write_timeout(t).unwrap();
+            }
+        }
+    }
+
+    pub fn set_write_timeout(&self, t: Option<Duration>) {
+        match self {
+            TestConn::Tcp(s) => s.set_write_timeout(t).unwrap(),
+            TestConn::Unix(s) => s.set_write_timeout(t).unwrap(),
+        }
+    }
+
+    pub fn try_clone(&self) -> TestConn {
+        match self {
+            TestConn::Tcp(s) => TestConn::Tcp(s.try_clone().unwrap()),
+            TestConn::Unix(s) => TestConn::Unix(s.try_clone().unwrap()),
+        }
+    }
+
+    /// Shuts the writing side: the server sees end of stream.
+    pub fn shut_write(&self) {
+        match self {
+            TestConn::Tcp(s) => s.shutdown(Shutdown::Write).unwrap(),
+            TestConn::Unix(s) => s.shutdown(Shutdown::Write).unwrap(),
+        }
+    }
+
+    /// Ends the connection abruptly: TCP sends a reset (SO_LINGER 0); a Unix socket has no
+    /// reset, and simply closes.
+    pub fn abort(self) {
+        if let TestConn::Tcp(s) = &self {
+            socket2::SockRef::from(s)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+        }
     }
 }
 
-impl Conn for UnixStream {
-    fn shut_write(&self) {
-        self.shutdown(Shutdown::Write).unwrap();
+impl Read for TestConn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            TestConn::Tcp(s) => s.read(buf),
+            TestConn::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for TestConn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            TestConn::Tcp(s) => s.write(buf),
+            TestConn::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
