@@ -181,3 +181,29 @@ fn prefork_workers_do_not_outlive_a_killed_master() {
         }
     }
 }
+
+#[test]
+fn several_epoll_and_async_workers_serve_like_one() {
+    for (model, transport) in [("epoll", "tcp"), ("epoll", "unix"), ("async", "tcp")] {
+        let s = ServerProcess::stream(model, transport, &["--frame", "line", "--workers", "3"]);
+        let mut conns: Vec<TestConn> = (0..100).map(|_| s.connect()).collect();
+        for (i, c) in conns.iter_mut().enumerate() {
+            c.write_all(format!("worker check {i}\n").as_bytes())
+                .unwrap();
+        }
+        for (i, c) in conns.iter_mut().enumerate() {
+            assert_eq!(
+                recv_line(c),
+                format!("WORKER CHECK {i}").as_bytes(),
+                "{model} {transport}"
+            );
+        }
+        drop(conns);
+        let (status, summary) = s.terminate();
+        assert!(status.success());
+        assert!(
+            summary.contains("served 100 connections (0 errors), 100 messages"),
+            "{model}: {summary}"
+        );
+    }
+}
