@@ -38,6 +38,7 @@ pub mod server;
 pub mod service;
 pub mod session;
 pub mod shutdown;
+pub mod store;
 mod sys;
 pub mod transport;
 

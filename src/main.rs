@@ -12,6 +12,7 @@ use std::time::Duration;
 use switchboard::client::{self, Client};
 use switchboard::codec::Framing;
 use switchboard::service::Builtin;
+use switchboard::store::{StoreUrl, DEFAULT_STORE};
 use switchboard::transport::SocketOptions;
 use switchboard::{Addr, Model, ServeError, Server};
 
@@ -69,6 +70,15 @@ enum Command {
         /// Seconds open connections may take to finish after SIGINT/SIGTERM (a second signal cuts them at once).
         #[arg(long, default_value_t = 5.0, value_parser = parse_secs)]
         drain: f64,
+        /// Where to record what is served: sqlite://PATH (relative to the working directory) or mysql://USER:PASS@HOST:PORT/DB.
+        #[arg(long, default_value = DEFAULT_STORE, value_parser = parse_store)]
+        store: StoreUrl,
+        /// Record nothing.
+        #[arg(long, conflicts_with = "store")]
+        no_store: bool,
+        /// What to record: a row per connection (sessions), or every request and reply too (messages).
+        #[arg(long, value_enum, default_value_t = RecordWhat::Sessions)]
+        record: RecordWhat,
     },
     /// The plan's client: prompt `>>: `, send each line, print each reply. Reads lines from stdin when it is not a terminal.
     #[command(
@@ -93,8 +103,68 @@ enum Command {
         #[command(flatten)]
         talk: TalkArgs,
     },
+    /// List the sessions a store recorded, newest first.
+    #[command(
+        after_help = "Examples:\n  switchboard sessions --last 20\n  switchboard sessions --peer unix:// --json"
+    )]
+    Sessions {
+        #[command(flatten)]
+        store: StoreArg,
+        /// How many, at most.
+        #[arg(long, default_value_t = 50)]
+        last: usize,
+        /// Only this peer address (as the log shows it, e.g. tcp://127.0.0.1:50312).
+        #[arg(long)]
+        peer: Option<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Totals per server instance in a store: sessions, bytes, messages, close reasons, and what its recorder wrote.
+    Stats {
+        #[command(flatten)]
+        store: StoreArg,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the models `serve --model` accepts: IO class, unit of concurrency, transports, and whether each runs here.
     Models,
+}
+
+#[derive(clap::Args)]
+struct StoreArg {
+    /// The store to read.
+    #[arg(long, default_value = DEFAULT_STORE, value_parser = parse_store)]
+    store: StoreUrl,
+}
+
+impl StoreArg {
+    /// Opens a store that exists: reading one must not create an empty one.
+    fn open(&self) -> anyhow::Result<switchboard::store::Sqlite> {
+        if let StoreUrl::Sqlite(path) = &self.store {
+            anyhow::ensure!(
+                path.exists(),
+                "no store at {}: `switchboard serve` records there (see --store)",
+                self.store
+            );
+        }
+        Ok(switchboard::store::open(&self.store)?)
+    }
+}
+
+/// What `serve --record` keeps.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RecordWhat {
+    /// A row per connection.
+    Sessions,
+    /// A row per connection, and every request and reply.
+    Messages,
+}
+
+fn parse_store(s: &str) -> Result<StoreUrl, String> {
+    s.parse()
+        .map_err(|e: switchboard::store::StoreError| e.to_string())
 }
 
 #[derive(clap::Args)]
@@ -166,9 +236,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            // Bad usage: a model that does not serve the address, or a store that cannot be used
+            // as given (a bad URL, a database that refuses, a schema from a newer switchboard).
             let usage = matches!(
                 e.downcast_ref::<ServeError>(),
-                Some(ServeError::Unsupported { .. })
+                Some(ServeError::Unsupported { .. } | ServeError::Store(_))
             );
             ExitCode::from(if usage { 2 } else { 1 })
         }
@@ -188,6 +260,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_children,
             reuse_port,
             drain,
+            store,
+            no_store,
+            record,
         } => {
             // Handlers first: a signal that comes as soon as `listening on` is printed must
             // stop the server gracefully, not kill it.
@@ -212,6 +287,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .drain(Duration::from_secs_f64(drain))
                 .max_children(max_children as usize)
+                .store((!no_store).then_some(store))
+                .record_messages(record == RecordWhat::Messages)
                 .bind()?;
             let local = server.local_addr()?;
             println!("listening on {local}");
@@ -260,6 +337,73 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out.write_all(b"\n")?;
             Ok(())
         }
+        Command::Sessions {
+            store,
+            last,
+            peer,
+            json,
+        } => {
+            let db = store.open()?;
+            let mut out = io::stdout().lock();
+            let rows = db.sessions(last, peer.as_deref())?;
+            if !json {
+                writeln!(
+                    out,
+                    "{:<6} {:<28} {:<9} {:>10} {:>10} {:>8} {:>10}  REASON",
+                    "ID", "PEER", "TRANSPORT", "BYTES IN", "BYTES OUT", "MSGS", "MS"
+                )?;
+            }
+            for (instance, s) in rows {
+                if json {
+                    writeln!(
+                        out,
+                        "{{\"instance\":{},\"id\":{},\"peer\":{},\"transport\":{},\"opened_us\":{},\"closed_us\":{},\"bytes_in\":{},\"bytes_out\":{},\"msgs_in\":{},\"msgs_out\":{},\"reason\":{}}}",
+                        json_str(&instance), s.id, json_str(&s.peer), json_str(&s.transport), s.opened, s.closed,
+                        s.bytes_in, s.bytes_out, s.msgs_in, s.msgs_out, json_str(&s.reason)
+                    )?;
+                } else {
+                    let ms = (s.closed - s.opened) as f64 / 1000.0;
+                    writeln!(
+                        out,
+                        "{:<6} {:<28} {:<9} {:>10} {:>10} {:>8} {:>10.1}  {}",
+                        s.id, s.peer, s.transport, s.bytes_in, s.bytes_out, s.msgs_in, ms, s.reason
+                    )?;
+                }
+            }
+            Ok(())
+        }
+        Command::Stats { store, json } => {
+            let db = store.open()?;
+            let mut out = io::stdout().lock();
+            let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+            for s in db.stats()? {
+                let reasons: Vec<String> =
+                    s.reasons.iter().map(|(r, n)| format!("{r}={n}")).collect();
+                if json {
+                    let reasons: Vec<String> = s
+                        .reasons
+                        .iter()
+                        .map(|(r, n)| format!("{}:{n}", json_str(r)))
+                        .collect();
+                    let num = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
+                    writeln!(
+                        out,
+                        "{{\"instance\":{},\"model\":{},\"address\":{},\"sessions\":{},\"bytes_in\":{},\"bytes_out\":{},\"messages\":{},\"reasons\":{{{}}},\"written\":{},\"waited\":{},\"dropped\":{}}}",
+                        json_str(&s.instance), json_str(&s.model), json_str(&s.address), s.sessions, s.bytes_in, s.bytes_out,
+                        s.messages, reasons.join(","), num(s.written), num(s.waited), num(s.dropped)
+                    )?;
+                } else {
+                    writeln!(
+                        out,
+                        "{} ({} on {}): {} sessions, {} messages, {} bytes in, {} bytes out; {}; records written {}, waited {}, dropped {}",
+                        s.instance, s.model, s.address, s.sessions, s.messages, s.bytes_in, s.bytes_out,
+                        if reasons.is_empty() { "no sessions".to_string() } else { reasons.join(" ") },
+                        opt(s.written), opt(s.waited), opt(s.dropped)
+                    )?;
+                }
+            }
+            Ok(())
+        }
         Command::Models => {
             let mut out = io::stdout().lock();
             writeln!(
@@ -290,6 +434,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 #[cfg(test)]

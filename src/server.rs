@@ -5,8 +5,13 @@ use crate::addr::Addr;
 use crate::codec::{Framing, DEFAULT_MAX_FRAME};
 use crate::model::Model;
 use crate::service::{Peer, Service, Upper};
+use crate::session::MessageTap;
 use crate::session::{CloseReason, Session, SessionStats};
 use crate::shutdown::{Lifecycle, StopHandle};
+use crate::store::{
+    now_us, MessageRow, Record, Recorder, RecorderStats, ServerRow, SessionRow, SharedStats,
+    StoreError, StoreUrl, Writer, QUEUE,
+};
 use crate::sys::SharedMem;
 use crate::transport::{BindError, Listener, SocketOptions};
 use std::fmt;
@@ -37,6 +42,9 @@ pub enum ServeError {
     /// The model failed (its listener broke, or it could not start its threads).
     #[error("serving failed: {0}")]
     Io(#[from] io::Error),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Configures and binds a [`Server`].
@@ -71,6 +79,8 @@ pub struct ServerBuilder {
     drain: Duration,
     workers: Option<usize>,
     max_children: usize,
+    store: Option<StoreUrl>,
+    record_messages: bool,
 }
 
 /// The default bound on `fork`'s children.
@@ -140,6 +150,18 @@ impl ServerBuilder {
         self
     }
 
+    /// Records what is served in this store (see [`crate::store`]). Default: none.
+    pub fn store(mut self, url: Option<StoreUrl>) -> Self {
+        self.store = url;
+        self
+    }
+
+    /// Records every request and reply too, not only each connection (`--record messages`).
+    pub fn record_messages(mut self, on: bool) -> Self {
+        self.record_messages = on;
+        self
+    }
+
     /// Binds the listening socket; serving starts with [`Server::run`].
     pub fn bind(self) -> Result<Server, ServeError> {
         if !self.model.serves(&self.addr) {
@@ -150,6 +172,34 @@ impl ServerBuilder {
             });
         }
         let listener = Listener::bind(&self.addr, &self.socket)?;
+        let (store, writer) = match &self.store {
+            None => (None, None),
+            Some(url) => {
+                let mut backend = crate::store::open(url)?;
+                let instance = instance_id();
+                backend.start_server(&ServerRow {
+                    instance: instance.clone(),
+                    host: host_name(),
+                    pid: std::process::id(),
+                    model: self.model.name().into(),
+                    address: listener.local_addr()?.to_string(),
+                    service: self.service.name().into(),
+                    frame: self.framing.name().into(),
+                    started: now_us(),
+                })?;
+                let stats: SharedStats = Arc::new(SharedMem::<RecorderStats>::new()?);
+                let (recorder, writer) =
+                    Recorder::start(Box::new(backend), instance.clone(), QUEUE, stats.clone())?;
+                let store = StoreHandle {
+                    url: url.clone(),
+                    instance,
+                    recorder,
+                    stats,
+                    messages: self.record_messages,
+                };
+                (Some(store), Some(writer))
+            }
+        };
         let shared = Shared {
             service: self.service,
             framing: self.framing,
@@ -160,10 +210,12 @@ impl ServerBuilder {
             max_children: self.max_children,
             lifecycle: Arc::new(Lifecycle::new(self.drain)?),
             counters: Arc::new(SharedMem::new()?),
+            store,
         };
         Ok(Server {
             listener,
             shared: Arc::new(shared),
+            writer,
         })
     }
 }
@@ -172,6 +224,7 @@ impl ServerBuilder {
 pub struct Server {
     listener: Listener,
     shared: Arc<Shared>,
+    writer: Option<Writer>,
 }
 
 impl Server {
@@ -187,6 +240,8 @@ impl Server {
             drain: DEFAULT_DRAIN,
             workers: None,
             max_children: DEFAULT_MAX_CHILDREN,
+            store: None,
+            record_messages: false,
         }
     }
 
@@ -210,6 +265,14 @@ impl Server {
         let served = self.shared.model.serve(self.listener, &self.shared);
         lifecycle.finish();
         let _ = watchdog.join();
+        // Everything queued before the drain ended is written before the summary.
+        if let (Some(writer), Some(store)) = (self.writer, &self.shared.store) {
+            if let Some(mut backend) = writer.finish() {
+                if let Err(e) = backend.stop_server(&store.instance, now_us(), &store.stats) {
+                    tracing::error!(error = %e, "cannot record the server's stop");
+                }
+            }
+        }
         served?;
         Ok(self.shared.counters.summary(started.elapsed()))
     }
@@ -285,6 +348,47 @@ pub(crate) struct Shared {
     pub(crate) max_children: usize,
     pub(crate) lifecycle: Arc<Lifecycle>,
     counters: Arc<SharedMem<Counters>>,
+    /// Where connections are recorded, if anywhere.
+    store: Option<StoreHandle>,
+}
+
+/// A server's store: its URL, its instance id, and the recorder models hand records to.
+pub(crate) struct StoreHandle {
+    url: StoreUrl,
+    instance: String,
+    recorder: Recorder,
+    /// Shared with forked workers, so the instance's totals add up theirs.
+    stats: SharedStats,
+    messages: bool,
+}
+
+/// A process unique id: host, pid and start time.
+fn instance_id() -> String {
+    format!("{}:{}:{:x}", host_name(), std::process::id(), now_us())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Records a session's messages as they are answered.
+struct MessageRecorder {
+    session: u64,
+    recorder: Recorder,
+}
+
+impl MessageTap for MessageRecorder {
+    fn answered(&mut self, seq: u64, request: &[u8], reply: &[u8]) {
+        self.recorder.record(Record::Message(MessageRow {
+            session: self.session,
+            seq,
+            at: now_us(),
+            request: request.to_vec(),
+            reply: reply.to_vec(),
+        }));
+    }
 }
 
 impl Shared {
@@ -295,8 +399,30 @@ impl Shared {
 
     /// The same server for a forked worker: the same service, options and counters, with a stop
     /// of its own (its parent's waker is shared by every process, so it cannot be the worker's).
-    pub(crate) fn for_worker(&self) -> io::Result<Shared> {
-        Ok(Shared {
+    pub(crate) fn for_worker(&self) -> Result<(Shared, Option<Writer>), ServeError> {
+        // The parent's store writer is a thread, which a forked child does not have: the
+        // worker writes through a connection of its own, counting into the shared totals.
+        let (store, writer) = match &self.store {
+            None => (None, None),
+            Some(parent) => {
+                let backend = crate::store::open(&parent.url)?;
+                let (recorder, writer) = Recorder::start(
+                    Box::new(backend),
+                    parent.instance.clone(),
+                    QUEUE,
+                    parent.stats.clone(),
+                )?;
+                let store = StoreHandle {
+                    url: parent.url.clone(),
+                    instance: parent.instance.clone(),
+                    recorder,
+                    stats: parent.stats.clone(),
+                    messages: parent.messages,
+                };
+                (Some(store), Some(writer))
+            }
+        };
+        let worker = Shared {
             service: self.service.clone(),
             framing: self.framing,
             max_frame: self.max_frame,
@@ -306,12 +432,48 @@ impl Shared {
             max_children: self.max_children,
             lifecycle: Arc::new(Lifecycle::new(self.lifecycle.drain())?),
             counters: self.counters.clone(),
-        })
+            store,
+        };
+        Ok((worker, writer))
     }
 
     /// A fresh session for a connection.
     pub(crate) fn session(&self, peer: &Peer) -> Session {
-        Session::new(self.framing.codec(self.max_frame), self.service.open(peer))
+        let session = Session::new(self.framing.codec(self.max_frame), self.service.open(peer));
+        match &self.store {
+            Some(store) if store.messages => session.with_tap(Box::new(MessageRecorder {
+                session: peer.id,
+                recorder: store.recorder.clone(),
+            })),
+            _ => session,
+        }
+    }
+
+    /// Hands a finished connection's row to the recorder.
+    fn record(&self, peer: &Peer, stats: SessionStats, reason: &CloseReason, opened: Instant) {
+        if let Some(store) = &self.store {
+            let closed = now_us();
+            store.recorder.record(Record::Session(SessionRow {
+                id: peer.id,
+                peer: peer.addr.clone(),
+                transport: peer.addr.split("://").next().unwrap_or("").to_string(),
+                opened: closed - opened.elapsed().as_micros() as i64,
+                closed,
+                bytes_in: stats.bytes_in,
+                bytes_out: stats.bytes_out,
+                msgs_in: stats.msgs_in,
+                msgs_out: stats.msgs_out,
+                reason: reason.kind().to_string(),
+            }));
+        }
+    }
+
+    /// A forked worker is done: its records are written out before it exits.
+    pub(crate) fn finish(self, writer: Option<Writer>) {
+        drop(self); // the last recorders, so the writer sees them gone
+        if let Some(writer) = writer {
+            writer.finish();
+        }
     }
 
     /// A connection closed: one log line and the server's counters.
@@ -323,6 +485,7 @@ impl Shared {
         opened: Instant,
     ) {
         self.count(stats, reason);
+        self.record(peer, stats, reason, opened);
         let ms = opened.elapsed().as_millis() as u64;
         if reason.is_error() {
             tracing::warn!(id = peer.id, peer = %peer.addr, model = %self.model, bytes_in = stats.bytes_in,
@@ -343,6 +506,7 @@ impl Shared {
         opened: Instant,
     ) {
         self.count(stats, reason);
+        self.record(peer, stats, reason, opened);
         if reason.is_error() {
             tracing::warn!(id = peer.id, peer = %peer.addr, model = %self.model, bytes_in = stats.bytes_in, reason = %reason, "datagram not answered");
         } else {

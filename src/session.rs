@@ -101,6 +101,12 @@ pub struct SessionStats {
     pub msgs_out: u64,
 }
 
+/// Sees each request and its reply as a session answers it (`--record messages`).
+pub trait MessageTap: Send {
+    /// Request number `seq` (from 1) was answered with `reply` (the body, without framing).
+    fn answered(&mut self, seq: u64, request: &[u8], reply: &[u8]);
+}
+
 /// One connection's codec, service handler and buffers.
 pub struct Session {
     codec: Box<dyn Codec>,
@@ -112,6 +118,7 @@ pub struct Session {
     /// Set once the session will read no more: it closes when its output is drained.
     done: Option<CloseReason>,
     stats: SessionStats,
+    tap: Option<Box<dyn MessageTap>>,
 }
 
 impl Session {
@@ -125,7 +132,14 @@ impl Session {
             sent: 0,
             done: None,
             stats: SessionStats::default(),
+            tap: None,
         }
+    }
+
+    /// Shows every request and reply of this session to `tap`.
+    pub fn with_tap(mut self, tap: Box<dyn MessageTap>) -> Self {
+        self.tap = Some(tap);
+        self
     }
 
     /// Bytes read from the peer: answers every whole frame among them. An error means the
@@ -171,9 +185,13 @@ impl Session {
     fn answer(&mut self, request: &[u8]) -> Result<Action, CloseReason> {
         self.stats.msgs_in += 1;
         let start = self.codec.begin(&mut self.output);
+        let body = self.output.len();
         let action = self
             .handler
             .call(request, &mut Reply::new(&mut self.output));
+        if let Some(tap) = self.tap.as_mut() {
+            tap.answered(self.stats.msgs_in, request, &self.output[body..]);
+        }
         self.codec
             .end(&mut self.output, start)
             .map_err(CloseReason::Frame)?;

@@ -49,7 +49,15 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
             // server is gone, so it goes first. SIGTERM from the parent cuts the connection.
             sys::close_inherited(listener.as_raw_fd());
             sys::route_stop_signals(None, Some(stream.as_raw_fd()));
-            blocking::serve_stream(&stream, &peer, shared, || sys::stop_signals() > 0);
+            let (child, writer) = match shared.for_worker() {
+                Ok(child) => child,
+                Err(e) => {
+                    tracing::error!(error = %e, "child cannot start; closing the connection");
+                    return 1;
+                }
+            };
+            blocking::serve_stream(&stream, &peer, &child, || sys::stop_signals() > 0);
+            child.finish(writer); // its record is written before it exits
             0
         });
         if let Err(e) = forked {

@@ -28,7 +28,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
     let mut children = Children::new()?;
     let start_worker = |children: &mut Children| {
         children.spawn(|| {
-            let worker = match shared.for_worker() {
+            let (worker, writer) = match shared.for_worker() {
                 Ok(worker) => worker,
                 Err(e) => {
                     tracing::error!(error = %e, "worker cannot start");
@@ -36,13 +36,15 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
                 }
             };
             sys::route_stop_signals(Some(worker.lifecycle.waker_write_fd()), None);
-            match epoll::run(&listener, &worker, true) {
+            let code = match epoll::run(&listener, &worker, true) {
                 Ok(()) => 0,
                 Err(e) => {
                     tracing::error!(error = %e, "worker failed");
                     1
                 }
-            }
+            };
+            worker.finish(writer);
+            code
         })
     };
     for _ in 0..workers {

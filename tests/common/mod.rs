@@ -37,6 +37,8 @@ pub struct ServerProcess {
     pub addr: String,
     stdout: BufReader<ChildStdout>,
     pub log: PathBuf,
+    /// The server's working directory.
+    pub dir: PathBuf,
 }
 
 impl ServerProcess {
@@ -45,6 +47,7 @@ impl ServerProcess {
         let dir = scratch("server");
         let log = dir.join("server.log");
         let mut child = Command::new(bin())
+            .current_dir(&dir) // the default store, switchboard.db, lands here
             .arg("serve")
             .arg(addr)
             .args(args)
@@ -73,6 +76,7 @@ impl ServerProcess {
             addr,
             stdout,
             log,
+            dir,
         }
     }
 

@@ -1,0 +1,225 @@
+//! What the server served, in SQL: SQLite embedded by default; MySQL/MariaDB by URL (to come).
+//!
+//! Models never wait on the database: a connection's record goes into a bounded queue, and a
+//! writer thread batches the queue into transactions. When the queue is full the model waits
+//! for room (backpressure), so a store slower than the traffic slows serving rather than lose
+//! a record; `stats` shows how often that happened.
+//!
+//! The tables, the same on every backend (times are microseconds since the Unix epoch):
+//!
+//! | table | one row per | columns |
+//! | --- | --- | --- |
+//! | `servers` | `serve` process (instance) | instance, host, pid, model, address, service, frame, started, stopped, written, waited, dropped |
+//! | `sessions` | connection (or datagram) | instance, id, peer, transport, opened, closed, bytes_in, bytes_out, msgs_in, msgs_out, reason (eof, reset, timeout, error, shutdown) |
+//! | `messages` | request answered, with `--record messages` | instance, session, seq, at, request, reply (BLOBs) |
+//! | `bench_runs` | load-generator run | run, started, address, model, conns, size, depth, secs, msgs_per_s, p50_us, p99_us, p999_us, errors |
+//! | `schema_version` | (one row) | version |
+
+mod recorder;
+mod schema;
+mod sqlite;
+
+pub use recorder::{Recorder, RecorderStats, SharedStats, Writer, QUEUE};
+pub use sqlite::Sqlite;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Where the store is: `sqlite://PATH` (relative to the working directory, or absolute with a
+/// third slash: `sqlite:///var/lib/sb.db`) or `mysql://USER:PASS@HOST:PORT/DB`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// An SQLite database file.
+    Sqlite(PathBuf),
+    /// A MySQL or MariaDB database.
+    Mysql(String),
+}
+
+/// The default store: `switchboard.db` in the working directory.
+pub const DEFAULT_STORE: &str = "sqlite://switchboard.db";
+
+impl FromStr for StoreUrl {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        if let Some(path) = s.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(StoreError::Url(s.to_string()));
+            }
+            Ok(StoreUrl::Sqlite(PathBuf::from(path)))
+        } else if s.starts_with("mysql://") {
+            Ok(StoreUrl::Mysql(s.to_string()))
+        } else {
+            Err(StoreError::Url(s.to_string()))
+        }
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreUrl::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
+            // The password stays out of logs.
+            StoreUrl::Mysql(url) => match (url.find("://"), url.rfind('@')) {
+                (Some(a), Some(b)) if b > a => write!(f, "mysql://…@{}", &url[b + 1..]),
+                _ => f.write_str(url),
+            },
+        }
+    }
+}
+
+/// Why the store could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL is not one the store knows.
+    #[error("`{0}` is not a store URL: expected sqlite://PATH or mysql://USER:PASS@HOST:PORT/DB (or --no-store)")]
+    Url(String),
+    /// The database's schema is newer than this binary's.
+    #[error("the store's schema is version {found}, newer than this switchboard's ({known}): upgrade switchboard or use another store")]
+    SchemaTooNew {
+        /// The version in the database.
+        found: i64,
+        /// The newest version this binary knows.
+        known: i64,
+    },
+    /// This build cannot reach that kind of database yet.
+    #[error("{0} stores are not supported by this build yet; use sqlite://PATH")]
+    Unsupported(&'static str),
+    /// The database refused or failed.
+    #[error("store {url}: {source}")]
+    Database {
+        /// The store (password hidden).
+        url: String,
+        /// What the database said.
+        source: rusqlite::Error,
+    },
+}
+
+/// A `serve` process, as the `servers` table holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerRow {
+    /// Unique per process: host, pid and start time.
+    pub instance: String,
+    /// The machine's host name.
+    pub host: String,
+    /// The process id.
+    pub pid: u32,
+    /// The model's name.
+    pub model: String,
+    /// The address served.
+    pub address: String,
+    /// The service's name.
+    pub service: String,
+    /// The framing's name.
+    pub frame: String,
+    /// When it started (µs since the epoch).
+    pub started: i64,
+}
+
+/// One connection (or datagram), as the `sessions` table holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    /// The connection's id within its instance.
+    pub id: u64,
+    /// The peer's address.
+    pub peer: String,
+    /// `tcp`, `unix`, `udp` or `unixgram`.
+    pub transport: String,
+    /// When it opened and closed (µs since the epoch).
+    pub opened: i64,
+    /// See `opened`.
+    pub closed: i64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Requests decoded.
+    pub msgs_in: u64,
+    /// Replies queued.
+    pub msgs_out: u64,
+    /// `eof`, `reset`, `timeout`, `error` or `shutdown`.
+    pub reason: String,
+}
+
+/// One request and its reply, as the `messages` table holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRow {
+    /// The connection's id.
+    pub session: u64,
+    /// The message's number in its connection, from 1.
+    pub seq: u64,
+    /// When it was answered (µs since the epoch).
+    pub at: i64,
+    /// The request's bytes.
+    pub request: Vec<u8>,
+    /// The reply's bytes.
+    pub reply: Vec<u8>,
+}
+
+/// What the recorder queues for the writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A connection closed.
+    Session(SessionRow),
+    /// A message was answered (`--record messages`).
+    Message(MessageRow),
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// A per-instance aggregate, for `switchboard stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InstanceStats {
+    /// The instance.
+    pub instance: String,
+    /// Its model.
+    pub model: String,
+    /// Its address.
+    pub address: String,
+    /// Sessions recorded.
+    pub sessions: u64,
+    /// Bytes in and out over them.
+    pub bytes_in: u64,
+    /// See `bytes_in`.
+    pub bytes_out: u64,
+    /// Messages over them.
+    pub messages: u64,
+    /// Sessions per close reason, as `reason=count` pairs.
+    pub reasons: Vec<(String, u64)>,
+    /// Records the writer wrote, the times a model waited for room, and records dropped (as
+    /// the instance reported when it stopped; empty while it runs).
+    pub written: Option<u64>,
+    /// See `written`.
+    pub waited: Option<u64>,
+    /// See `written`.
+    pub dropped: Option<u64>,
+}
+
+/// Opens the store at `url` (creating and migrating its schema as needed).
+pub fn open(url: &StoreUrl) -> Result<Sqlite, StoreError> {
+    match url {
+        StoreUrl::Sqlite(path) => Sqlite::open(path),
+        StoreUrl::Mysql(_) => Err(StoreError::Unsupported("mysql://")),
+    }
+}
+
+/// A database the recorder writes to.
+pub trait Backend: Send {
+    /// Writes a batch in one transaction; a record already there is kept once.
+    fn write(&mut self, instance: &str, batch: &[Record]) -> Result<(), StoreError>;
+
+    /// Marks an instance stopped, with what its recorder did.
+    fn stop_server(
+        &mut self,
+        instance: &str,
+        stopped: i64,
+        stats: &RecorderStats,
+    ) -> Result<(), StoreError>;
+}

@@ -1,0 +1,57 @@
+//! The schema, as numbered migrations applied in order at start. Written in the SQL that SQLite
+//! and MySQL/MariaDB share, so both backends hold the same tables.
+
+/// The newest schema version this binary knows.
+pub(crate) const VERSION: i64 = 1;
+
+/// Migration `i` takes the schema from version `i` to `i + 1`.
+pub(crate) const MIGRATIONS: &[&[&str]] = &[&[
+    "CREATE TABLE servers (
+        instance VARCHAR(128) NOT NULL PRIMARY KEY,
+        host VARCHAR(255) NOT NULL,
+        pid BIGINT NOT NULL,
+        model VARCHAR(32) NOT NULL,
+        address VARCHAR(1024) NOT NULL,
+        service VARCHAR(64) NOT NULL,
+        frame VARCHAR(16) NOT NULL,
+        started BIGINT NOT NULL,
+        stopped BIGINT NULL,
+        written BIGINT NULL,
+        waited BIGINT NULL,
+        dropped BIGINT NULL)",
+    "CREATE TABLE sessions (
+        instance VARCHAR(128) NOT NULL,
+        id BIGINT NOT NULL,
+        peer VARCHAR(1024) NOT NULL,
+        transport VARCHAR(16) NOT NULL,
+        opened BIGINT NOT NULL,
+        closed BIGINT NOT NULL,
+        bytes_in BIGINT NOT NULL,
+        bytes_out BIGINT NOT NULL,
+        msgs_in BIGINT NOT NULL,
+        msgs_out BIGINT NOT NULL,
+        reason VARCHAR(16) NOT NULL,
+        PRIMARY KEY (instance, id))",
+    "CREATE TABLE messages (
+        instance VARCHAR(128) NOT NULL,
+        session BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        at BIGINT NOT NULL,
+        request LONGBLOB NOT NULL,
+        reply LONGBLOB NOT NULL,
+        PRIMARY KEY (instance, session, seq))",
+    "CREATE TABLE bench_runs (
+        run VARCHAR(64) NOT NULL PRIMARY KEY,
+        started BIGINT NOT NULL,
+        address VARCHAR(1024) NOT NULL,
+        model VARCHAR(32) NULL,
+        conns BIGINT NOT NULL,
+        size BIGINT NOT NULL,
+        depth BIGINT NOT NULL,
+        secs DOUBLE NOT NULL,
+        msgs_per_s DOUBLE NOT NULL,
+        p50_us BIGINT NOT NULL,
+        p99_us BIGINT NOT NULL,
+        p999_us BIGINT NOT NULL,
+        errors BIGINT NOT NULL)",
+]];

@@ -1,0 +1,288 @@
+//! The SQLite backend: an embedded database file, in WAL mode so readers (`sessions`, `stats`)
+//! and the process models' writers share it.
+
+use super::schema::{MIGRATIONS, VERSION};
+use super::{
+    Backend, InstanceStats, MessageRow, Record, RecorderStats, ServerRow, SessionRow, StoreError,
+};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+/// An SQLite store.
+pub struct Sqlite {
+    conn: Connection,
+    url: String,
+}
+
+impl Sqlite {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Sqlite, StoreError> {
+        let url = format!("sqlite://{}", path.display());
+        let err = |source| StoreError::Database {
+            url: url.clone(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        // Several processes (prefork, fork) write at once: wait for each other, briefly.
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        let mut store = Sqlite { conn, url };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        |source| StoreError::Database {
+            url: self.url.clone(),
+            source,
+        }
+    }
+
+    /// Applies the migrations the database lacks; refuses a schema newer than this binary's.
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let url = self.url.clone();
+        let err = |source| StoreError::Database {
+            url: url.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+            .map_err(err)?;
+        let found: Option<i64> = tx
+            .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+            .optional()
+            .map_err(err)?
+            .flatten();
+        let found = found.unwrap_or(0);
+        if found > VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found,
+                known: VERSION,
+            });
+        }
+        for (i, statements) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            for sql in *statements {
+                tx.execute_batch(sql).map_err(err)?;
+            }
+            tx.execute("DELETE FROM schema_version", []).map_err(err)?;
+            tx.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                [i as i64 + 1],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// The schema version of the database.
+    pub fn version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+            .map_err(self.err())
+    }
+
+    /// Records a server's start.
+    pub fn start_server(&mut self, row: &ServerRow) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO servers (instance, host, pid, model, address, service, frame, started)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    row.instance,
+                    row.host,
+                    row.pid,
+                    row.model,
+                    row.address,
+                    row.service,
+                    row.frame,
+                    row.started
+                ],
+            )
+            .map(drop)
+            .map_err(self.err())
+    }
+
+    /// The last `last` sessions (newest first), of the peer `peer` if given, with their
+    /// instance.
+    pub fn sessions(
+        &self,
+        last: usize,
+        peer: Option<&str>,
+    ) -> Result<Vec<(String, SessionRow)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT instance, id, peer, transport, opened, closed, bytes_in, bytes_out, msgs_in, msgs_out, reason
+                 FROM sessions WHERE (?1 IS NULL OR peer = ?1) ORDER BY closed DESC, id DESC LIMIT ?2",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![peer, last as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    SessionRow {
+                        id: r.get::<_, i64>(1)? as u64,
+                        peer: r.get(2)?,
+                        transport: r.get(3)?,
+                        opened: r.get(4)?,
+                        closed: r.get(5)?,
+                        bytes_in: r.get::<_, i64>(6)? as u64,
+                        bytes_out: r.get::<_, i64>(7)? as u64,
+                        msgs_in: r.get::<_, i64>(8)? as u64,
+                        msgs_out: r.get::<_, i64>(9)? as u64,
+                        reason: r.get(10)?,
+                    },
+                ))
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// The messages of one session, in order.
+    pub fn messages(&self, instance: &str, session: u64) -> Result<Vec<MessageRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT session, seq, at, request, reply FROM messages WHERE instance = ?1 AND session = ?2 ORDER BY seq")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![instance, session as i64], |r| {
+                Ok(MessageRow {
+                    session: r.get::<_, i64>(0)? as u64,
+                    seq: r.get::<_, i64>(1)? as u64,
+                    at: r.get(2)?,
+                    request: r.get(3)?,
+                    reply: r.get(4)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Totals per instance, in order of start.
+    pub fn stats(&self) -> Result<Vec<InstanceStats>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT s.instance, s.model, s.address, s.written, s.waited, s.dropped,
+                        COUNT(x.id), COALESCE(SUM(x.bytes_in), 0), COALESCE(SUM(x.bytes_out), 0), COALESCE(SUM(x.msgs_in), 0)
+                 FROM servers s LEFT JOIN sessions x ON x.instance = s.instance
+                 GROUP BY s.instance, s.model, s.address, s.written, s.waited, s.dropped, s.started
+                 ORDER BY s.started",
+            )
+            .map_err(self.err())?;
+        let mut all: Vec<InstanceStats> = stmt
+            .query_map([], |r| {
+                Ok(InstanceStats {
+                    instance: r.get(0)?,
+                    model: r.get(1)?,
+                    address: r.get(2)?,
+                    written: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+                    waited: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+                    dropped: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+                    sessions: r.get::<_, i64>(6)? as u64,
+                    bytes_in: r.get::<_, i64>(7)? as u64,
+                    bytes_out: r.get::<_, i64>(8)? as u64,
+                    messages: r.get::<_, i64>(9)? as u64,
+                    reasons: Vec::new(),
+                })
+            })
+            .map_err(self.err())?
+            .collect::<Result<_, _>>()
+            .map_err(self.err())?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT reason, COUNT(*) FROM sessions WHERE instance = ?1 GROUP BY reason ORDER BY reason")
+            .map_err(self.err())?;
+        for s in &mut all {
+            s.reasons = stmt
+                .query_map([&s.instance], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                })
+                .map_err(self.err())?
+                .collect::<Result<_, _>>()
+                .map_err(self.err())?;
+        }
+        Ok(all)
+    }
+}
+
+impl Backend for Sqlite {
+    fn write(&mut self, instance: &str, batch: &[Record]) -> Result<(), StoreError> {
+        let url = self.url.clone();
+        let err = |source| StoreError::Database {
+            url: url.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            // OR IGNORE: a record written twice (a retried batch) is kept once.
+            let mut session = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO sessions (instance, id, peer, transport, opened, closed, bytes_in, bytes_out, msgs_in, msgs_out, reason)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )
+                .map_err(err)?;
+            let mut message = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO messages (instance, session, seq, at, request, reply) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(err)?;
+            for record in batch {
+                match record {
+                    Record::Session(s) => session.execute(params![
+                        instance,
+                        s.id as i64,
+                        s.peer,
+                        s.transport,
+                        s.opened,
+                        s.closed,
+                        s.bytes_in as i64,
+                        s.bytes_out as i64,
+                        s.msgs_in as i64,
+                        s.msgs_out as i64,
+                        s.reason
+                    ]),
+                    Record::Message(m) => message.execute(params![
+                        instance,
+                        m.session as i64,
+                        m.seq as i64,
+                        m.at,
+                        m.request,
+                        m.reply
+                    ]),
+                }
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    fn stop_server(
+        &mut self,
+        instance: &str,
+        stopped: i64,
+        stats: &RecorderStats,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE servers SET stopped = ?2, written = ?3, waited = ?4, dropped = ?5 WHERE instance = ?1",
+                params![
+                    instance,
+                    stopped,
+                    stats.written.load(Relaxed) as i64,
+                    stats.waited.load(Relaxed) as i64,
+                    stats.dropped.load(Relaxed) as i64
+                ],
+            )
+            .map(drop)
+            .map_err(self.err())
+    }
+}

@@ -1,0 +1,320 @@
+//! The store: what every model served, recorded in a real SQLite database and read back.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::process::Command;
+use std::sync::Arc;
+use std::thread;
+use switchboard::store::{self, Record, Recorder, RecorderStats, SessionRow, StoreUrl};
+
+fn switchboard_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn every_model_records_each_session_exactly() {
+    let models = [
+        "iterative",
+        "threads",
+        "pool",
+        "fork",
+        "prefork",
+        "nonblocking",
+        "select",
+        "poll",
+        "epoll",
+        "async",
+        "uring",
+    ];
+    for model in models {
+        let s = ServerProcess::stream(model, "tcp", &["--frame", "line"]);
+        for i in 0..5 {
+            let mut c = s.connect();
+            for j in 0..=i {
+                c.write_all(format!("conn {i} msg {j}\n").as_bytes())
+                    .unwrap();
+                assert_eq!(recv_line(&mut c), format!("CONN {i} MSG {j}").as_bytes());
+            }
+        }
+        let dir = s.dir.clone();
+        let (status, summary) = s.terminate();
+        assert!(status.success(), "{model}");
+        assert!(
+            summary.contains("served 5 connections"),
+            "{model}: {summary}"
+        );
+        let store = store::open(&StoreUrl::Sqlite(dir.join("switchboard.db"))).unwrap();
+        let mut rows: Vec<SessionRow> = store
+            .sessions(100, None)
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        rows.sort_by_key(|r| r.msgs_in);
+        assert_eq!(rows.len(), 5, "{model}: one row per connection");
+        for (i, r) in rows.iter().enumerate() {
+            let msgs = i as u64 + 1;
+            let bytes: u64 = (0..msgs)
+                .map(|j| format!("conn {i} msg {j}\n").len() as u64)
+                .sum();
+            assert_eq!(
+                (r.msgs_in, r.msgs_out, r.bytes_in, r.bytes_out),
+                (msgs, msgs, bytes, bytes),
+                "{model}"
+            );
+            assert_eq!(
+                (r.reason.as_str(), r.transport.as_str()),
+                ("eof", "tcp"),
+                "{model}"
+            );
+            assert!(r.closed >= r.opened, "{model}");
+        }
+        let stats = store.stats().unwrap();
+        assert_eq!(stats.len(), 1);
+        assert_eq!((stats[0].sessions, stats[0].model.as_str()), (5, model));
+        assert_eq!(
+            stats[0].written,
+            Some(5),
+            "{model}: the writer's count, kept at stop"
+        );
+        assert_eq!(stats[0].dropped, Some(0), "{model}");
+    }
+}
+
+#[test]
+fn messages_are_recorded_byte_for_byte() {
+    for model in ["threads", "fork", "epoll", "uring"] {
+        let s = ServerProcess::stream(model, "unix", &["--frame", "len", "--record", "messages"]);
+        let sent: Vec<Vec<u8>> = vec![
+            b"hello".to_vec(),
+            (0..=255).collect(),
+            "héllo wörld\0".into(),
+            Vec::new(),
+        ];
+        let mut c = s.connect();
+        for m in &sent {
+            send_len(&mut c, m);
+            assert_eq!(recv_len(&mut c), upper(m));
+        }
+        drop(c);
+        let dir = s.dir.clone();
+        assert!(s.terminate().0.success());
+        let store = store::open(&StoreUrl::Sqlite(dir.join("switchboard.db"))).unwrap();
+        let (instance, row) = store.sessions(1, None).unwrap().remove(0);
+        let messages = store.messages(&instance, row.id).unwrap();
+        assert_eq!(messages.len(), sent.len(), "{model}");
+        for (i, (m, want)) in messages.iter().zip(&sent).enumerate() {
+            assert_eq!(
+                (m.seq, &m.request, &m.reply),
+                (i as u64 + 1, want, &upper(want)),
+                "{model}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_full_queue_makes_models_wait_and_loses_nothing() {
+    let dir = scratch("backpressure");
+    let url = StoreUrl::Sqlite(dir.join("bp.db"));
+    let backend = store::open(&url).unwrap();
+    let stats = Arc::new(RecorderStats::default());
+    // A queue of one record: the four senders find it full again and again.
+    let (recorder, writer) =
+        Recorder::start(Box::new(backend), "test".into(), 1, Arc::new(stats.clone())).unwrap();
+    let senders: Vec<_> = (0..4)
+        .map(|t| {
+            let recorder = recorder.clone();
+            thread::spawn(move || {
+                for i in 0..2500u64 {
+                    recorder.record(Record::Session(SessionRow {
+                        id: t * 10_000 + i,
+                        peer: "tcp://127.0.0.1:1".into(),
+                        transport: "tcp".into(),
+                        opened: 1,
+                        closed: 2,
+                        bytes_in: i,
+                        bytes_out: i,
+                        msgs_in: 1,
+                        msgs_out: 1,
+                        reason: "eof".into(),
+                    }));
+                }
+            })
+        })
+        .collect();
+    for t in senders {
+        t.join().unwrap();
+    }
+    drop(recorder);
+    writer.finish().unwrap();
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(stats.written.load(Relaxed), 10_000);
+    assert_eq!(stats.dropped.load(Relaxed), 0);
+    assert!(
+        stats.waited.load(Relaxed) > 0,
+        "the queue was full and senders waited"
+    );
+    assert_eq!(
+        store::open(&url)
+            .unwrap()
+            .sessions(20_000, None)
+            .unwrap()
+            .len(),
+        10_000
+    );
+}
+
+#[test]
+fn a_graceful_stop_under_load_loses_no_session() {
+    let s = ServerProcess::stream("epoll", "tcp", &["--frame", "line"]);
+    let addr = s.sockaddr().to_string();
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = addr.clone();
+            thread::spawn(move || {
+                // Short connections until the server stops taking them (bounded either way).
+                for _ in 0..5000 {
+                    let Ok(mut c) = std::net::TcpStream::connect(&addr) else {
+                        return;
+                    };
+                    if c.write_all(b"x\n").is_err() {
+                        return;
+                    }
+                    let mut b = [0u8; 2];
+                    if std::io::Read::read_exact(&mut c, &mut b).is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let dir = s.dir.clone();
+    let (status, summary) = s.terminate();
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert!(status.success());
+    let served: usize = summary
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(served > 0);
+    let store = store::open(&StoreUrl::Sqlite(dir.join("switchboard.db"))).unwrap();
+    assert_eq!(
+        store.sessions(1_000_000, None).unwrap().len(),
+        served,
+        "{summary}"
+    );
+}
+
+#[test]
+fn two_servers_sharing_a_store_are_told_apart_and_added_up() {
+    let dir = scratch("shared-store");
+    let url = format!("sqlite://{}", dir.join("shared.db").display());
+    for n in 1..=2 {
+        let s = ServerProcess::stream("threads", "tcp", &["--store", &url]);
+        for _ in 0..n {
+            let mut c = s.connect();
+            c.write_all(b"hi").unwrap();
+            assert_eq!(read_n(&mut c, 2), b"HI");
+        }
+        assert!(s.terminate().0.success());
+    }
+    let out = switchboard_in(&dir, &["stats", "--store", &url, "--json"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "two instances: {text}");
+    assert!(
+        lines[0].contains("\"sessions\":1") && lines[1].contains("\"sessions\":2"),
+        "{text}"
+    );
+    let out = switchboard_in(&dir, &["sessions", "--store", &url, "--last", "2"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(table.lines().count(), 3, "a header and two rows: {table}");
+}
+
+#[test]
+fn store_errors_are_usage_errors_at_start() {
+    let dir = scratch("store-errors");
+    let bad = switchboard_in(
+        &dir,
+        &["serve", "tcp://127.0.0.1:0", "--store", "postgres://x"],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("sqlite://PATH"));
+    let refused = switchboard_in(
+        &dir,
+        &[
+            "serve",
+            "tcp://127.0.0.1:0",
+            "--store",
+            "sqlite:///nonexistent/dir/x.db",
+        ],
+    );
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // A schema from the future.
+    let future = dir.join("future.db");
+    drop(store::open(&StoreUrl::Sqlite(future.clone())).unwrap());
+    let py = format!("import sqlite3; c=sqlite3.connect('{}'); c.execute('UPDATE schema_version SET version=99'); c.commit()", future.display());
+    if Command::new("python3")
+        .args(["-c", &py])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        let out = switchboard_in(
+            &dir,
+            &[
+                "serve",
+                "tcp://127.0.0.1:0",
+                "--store",
+                &format!("sqlite://{}", future.display()),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("newer than this switchboard"));
+    }
+    let missing = switchboard_in(&dir, &["sessions", "--store", "sqlite://absent.db"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        !dir.join("absent.db").exists(),
+        "reading does not create a store"
+    );
+}
+
+#[test]
+fn no_store_writes_nothing() {
+    let s = ServerProcess::stream("threads", "tcp", &["--no-store"]);
+    let mut c = s.connect();
+    c.write_all(b"x").unwrap();
+    assert_eq!(read_n(&mut c, 1), b"X");
+    let dir = s.dir.clone();
+    assert!(s.terminate().0.success());
+    assert!(!dir.join("switchboard.db").exists());
+}
+
+#[test]
+fn the_schema_is_created_once_and_migrations_are_kept() {
+    let dir = scratch("schema");
+    let url = StoreUrl::Sqlite(dir.join("s.db"));
+    let first = store::open(&url).unwrap();
+    assert_eq!(first.version().unwrap(), 1);
+    drop(first);
+    let again = store::open(&url).unwrap(); // nothing to migrate: opens as is
+    assert_eq!(again.version().unwrap(), 1);
+    assert!(again.sessions(1, None).unwrap().is_empty());
+}
