@@ -19,6 +19,13 @@ for component in rustfmt clippy; do
   cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$component"
 done
 
+# A throwaway MariaDB for the store's MySQL tests, stopped however the tests end.
+mariadb_dir=$(mktemp -d /tmp/switchboard-mariadb.XXXXXX)
+trap 'scripts/mariadb.sh stop "$mariadb_dir" >/dev/null 2>&1 || true; rm -rf "$mariadb_dir"' EXIT
+SWITCHBOARD_TEST_MYSQL=$(scripts/mariadb.sh start "$mariadb_dir")
+export SWITCHBOARD_TEST_MYSQL SWITCHBOARD_REQUIRE_MYSQL=1
+echo "== MariaDB at ${SWITCHBOARD_TEST_MYSQL#*@}"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

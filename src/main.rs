@@ -141,7 +141,7 @@ struct StoreArg {
 
 impl StoreArg {
     /// Opens a store that exists: reading one must not create an empty one.
-    fn open(&self) -> anyhow::Result<switchboard::store::Sqlite> {
+    fn open(&self) -> anyhow::Result<switchboard::store::Store> {
         if let StoreUrl::Sqlite(path) = &self.store {
             anyhow::ensure!(
                 path.exists(),
@@ -343,7 +343,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             peer,
             json,
         } => {
-            let db = store.open()?;
+            let mut db = store.open()?;
             let mut out = io::stdout().lock();
             let rows = db.sessions(last, peer.as_deref())?;
             if !json {
@@ -373,7 +373,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Stats { store, json } => {
-            let db = store.open()?;
+            let mut db = store.open()?;
             let mut out = io::stdout().lock();
             let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
             for s in db.stats()? {
@@ -388,17 +388,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     let num = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
                     writeln!(
                         out,
-                        "{{\"instance\":{},\"model\":{},\"address\":{},\"sessions\":{},\"bytes_in\":{},\"bytes_out\":{},\"messages\":{},\"reasons\":{{{}}},\"written\":{},\"waited\":{},\"dropped\":{}}}",
+                        "{{\"instance\":{},\"model\":{},\"address\":{},\"sessions\":{},\"bytes_in\":{},\"bytes_out\":{},\"messages\":{},\"reasons\":{{{}}},\"written\":{},\"spooled\":{},\"waited\":{},\"dropped\":{}}}",
                         json_str(&s.instance), json_str(&s.model), json_str(&s.address), s.sessions, s.bytes_in, s.bytes_out,
-                        s.messages, reasons.join(","), num(s.written), num(s.waited), num(s.dropped)
+                        s.messages, reasons.join(","), num(s.written), num(s.spooled), num(s.waited), num(s.dropped)
                     )?;
                 } else {
                     writeln!(
                         out,
-                        "{} ({} on {}): {} sessions, {} messages, {} bytes in, {} bytes out; {}; records written {}, waited {}, dropped {}",
+                        "{} ({} on {}): {} sessions, {} messages, {} bytes in, {} bytes out; {}; records written {} (spooled {}), waited {}, dropped {}",
                         s.instance, s.model, s.address, s.sessions, s.messages, s.bytes_in, s.bytes_out,
                         if reasons.is_empty() { "no sessions".to_string() } else { reasons.join(" ") },
-                        opt(s.written), opt(s.waited), opt(s.dropped)
+                        opt(s.written), opt(s.spooled), opt(s.waited), opt(s.dropped)
                     )?;
                 }
             }

@@ -49,7 +49,7 @@ fn every_model_records_each_session_exactly() {
             summary.contains("served 5 connections"),
             "{model}: {summary}"
         );
-        let store = store::open(&StoreUrl::Sqlite(dir.join("switchboard.db"))).unwrap();
+        let mut store = store::open(&StoreUrl::Sqlite(dir.join("switchboard.db"))).unwrap();
         let mut rows: Vec<SessionRow> = store
             .sessions(100, None)
             .unwrap()
@@ -105,7 +105,7 @@ fn messages_are_recorded_byte_for_byte() {
         drop(c);
         let dir = s.dir.clone();
         assert!(s.terminate().0.success());
-        let store = store::open(&StoreUrl::Sqlite(dir.join("switchboard.db"))).unwrap();
+        let mut store = store::open(&StoreUrl::Sqlite(dir.join("switchboard.db"))).unwrap();
         let (instance, row) = store.sessions(1, None).unwrap().remove(0);
         let messages = store.messages(&instance, row.id).unwrap();
         assert_eq!(messages.len(), sent.len(), "{model}");
@@ -208,7 +208,7 @@ fn a_graceful_stop_under_load_loses_no_session() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{summary}"));
     assert!(served > 0);
-    let store = store::open(&StoreUrl::Sqlite(dir.join("switchboard.db"))).unwrap();
+    let mut store = store::open(&StoreUrl::Sqlite(dir.join("switchboard.db"))).unwrap();
     assert_eq!(
         store.sessions(1_000_000, None).unwrap().len(),
         served,
@@ -311,10 +311,10 @@ fn no_store_writes_nothing() {
 fn the_schema_is_created_once_and_migrations_are_kept() {
     let dir = scratch("schema");
     let url = StoreUrl::Sqlite(dir.join("s.db"));
-    let first = store::open(&url).unwrap();
+    let mut first = store::open(&url).unwrap();
     assert_eq!(first.version().unwrap(), 1);
     drop(first);
-    let again = store::open(&url).unwrap(); // nothing to migrate: opens as is
+    let mut again = store::open(&url).unwrap(); // nothing to migrate: opens as is
     assert_eq!(again.version().unwrap(), 1);
     assert!(again.sessions(1, None).unwrap().is_empty());
 }

@@ -1,4 +1,5 @@
-//! What the server served, in SQL: SQLite embedded by default; MySQL/MariaDB by URL (to come).
+//! What the server served, in SQL: SQLite embedded by default, MySQL/MariaDB by URL so many
+//! server instances share one database.
 //!
 //! Models never wait on the database: a connection's record goes into a bounded queue, and a
 //! writer thread batches the queue into transactions. When the queue is full the model waits
@@ -9,16 +10,18 @@
 //!
 //! | table | one row per | columns |
 //! | --- | --- | --- |
-//! | `servers` | `serve` process (instance) | instance, host, pid, model, address, service, frame, started, stopped, written, waited, dropped |
+//! | `servers` | `serve` process (instance) | instance, host, pid, model, address, service, frame, started, stopped, written, spooled, waited, dropped |
 //! | `sessions` | connection (or datagram) | instance, id, peer, transport, opened, closed, bytes_in, bytes_out, msgs_in, msgs_out, reason (eof, reset, timeout, error, shutdown) |
 //! | `messages` | request answered, with `--record messages` | instance, session, seq, at, request, reply (BLOBs) |
 //! | `bench_runs` | load-generator run | run, started, address, model, conns, size, depth, secs, msgs_per_s, p50_us, p99_us, p999_us, errors |
 //! | `schema_version` | (one row) | version |
 
+mod mysql;
 mod recorder;
 mod schema;
 mod sqlite;
 
+pub use mysql::Mysql;
 pub use recorder::{Recorder, RecorderStats, SharedStats, Writer, QUEUE};
 pub use sqlite::Sqlite;
 
@@ -84,9 +87,14 @@ pub enum StoreError {
         /// The newest version this binary knows.
         known: i64,
     },
-    /// This build cannot reach that kind of database yet.
-    #[error("{0} stores are not supported by this build yet; use sqlite://PATH")]
-    Unsupported(&'static str),
+    /// The MySQL/MariaDB server refused or failed.
+    #[error("store {url}: {source}")]
+    Mysql {
+        /// The store (password hidden).
+        url: String,
+        /// What the server said.
+        source: ::mysql::Error,
+    },
     /// The database refused or failed.
     #[error("store {url}: {source}")]
     Database {
@@ -193,27 +201,117 @@ pub struct InstanceStats {
     pub messages: u64,
     /// Sessions per close reason, as `reason=count` pairs.
     pub reasons: Vec<(String, u64)>,
-    /// Records the writer wrote, the times a model waited for room, and records dropped (as
-    /// the instance reported when it stopped; empty while it runs).
+    /// Records the writer wrote, of them those that went through the local spool, the times
+    /// a model waited for room, and records dropped (as the instance reported when it stopped;
+    /// empty while it runs).
     pub written: Option<u64>,
+    /// See `written`.
+    pub spooled: Option<u64>,
     /// See `written`.
     pub waited: Option<u64>,
     /// See `written`.
     pub dropped: Option<u64>,
 }
 
-/// Opens the store at `url` (creating and migrating its schema as needed).
-pub fn open(url: &StoreUrl) -> Result<Sqlite, StoreError> {
+/// An open store of either kind, for reading (`sessions`, `stats`) and writing.
+pub enum Store {
+    /// SQLite.
+    Sqlite(Sqlite),
+    /// MySQL or MariaDB.
+    Mysql(Mysql),
+}
+
+/// Opens the store at `url`, creating and migrating its schema as needed.
+pub fn open(url: &StoreUrl) -> Result<Store, StoreError> {
     match url {
-        StoreUrl::Sqlite(path) => Sqlite::open(path),
-        StoreUrl::Mysql(_) => Err(StoreError::Unsupported("mysql://")),
+        StoreUrl::Sqlite(path) => Sqlite::open(path).map(Store::Sqlite),
+        StoreUrl::Mysql(raw) => Mysql::open(raw, url.to_string()).map(Store::Mysql),
     }
+}
+
+impl Store {
+    /// The schema version of the database.
+    pub fn version(&mut self) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.version(),
+            Store::Mysql(m) => m.version(),
+        }
+    }
+
+    /// Records a server's start.
+    pub fn start_server(&mut self, row: &ServerRow) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.start_server(row),
+            Store::Mysql(m) => m.start_server(row),
+        }
+    }
+
+    /// The last `last` sessions (newest first), of the peer `peer` if given, with their
+    /// instance.
+    pub fn sessions(
+        &mut self,
+        last: usize,
+        peer: Option<&str>,
+    ) -> Result<Vec<(String, SessionRow)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.sessions(last, peer),
+            Store::Mysql(m) => m.sessions(last, peer),
+        }
+    }
+
+    /// The messages of one session, in order.
+    pub fn messages(
+        &mut self,
+        instance: &str,
+        session: u64,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.messages(instance, session),
+            Store::Mysql(m) => m.messages(instance, session),
+        }
+    }
+
+    /// Totals per instance, in order of start.
+    pub fn stats(&mut self) -> Result<Vec<InstanceStats>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.stats(),
+            Store::Mysql(m) => m.stats(),
+        }
+    }
+}
+
+impl Backend for Store {
+    fn write(&mut self, instance: &str, batch: &[Record]) -> Result<Written, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.write(instance, batch),
+            Store::Mysql(m) => m.write(instance, batch),
+        }
+    }
+
+    fn stop_server(
+        &mut self,
+        instance: &str,
+        stopped: i64,
+        stats: &RecorderStats,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.stop_server(instance, stopped, stats),
+            Store::Mysql(m) => m.stop_server(instance, stopped, stats),
+        }
+    }
+}
+
+/// What became of a batch the backend took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Written {
+    /// Records that went to the local spool (the database was away) instead of the database.
+    pub spooled: u64,
 }
 
 /// A database the recorder writes to.
 pub trait Backend: Send {
     /// Writes a batch in one transaction; a record already there is kept once.
-    fn write(&mut self, instance: &str, batch: &[Record]) -> Result<(), StoreError>;
+    fn write(&mut self, instance: &str, batch: &[Record]) -> Result<Written, StoreError>;
 
     /// Marks an instance stopped, with what its recorder did.
     fn stop_server(

@@ -18,8 +18,10 @@ const TRIES: u32 = 5;
 /// What the recorder did, for `stats` and the `servers` row.
 #[derive(Debug, Default)]
 pub struct RecorderStats {
-    /// Records written to the store.
+    /// Records written to the store (or to its local spool).
     pub written: AtomicU64,
+    /// Of those, records that went to the local spool while the database was away.
+    pub spooled: AtomicU64,
     /// Times a model found the queue full and waited for room.
     pub waited: AtomicU64,
     /// Records that could not be written.
@@ -124,8 +126,9 @@ fn write_all(
         let mut tries = 0;
         loop {
             match backend.write(instance, &batch) {
-                Ok(()) => {
+                Ok(written) => {
                     stats.written.fetch_add(batch.len() as u64, Relaxed);
+                    stats.spooled.fetch_add(written.spooled, Relaxed);
                     break;
                 }
                 Err(e) if tries + 1 < TRIES => {

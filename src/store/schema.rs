@@ -17,6 +17,7 @@ pub(crate) const MIGRATIONS: &[&[&str]] = &[&[
         started BIGINT NOT NULL,
         stopped BIGINT NULL,
         written BIGINT NULL,
+        spooled BIGINT NULL,
         waited BIGINT NULL,
         dropped BIGINT NULL)",
     "CREATE TABLE sessions (

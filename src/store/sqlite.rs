@@ -4,11 +4,19 @@
 use super::schema::{MIGRATIONS, VERSION};
 use super::{
     Backend, InstanceStats, MessageRow, Record, RecorderStats, ServerRow, SessionRow, StoreError,
+    Written,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
+
+/// Spooled rows, by table, that a replay has taken.
+#[derive(Debug, Default)]
+pub(crate) struct SpoolRows {
+    sessions: Vec<i64>,
+    messages: Vec<i64>,
+}
 
 /// An SQLite store.
 pub struct Sqlite {
@@ -166,15 +174,96 @@ impl Sqlite {
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
+    /// As a spool: up to `limit` of the oldest sessions and messages, with the row ids to
+    /// [`forget`](Sqlite::forget) once they are safely elsewhere.
+    pub(crate) fn oldest(&self, limit: usize) -> Result<(SpoolRows, Vec<Record>), StoreError> {
+        let mut rows = SpoolRows::default();
+        let mut records = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT rowid, id, peer, transport, opened, closed, bytes_in, bytes_out, msgs_in, msgs_out, reason
+                 FROM sessions ORDER BY rowid LIMIT ?1",
+            )
+            .map_err(self.err())?;
+        let sessions = stmt
+            .query_map([limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    SessionRow {
+                        id: r.get::<_, i64>(1)? as u64,
+                        peer: r.get(2)?,
+                        transport: r.get(3)?,
+                        opened: r.get(4)?,
+                        closed: r.get(5)?,
+                        bytes_in: r.get::<_, i64>(6)? as u64,
+                        bytes_out: r.get::<_, i64>(7)? as u64,
+                        msgs_in: r.get::<_, i64>(8)? as u64,
+                        msgs_out: r.get::<_, i64>(9)? as u64,
+                        reason: r.get(10)?,
+                    },
+                ))
+            })
+            .map_err(self.err())?;
+        for row in sessions {
+            let (rowid, session) = row.map_err(self.err())?;
+            rows.sessions.push(rowid);
+            records.push(Record::Session(session));
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT rowid, session, seq, at, request, reply FROM messages ORDER BY rowid LIMIT ?1")
+            .map_err(self.err())?;
+        let messages = stmt
+            .query_map([limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    MessageRow {
+                        session: r.get::<_, i64>(1)? as u64,
+                        seq: r.get::<_, i64>(2)? as u64,
+                        at: r.get(3)?,
+                        request: r.get(4)?,
+                        reply: r.get(5)?,
+                    },
+                ))
+            })
+            .map_err(self.err())?;
+        for row in messages {
+            let (rowid, message) = row.map_err(self.err())?;
+            rows.messages.push(rowid);
+            records.push(Record::Message(message));
+        }
+        Ok((rows, records))
+    }
+
+    /// As a spool: deletes rows that [`oldest`](Sqlite::oldest) returned.
+    pub(crate) fn forget(&mut self, rows: &SpoolRows) -> Result<(), StoreError> {
+        let url = self.url.clone();
+        let err = |source| StoreError::Database {
+            url: url.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        for id in &rows.sessions {
+            tx.execute("DELETE FROM sessions WHERE rowid = ?1", [id])
+                .map_err(err)?;
+        }
+        for id in &rows.messages {
+            tx.execute("DELETE FROM messages WHERE rowid = ?1", [id])
+                .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
     /// Totals per instance, in order of start.
     pub fn stats(&self) -> Result<Vec<InstanceStats>, StoreError> {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT s.instance, s.model, s.address, s.written, s.waited, s.dropped,
+                "SELECT s.instance, s.model, s.address, s.written, s.waited, s.dropped, s.spooled,
                         COUNT(x.id), COALESCE(SUM(x.bytes_in), 0), COALESCE(SUM(x.bytes_out), 0), COALESCE(SUM(x.msgs_in), 0)
                  FROM servers s LEFT JOIN sessions x ON x.instance = s.instance
-                 GROUP BY s.instance, s.model, s.address, s.written, s.waited, s.dropped, s.started
+                 GROUP BY s.instance, s.model, s.address, s.written, s.waited, s.dropped, s.spooled, s.started
                  ORDER BY s.started",
             )
             .map_err(self.err())?;
@@ -187,10 +276,11 @@ impl Sqlite {
                     written: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
                     waited: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
                     dropped: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
-                    sessions: r.get::<_, i64>(6)? as u64,
-                    bytes_in: r.get::<_, i64>(7)? as u64,
-                    bytes_out: r.get::<_, i64>(8)? as u64,
-                    messages: r.get::<_, i64>(9)? as u64,
+                    spooled: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+                    sessions: r.get::<_, i64>(7)? as u64,
+                    bytes_in: r.get::<_, i64>(8)? as u64,
+                    bytes_out: r.get::<_, i64>(9)? as u64,
+                    messages: r.get::<_, i64>(10)? as u64,
                     reasons: Vec::new(),
                 })
             })
@@ -215,7 +305,7 @@ impl Sqlite {
 }
 
 impl Backend for Sqlite {
-    fn write(&mut self, instance: &str, batch: &[Record]) -> Result<(), StoreError> {
+    fn write(&mut self, instance: &str, batch: &[Record]) -> Result<Written, StoreError> {
         let url = self.url.clone();
         let err = |source| StoreError::Database {
             url: url.clone(),
@@ -262,7 +352,8 @@ impl Backend for Sqlite {
                 .map_err(err)?;
             }
         }
-        tx.commit().map_err(err)
+        tx.commit().map_err(err)?;
+        Ok(Written::default())
     }
 
     fn stop_server(
@@ -273,13 +364,14 @@ impl Backend for Sqlite {
     ) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "UPDATE servers SET stopped = ?2, written = ?3, waited = ?4, dropped = ?5 WHERE instance = ?1",
+                "UPDATE servers SET stopped = ?2, written = ?3, waited = ?4, dropped = ?5, spooled = ?6 WHERE instance = ?1",
                 params![
                     instance,
                     stopped,
                     stats.written.load(Relaxed) as i64,
                     stats.waited.load(Relaxed) as i64,
-                    stats.dropped.load(Relaxed) as i64
+                    stats.dropped.load(Relaxed) as i64,
+                    stats.spooled.load(Relaxed) as i64
                 ],
             )
             .map(drop)

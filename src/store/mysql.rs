@@ -1,0 +1,426 @@
+//! The MySQL/MariaDB backend: many server instances, on one machine or several, record into
+//! one database. When the database is unreachable or goes away, batches go to a local SQLite
+//! spool (same schema) and are replayed, in order, once it answers again; its primary keys
+//! make a replayed record land once even if it had reached the database before.
+
+use super::schema::{MIGRATIONS, VERSION};
+use super::sqlite::{SpoolRows, Sqlite};
+use super::{
+    Backend, InstanceStats, MessageRow, Record, RecorderStats, ServerRow, SessionRow, StoreError,
+    Written,
+};
+use mysql::prelude::Queryable;
+use mysql::{Conn, Opts, OptsBuilder, Params, Value};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+/// Rows per multi-row INSERT.
+const ROWS_PER_INSERT: usize = 500;
+/// How often a spooling writer tries the database again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// A MySQL or MariaDB store.
+pub struct Mysql {
+    opts: Opts,
+    url: String,
+    conn: Option<Conn>,
+    /// Where batches go while the database is away, and when it was last tried.
+    spool: Option<Sqlite>,
+    spool_path: Option<PathBuf>,
+    last_try: Option<Instant>,
+}
+
+impl Mysql {
+    /// Connects and brings the schema up to date.
+    pub fn open(url: &str, display: String) -> Result<Mysql, StoreError> {
+        let opts = Opts::from_url(url).map_err(|_| StoreError::Url(display.clone()))?;
+        let opts: Opts = OptsBuilder::from_opts(opts)
+            .tcp_connect_timeout(Some(Duration::from_secs(5)))
+            .read_timeout(Some(Duration::from_secs(30)))
+            .write_timeout(Some(Duration::from_secs(30)))
+            .into();
+        let conn = Conn::new(opts.clone()).map_err(|source| StoreError::Mysql {
+            url: display.clone(),
+            source,
+        })?;
+        let mut store = Mysql {
+            opts,
+            url: display,
+            conn: Some(conn),
+            spool: None,
+            spool_path: None,
+            last_try: None,
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn err(&self) -> impl Fn(mysql::Error) -> StoreError + '_ {
+        |source| StoreError::Mysql {
+            url: self.url.clone(),
+            source,
+        }
+    }
+
+    fn conn(&mut self) -> Result<&mut Conn, StoreError> {
+        if self.conn.is_none() {
+            self.conn = Some(Conn::new(self.opts.clone()).map_err(self.err())?);
+        }
+        Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    /// Applies the migrations the database lacks, one instance at a time (a named lock).
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let url = self.url.clone();
+        let err = |source| StoreError::Mysql {
+            url: url.clone(),
+            source,
+        };
+        let conn = self.conn()?;
+        conn.query_drop("SELECT GET_LOCK('switchboard_migrate', 30)")
+            .map_err(err)?;
+        let result = (|| {
+            conn.query_drop("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+                .map_err(err)?;
+            let found: Option<Option<i64>> = conn
+                .query_first("SELECT MAX(version) FROM schema_version")
+                .map_err(err)?;
+            let found = found.flatten().unwrap_or(0);
+            if found > VERSION {
+                return Err(StoreError::SchemaTooNew {
+                    found,
+                    known: VERSION,
+                });
+            }
+            for (i, statements) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+                for sql in *statements {
+                    conn.query_drop(*sql).map_err(err)?;
+                }
+                conn.query_drop("DELETE FROM schema_version").map_err(err)?;
+                conn.exec_drop(
+                    "INSERT INTO schema_version (version) VALUES (?)",
+                    (i as i64 + 1,),
+                )
+                .map_err(err)?;
+            }
+            Ok(())
+        })();
+        let _ = conn.query_drop("SELECT RELEASE_LOCK('switchboard_migrate')");
+        result
+    }
+
+    /// The schema version of the database.
+    pub fn version(&mut self) -> Result<i64, StoreError> {
+        let url = self.url.clone();
+        let v: Option<Option<i64>> = self
+            .conn()?
+            .query_first("SELECT MAX(version) FROM schema_version")
+            .map_err(|source| StoreError::Mysql { url, source })?;
+        Ok(v.flatten().unwrap_or(0))
+    }
+
+    /// Records a server's start.
+    pub fn start_server(&mut self, row: &ServerRow) -> Result<(), StoreError> {
+        let url = self.url.clone();
+        self.conn()?
+            .exec_drop(
+                "INSERT INTO servers (instance, host, pid, model, address, service, frame, started) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (&row.instance, &row.host, row.pid, &row.model, &row.address, &row.service, &row.frame, row.started),
+            )
+            .map_err(|source| StoreError::Mysql { url, source })
+    }
+
+    /// The last `last` sessions (newest first), of the peer `peer` if given.
+    pub fn sessions(
+        &mut self,
+        last: usize,
+        peer: Option<&str>,
+    ) -> Result<Vec<(String, SessionRow)>, StoreError> {
+        let url = self.url.clone();
+        let rows: Vec<mysql::Row> = self
+            .conn()?
+            .exec(
+                "SELECT instance, id, peer, transport, opened, closed, bytes_in, bytes_out, msgs_in, msgs_out, reason
+                 FROM sessions WHERE (? IS NULL OR peer = ?) ORDER BY closed DESC, id DESC LIMIT ?",
+                (peer, peer, last as u64),
+            )
+            .map_err(|source| StoreError::Mysql { url, source })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let mut r = r;
+                let instance: String = col(&mut r, 0);
+                let (id, peer, transport) = (col(&mut r, 1), col(&mut r, 2), col(&mut r, 3));
+                let (opened, closed) = (col(&mut r, 4), col(&mut r, 5));
+                let (bytes_in, bytes_out) = (col(&mut r, 6), col(&mut r, 7));
+                let (msgs_in, msgs_out, reason) = (col(&mut r, 8), col(&mut r, 9), col(&mut r, 10));
+                (
+                    instance,
+                    SessionRow {
+                        id,
+                        peer,
+                        transport,
+                        opened,
+                        closed,
+                        bytes_in,
+                        bytes_out,
+                        msgs_in,
+                        msgs_out,
+                        reason,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// The messages of one session, in order.
+    pub fn messages(
+        &mut self,
+        instance: &str,
+        session: u64,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        let url = self.url.clone();
+        let rows: Vec<mysql::Row> = self
+            .conn()?
+            .exec(
+                "SELECT session, seq, at, request, reply FROM messages WHERE instance = ? AND session = ? ORDER BY seq",
+                (instance, session),
+            )
+            .map_err(|source| StoreError::Mysql { url, source })?;
+        Ok(rows
+            .into_iter()
+            .map(|mut r| MessageRow {
+                session: col(&mut r, 0),
+                seq: col(&mut r, 1),
+                at: col(&mut r, 2),
+                request: col(&mut r, 3),
+                reply: col(&mut r, 4),
+            })
+            .collect())
+    }
+
+    /// Totals per instance, in order of start.
+    pub fn stats(&mut self) -> Result<Vec<InstanceStats>, StoreError> {
+        let url = self.url.clone();
+        let err = |source| StoreError::Mysql {
+            url: url.clone(),
+            source,
+        };
+        let conn = self.conn()?;
+        let rows: Vec<mysql::Row> = conn
+            .query(
+                "SELECT s.instance, s.model, s.address, s.written, s.spooled, s.waited, s.dropped,
+                        COUNT(x.id), CAST(COALESCE(SUM(x.bytes_in), 0) AS SIGNED), CAST(COALESCE(SUM(x.bytes_out), 0) AS SIGNED),
+                        CAST(COALESCE(SUM(x.msgs_in), 0) AS SIGNED)
+                 FROM servers s LEFT JOIN sessions x ON x.instance = s.instance
+                 GROUP BY s.instance, s.model, s.address, s.written, s.spooled, s.waited, s.dropped, s.started
+                 ORDER BY s.started",
+            )
+            .map_err(err)?;
+        let mut all = Vec::new();
+        for r in rows {
+            let mut r = r;
+            let (instance, model, address): (String, String, String) =
+                (col(&mut r, 0), col(&mut r, 1), col(&mut r, 2));
+            let (written, spooled, waited, dropped) = (
+                col(&mut r, 3),
+                col(&mut r, 4),
+                col(&mut r, 5),
+                col(&mut r, 6),
+            );
+            let (sessions, bytes_in) = (col(&mut r, 7), col(&mut r, 8));
+            let (bytes_out, messages) = (col(&mut r, 9), col(&mut r, 10));
+            let reasons: Vec<(String, u64)> = conn
+                .exec("SELECT reason, COUNT(*) FROM sessions WHERE instance = ? GROUP BY reason ORDER BY reason", (&instance,))
+                .map_err(err)?;
+            all.push(InstanceStats {
+                instance,
+                model,
+                address,
+                sessions,
+                bytes_in,
+                bytes_out,
+                messages,
+                reasons,
+                written,
+                spooled,
+                waited,
+                dropped,
+            });
+        }
+        Ok(all)
+    }
+
+    /// Writes a batch straight to the database, in one transaction of multi-row inserts.
+    fn write_db(&mut self, instance: &str, batch: &[Record]) -> Result<(), StoreError> {
+        let url = self.url.clone();
+        let err = |source| StoreError::Mysql {
+            url: url.clone(),
+            source,
+        };
+        let conn = self.conn()?;
+        let mut tx = conn
+            .start_transaction(mysql::TxOpts::default())
+            .map_err(err)?;
+        let sessions: Vec<&SessionRow> = batch
+            .iter()
+            .filter_map(|r| {
+                if let Record::Session(s) = r {
+                    Some(s)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let messages: Vec<&MessageRow> = batch
+            .iter()
+            .filter_map(|r| {
+                if let Record::Message(m) = r {
+                    Some(m)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for chunk in sessions.chunks(ROWS_PER_INSERT) {
+            let mut params = Vec::with_capacity(chunk.len() * 11);
+            for s in chunk {
+                params.extend([
+                    Value::from(instance),
+                    s.id.into(),
+                    s.peer.as_str().into(),
+                    s.transport.as_str().into(),
+                    s.opened.into(),
+                    s.closed.into(),
+                    s.bytes_in.into(),
+                    s.bytes_out.into(),
+                    s.msgs_in.into(),
+                    s.msgs_out.into(),
+                    s.reason.as_str().into(),
+                ]);
+            }
+            // IGNORE: a record replayed after it had already landed is kept once.
+            let sql = format!(
+                "INSERT IGNORE INTO sessions (instance, id, peer, transport, opened, closed, bytes_in, bytes_out, msgs_in, msgs_out, reason) VALUES {}",
+                vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            );
+            tx.exec_drop(sql, Params::Positional(params)).map_err(err)?;
+        }
+        for chunk in messages.chunks(ROWS_PER_INSERT) {
+            let mut params = Vec::with_capacity(chunk.len() * 6);
+            for m in chunk {
+                params.extend([
+                    Value::from(instance),
+                    m.session.into(),
+                    m.seq.into(),
+                    m.at.into(),
+                    m.request.clone().into(),
+                    m.reply.clone().into(),
+                ]);
+            }
+            let sql = format!(
+                "INSERT IGNORE INTO messages (instance, session, seq, at, request, reply) VALUES {}",
+                vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            );
+            tx.exec_drop(sql, Params::Positional(params)).map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// The spool, opened (created) on first use, beside the working directory's files.
+    fn spool(&mut self, instance: &str) -> Result<&mut Sqlite, StoreError> {
+        if self.spool.is_none() {
+            let name: String = instance
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
+            let path = PathBuf::from(format!("switchboard-spool-{name}.db"));
+            tracing::warn!(spool = %path.display(), "the database is away: spooling records locally");
+            self.spool = Some(Sqlite::open(&path)?);
+            self.spool_path = Some(path);
+        }
+        Ok(self.spool.as_mut().expect("opened above"))
+    }
+
+    /// Moves what the spool holds into the database, oldest first; stops at the first failure.
+    fn replay(&mut self, instance: &str) -> Result<(), StoreError> {
+        loop {
+            let Some(spool) = self.spool.as_mut() else {
+                return Ok(());
+            };
+            let (rows, batch): (SpoolRows, Vec<Record>) = spool.oldest(ROWS_PER_INSERT)?;
+            if batch.is_empty() {
+                let path = self.spool_path.take();
+                self.spool = None;
+                if let Some(path) = path {
+                    tracing::info!(spool = %path.display(), "spool replayed into the database");
+                    for suffix in ["", "-wal", "-shm"] {
+                        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                    }
+                }
+                return Ok(());
+            }
+            self.write_db(instance, &batch)?;
+            self.spool.as_mut().expect("present above").forget(&rows)?;
+        }
+    }
+}
+
+impl Backend for Mysql {
+    fn write(&mut self, instance: &str, batch: &[Record]) -> Result<Written, StoreError> {
+        // While records wait in the spool, newer ones queue behind them, so order is kept.
+        if self.spool.is_some() && self.last_try.is_none_or(|t| t.elapsed() >= RETRY) {
+            self.last_try = Some(Instant::now());
+            if let Err(e) = self.replay(instance) {
+                tracing::debug!(error = %e, "the database is still away");
+                self.conn = None;
+            }
+        }
+        if self.spool.is_none() {
+            match self.write_db(instance, batch) {
+                Ok(()) => return Ok(Written { spooled: 0 }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "database write failed");
+                    self.conn = None;
+                    self.last_try = Some(Instant::now());
+                }
+            }
+        }
+        self.spool(instance)?.write(instance, batch)?;
+        Ok(Written {
+            spooled: batch.len() as u64,
+        })
+    }
+
+    fn stop_server(
+        &mut self,
+        instance: &str,
+        stopped: i64,
+        stats: &RecorderStats,
+    ) -> Result<(), StoreError> {
+        // A last chance for what is spooled: replayed now if the database is back.
+        if self.spool.is_some() {
+            self.replay(instance)?;
+        }
+        let url = self.url.clone();
+        self.conn()?
+            .exec_drop(
+                "UPDATE servers SET stopped = ?, written = ?, spooled = ?, waited = ?, dropped = ? WHERE instance = ?",
+                (
+                    stopped,
+                    stats.written.load(Relaxed),
+                    stats.spooled.load(Relaxed),
+                    stats.waited.load(Relaxed),
+                    stats.dropped.load(Relaxed),
+                    instance,
+                ),
+            )
+            .map_err(|source| StoreError::Mysql { url, source })
+    }
+}
+
+/// Column `i` of a row, converted; NULL (or a value that does not convert) is the default.
+fn col<T: mysql::prelude::FromValue + Default>(row: &mut mysql::Row, i: usize) -> T {
+    row.take_opt(i).and_then(Result::ok).unwrap_or_default()
+}
