@@ -176,6 +176,9 @@ impl ServerBuilder {
             None => (None, None),
             Some(url) => {
                 let mut backend = crate::store::open(url)?;
+                if let Err(e) = backend.replay_leftover_spools() {
+                    tracing::warn!(error = %e, "cannot replay a spool left by an earlier server yet");
+                }
                 let instance = instance_id();
                 backend.start_server(&ServerRow {
                     instance: instance.clone(),

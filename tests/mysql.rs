@@ -268,3 +268,62 @@ fn mariadb_stopped_mid_load_and_restarted_loses_nothing_and_doubles_nothing() {
     );
     mariadb("stop");
 }
+
+#[test]
+fn a_spool_left_while_the_database_was_away_is_replayed_by_the_next_server() {
+    if mysql_url().is_none() {
+        return;
+    }
+    let dir = scratch("leftover-spool");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mariadb.sh");
+    let mariadb = |cmd: &str| {
+        let out = Command::new(&script)
+            .arg(cmd)
+            .arg(dir.join("db"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mariadb.sh {cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let url = mariadb("start");
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let first = ServerProcess::start_in(
+        &work,
+        "tcp://127.0.0.1:0",
+        &["--store", &url, "--frame", "line"],
+    );
+    mariadb("stop");
+    talk(&first, 7); // recorded while the database is away: into the spool
+    let first_addr = first.addr.clone();
+    assert!(
+        first.terminate().0.success(),
+        "a stop with the database away still exits 0"
+    );
+    let spools = || {
+        std::fs::read_dir(&work)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("switchboard-spool")
+            })
+            .count()
+    };
+    assert!(spools() > 0, "the spool is kept while the database is away");
+    mariadb("start");
+    let second = ServerProcess::start_in(&work, "tcp://127.0.0.1:0", &["--store", &url]);
+    assert!(second.terminate().0.success());
+    let stats = instance(&url, &first_addr);
+    assert_eq!(
+        stats.sessions, 7,
+        "the first server's sessions arrived, once each"
+    );
+    assert_eq!(spools(), 0, "and its spool is gone");
+    mariadb("stop");
+}

@@ -238,6 +238,14 @@ impl Store {
         }
     }
 
+    /// Replays spools that dead servers left behind (MySQL only; see [`Mysql`]).
+    pub fn replay_leftover_spools(&mut self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Mysql(m) => m.replay_leftover_spools(),
+        }
+    }
+
     /// Records a server's start.
     pub fn start_server(&mut self, row: &ServerRow) -> Result<(), StoreError> {
         match self {

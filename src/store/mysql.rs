@@ -345,26 +345,81 @@ impl Mysql {
 
     /// Moves what the spool holds into the database, oldest first; stops at the first failure.
     fn replay(&mut self, instance: &str) -> Result<(), StoreError> {
-        loop {
-            let Some(spool) = self.spool.as_mut() else {
-                return Ok(());
-            };
-            let (rows, batch): (SpoolRows, Vec<Record>) = spool.oldest(ROWS_PER_INSERT)?;
-            if batch.is_empty() {
-                let path = self.spool_path.take();
-                self.spool = None;
-                if let Some(path) = path {
+        let Some(mut spool) = self.spool.take() else {
+            return Ok(());
+        };
+        match self.drain_spool(&mut spool, instance) {
+            Ok(()) => {
+                if let Some(path) = self.spool_path.take() {
+                    drop(spool);
                     tracing::info!(spool = %path.display(), "spool replayed into the database");
-                    for suffix in ["", "-wal", "-shm"] {
-                        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-                    }
+                    remove_spool(&path);
                 }
+                Ok(())
+            }
+            Err(e) => {
+                self.spool = Some(spool);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes one instance's spooled records into the database and forgets them, in order.
+    fn drain_spool(&mut self, spool: &mut Sqlite, instance: &str) -> Result<(), StoreError> {
+        loop {
+            let (rows, batch): (SpoolRows, Vec<Record>) =
+                spool.oldest(instance, ROWS_PER_INSERT)?;
+            if batch.is_empty() {
                 return Ok(());
             }
             self.write_db(instance, &batch)?;
-            self.spool.as_mut().expect("present above").forget(&rows)?;
+            spool.forget(&rows)?;
         }
     }
+
+    /// Replays the spools that servers which have since died left in the working directory
+    /// (the database was still away when they stopped). A spool whose server still runs on
+    /// this host is its own to replay, and is left alone.
+    pub fn replay_leftover_spools(&mut self) -> Result<(), StoreError> {
+        let Ok(entries) = std::fs::read_dir(".") else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with("switchboard-spool-") && name.ends_with(".db")) {
+                continue;
+            }
+            let path = entry.path();
+            let mut spool = Sqlite::open(&path)?;
+            let instances = spool.spooled_instances()?;
+            if instances.iter().any(|i| still_running(i)) {
+                continue;
+            }
+            for instance in &instances {
+                self.drain_spool(&mut spool, instance)?;
+            }
+            drop(spool);
+            tracing::info!(spool = %path.display(), "a dead server's spool replayed into the database");
+            remove_spool(&path);
+        }
+        Ok(())
+    }
+}
+
+/// Removes a spool and the files SQLite keeps beside it.
+fn remove_spool(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+/// True if the instance (`host:pid:start`) is a process still running on this host.
+fn still_running(instance: &str) -> bool {
+    let mut parts = instance.split(':');
+    let (host, pid) = (parts.next(), parts.next());
+    let here = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    host != Some(here.trim())
+        || pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
 }
 
 impl Backend for Mysql {

@@ -176,18 +176,22 @@ impl Sqlite {
 
     /// As a spool: up to `limit` of the oldest sessions and messages, with the row ids to
     /// [`forget`](Sqlite::forget) once they are safely elsewhere.
-    pub(crate) fn oldest(&self, limit: usize) -> Result<(SpoolRows, Vec<Record>), StoreError> {
+    pub(crate) fn oldest(
+        &self,
+        instance: &str,
+        limit: usize,
+    ) -> Result<(SpoolRows, Vec<Record>), StoreError> {
         let mut rows = SpoolRows::default();
         let mut records = Vec::new();
         let mut stmt = self
             .conn
             .prepare(
                 "SELECT rowid, id, peer, transport, opened, closed, bytes_in, bytes_out, msgs_in, msgs_out, reason
-                 FROM sessions ORDER BY rowid LIMIT ?1",
+                 FROM sessions WHERE instance = ?2 ORDER BY rowid LIMIT ?1",
             )
             .map_err(self.err())?;
         let sessions = stmt
-            .query_map([limit as i64], |r| {
+            .query_map(params![limit as i64, instance], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     SessionRow {
@@ -212,10 +216,10 @@ impl Sqlite {
         }
         let mut stmt = self
             .conn
-            .prepare("SELECT rowid, session, seq, at, request, reply FROM messages ORDER BY rowid LIMIT ?1")
+            .prepare("SELECT rowid, session, seq, at, request, reply FROM messages WHERE instance = ?2 ORDER BY rowid LIMIT ?1")
             .map_err(self.err())?;
         let messages = stmt
-            .query_map([limit as i64], |r| {
+            .query_map(params![limit as i64, instance], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     MessageRow {
@@ -234,6 +238,16 @@ impl Sqlite {
             records.push(Record::Message(message));
         }
         Ok((rows, records))
+    }
+
+    /// As a spool: the instances it holds records of.
+    pub(crate) fn spooled_instances(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT instance FROM sessions UNION SELECT instance FROM messages")
+            .map_err(self.err())?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
     /// As a spool: deletes rows that [`oldest`](Sqlite::oldest) returned.

@@ -44,8 +44,19 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `switchboard serve ADDR ARGS...` and waits for its `listening on` line.
     pub fn start(addr: &str, args: &[&str]) -> ServerProcess {
-        let dir = scratch("server");
-        let log = dir.join("server.log");
+        ServerProcess::start_in(&scratch("server"), addr, args)
+    }
+
+    /// Like [`start`](ServerProcess::start), working in `dir`.
+    pub fn start_in(dir: &std::path::Path, addr: &str, args: &[&str]) -> ServerProcess {
+        let dir = dir.to_path_buf();
+        let log = dir.join(format!(
+            "server-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
         let mut child = Command::new(bin())
             .current_dir(&dir) // the default store, switchboard.db, lands here
             .arg("serve")
