@@ -56,6 +56,25 @@ fn talk(s: &ServerProcess, conns: usize) {
     }
 }
 
+/// A MariaDB of the test's own in `dir`, driven by `scripts/mariadb.sh`: `start` (returns its
+/// URL; again over the same `dir`, the same data and port) or `stop`.
+fn private_mariadb(dir: &Path) -> impl Fn(&str) -> String + '_ {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mariadb.sh");
+    move |cmd: &str| {
+        let out = Command::new(&script)
+            .arg(cmd)
+            .arg(dir.join("db"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mariadb.sh {cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
 #[test]
 fn the_schema_is_created_and_kept() {
     let Some(url) = mysql_url() else { return };
@@ -196,20 +215,7 @@ fn mariadb_stopped_mid_load_and_restarted_loses_nothing_and_doubles_nothing() {
         return;
     }
     let dir = scratch("mariadb-restart");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mariadb.sh");
-    let mariadb = |cmd: &str| {
-        let out = Command::new(&script)
-            .arg(cmd)
-            .arg(dir.join("db"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mariadb.sh {cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let mariadb = private_mariadb(&dir);
     let url = mariadb("start");
     let s = serve_with("epoll", &url, &[]);
     let addr = s.sockaddr().to_string();
@@ -275,20 +281,7 @@ fn a_spool_left_while_the_database_was_away_is_replayed_by_the_next_server() {
         return;
     }
     let dir = scratch("leftover-spool");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mariadb.sh");
-    let mariadb = |cmd: &str| {
-        let out = Command::new(&script)
-            .arg(cmd)
-            .arg(dir.join("db"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mariadb.sh {cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let mariadb = private_mariadb(&dir);
     let url = mariadb("start");
     let work = dir.join("work");
     std::fs::create_dir_all(&work).unwrap();

@@ -134,21 +134,7 @@ impl Sqlite {
             .map_err(self.err())?;
         let rows = stmt
             .query_map(params![peer, last as i64], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    SessionRow {
-                        id: r.get::<_, i64>(1)? as u64,
-                        peer: r.get(2)?,
-                        transport: r.get(3)?,
-                        opened: r.get(4)?,
-                        closed: r.get(5)?,
-                        bytes_in: r.get::<_, i64>(6)? as u64,
-                        bytes_out: r.get::<_, i64>(7)? as u64,
-                        msgs_in: r.get::<_, i64>(8)? as u64,
-                        msgs_out: r.get::<_, i64>(9)? as u64,
-                        reason: r.get(10)?,
-                    },
-                ))
+                Ok((r.get::<_, String>(0)?, session_row(r)?))
             })
             .map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
@@ -161,15 +147,7 @@ impl Sqlite {
             .prepare("SELECT session, seq, at, request, reply FROM messages WHERE instance = ?1 AND session = ?2 ORDER BY seq")
             .map_err(self.err())?;
         let rows = stmt
-            .query_map(params![instance, session as i64], |r| {
-                Ok(MessageRow {
-                    session: r.get::<_, i64>(0)? as u64,
-                    seq: r.get::<_, i64>(1)? as u64,
-                    at: r.get(2)?,
-                    request: r.get(3)?,
-                    reply: r.get(4)?,
-                })
-            })
+            .query_map(params![instance, session as i64], |r| message_row(r, 0))
             .map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
@@ -192,21 +170,7 @@ impl Sqlite {
             .map_err(self.err())?;
         let sessions = stmt
             .query_map(params![limit as i64, instance], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    SessionRow {
-                        id: r.get::<_, i64>(1)? as u64,
-                        peer: r.get(2)?,
-                        transport: r.get(3)?,
-                        opened: r.get(4)?,
-                        closed: r.get(5)?,
-                        bytes_in: r.get::<_, i64>(6)? as u64,
-                        bytes_out: r.get::<_, i64>(7)? as u64,
-                        msgs_in: r.get::<_, i64>(8)? as u64,
-                        msgs_out: r.get::<_, i64>(9)? as u64,
-                        reason: r.get(10)?,
-                    },
-                ))
+                Ok((r.get::<_, i64>(0)?, session_row(r)?))
             })
             .map_err(self.err())?;
         for row in sessions {
@@ -220,16 +184,7 @@ impl Sqlite {
             .map_err(self.err())?;
         let messages = stmt
             .query_map(params![limit as i64, instance], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    MessageRow {
-                        session: r.get::<_, i64>(1)? as u64,
-                        seq: r.get::<_, i64>(2)? as u64,
-                        at: r.get(3)?,
-                        request: r.get(4)?,
-                        reply: r.get(5)?,
-                    },
-                ))
+                Ok((r.get::<_, i64>(0)?, message_row(r, 1)?))
             })
             .map_err(self.err())?;
         for row in messages {
@@ -391,4 +346,31 @@ impl Backend for Sqlite {
             .map(drop)
             .map_err(self.err())
     }
+}
+
+/// A `sessions` row from columns 1..=10 of a query (column 0 is the instance or a row id).
+fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+    Ok(SessionRow {
+        id: r.get::<_, i64>(1)? as u64,
+        peer: r.get(2)?,
+        transport: r.get(3)?,
+        opened: r.get(4)?,
+        closed: r.get(5)?,
+        bytes_in: r.get::<_, i64>(6)? as u64,
+        bytes_out: r.get::<_, i64>(7)? as u64,
+        msgs_in: r.get::<_, i64>(8)? as u64,
+        msgs_out: r.get::<_, i64>(9)? as u64,
+        reason: r.get(10)?,
+    })
+}
+
+/// A `messages` row from the five columns that start at `at`.
+fn message_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<MessageRow> {
+    Ok(MessageRow {
+        session: r.get::<_, i64>(at)? as u64,
+        seq: r.get::<_, i64>(at + 1)? as u64,
+        at: r.get(at + 2)?,
+        request: r.get(at + 3)?,
+        reply: r.get(at + 4)?,
+    })
 }
