@@ -238,6 +238,28 @@ fn two_servers_sharing_a_store_are_told_apart_and_added_up() {
         lines[0].contains("\"sessions\":1") && lines[1].contains("\"sessions\":2"),
         "{text}"
     );
+    let out = switchboard_in(&dir, &["sessions", "--store", &url, "--json"]);
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(json.lines().count(), 3, "{json}");
+    let peer = json
+        .lines()
+        .next()
+        .unwrap()
+        .split("\"peer\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let out = switchboard_in(
+        &dir,
+        &["sessions", "--store", &url, "--peer", peer, "--json"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        1,
+        "only that peer's session"
+    );
     let out = switchboard_in(&dir, &["sessions", "--store", &url, "--last", "2"]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert_eq!(table.lines().count(), 3, "a header and two rows: {table}");
