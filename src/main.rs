@@ -376,7 +376,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut db = store.open()?;
             let mut out = io::stdout().lock();
             let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-            for s in db.stats()? {
+            let all = db.stats()?;
+            if !json && all.len() > 1 {
+                // Instances sharing a store, added up.
+                let sum = |f: fn(&switchboard::store::InstanceStats) -> u64| {
+                    all.iter().map(f).sum::<u64>()
+                };
+                writeln!(
+                    out,
+                    "all {} instances: {} sessions, {} messages, {} bytes in, {} bytes out",
+                    all.len(),
+                    sum(|s| s.sessions),
+                    sum(|s| s.messages),
+                    sum(|s| s.bytes_in),
+                    sum(|s| s.bytes_out)
+                )?;
+            }
+            for s in all {
                 let reasons: Vec<String> =
                     s.reasons.iter().map(|(r, n)| format!("{r}={n}")).collect();
                 if json {

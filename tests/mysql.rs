@@ -190,6 +190,7 @@ fn two_instances_at_once_share_the_database() {
         text.contains(&format!("{} (epoll on {addr_b}): 5 sessions", sb.instance)),
         "{text}"
     );
+    assert!(text.starts_with("all "), "a total line first: {text}");
 }
 
 #[test]

@@ -238,6 +238,12 @@ fn two_servers_sharing_a_store_are_told_apart_and_added_up() {
         lines[0].contains("\"sessions\":1") && lines[1].contains("\"sessions\":2"),
         "{text}"
     );
+    let total = switchboard_in(&dir, &["stats", "--store", &url]);
+    let total = String::from_utf8_lossy(&total.stdout);
+    assert!(
+        total.starts_with("all 2 instances: 3 sessions"),
+        "added up: {total}"
+    );
     let out = switchboard_in(&dir, &["sessions", "--store", &url, "--json"]);
     let json = String::from_utf8_lossy(&out.stdout);
     assert_eq!(json.lines().count(), 3, "{json}");
