@@ -39,6 +39,8 @@ fn help_explains_every_subcommand() {
         "serve",
         "connect",
         "send",
+        "sessions",
+        "stats",
         "models",
         "tcp://HOST:PORT",
         "Exit status",
