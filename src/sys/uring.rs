@@ -195,7 +195,9 @@ impl Uring {
 
     /// The first `n` bytes of provided buffer `bid`.
     pub(crate) fn buffer(&self, bid: u16, n: usize) -> &[u8] {
-        let bufs = self.provided.as_ref().expect("provide_buffers was called");
+        let Some(bufs) = self.provided.as_ref().filter(|b| bid < b.count) else {
+            return &[]; // not a buffer of ours: nothing to read
+        };
         let start = bid as usize * bufs.size;
         &bufs.data[start..start + n.min(bufs.size)]
     }
