@@ -207,3 +207,42 @@ fn several_epoll_and_async_workers_serve_like_one() {
         );
     }
 }
+
+/// The processes working in `dir` (a server and its workers run in their test's own directory).
+fn processes_in(dir: &std::path::Path) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        });
+        if alive && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_master_killed_while_its_workers_start_leaves_none_behind() {
+    // A SIGTERM that reaches a worker before it is ready (here: the death of its master, at
+    // once) must not be lost: the worker stops as soon as it can.
+    for pause_ms in [0, 2, 5, 10, 20] {
+        let mut s = ServerProcess::stream("prefork", "tcp", &["--workers", "2"]);
+        std::thread::sleep(Duration::from_millis(pause_ms));
+        s.child.kill().unwrap();
+        s.child.wait().unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        while !processes_in(&s.dir).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "workers outlived their master: {:?}",
+                processes_in(&s.dir)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -56,6 +56,7 @@ impl Children {
         let parent = std::process::id() as libc::pid_t;
         match sys::fork()? {
             Forked::Child => {
+                sys::take_over_stop_signals();
                 sys::die_with_parent(parent);
                 let code =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);

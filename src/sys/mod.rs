@@ -293,12 +293,17 @@ static WAKE_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new
 static CUT_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
 extern "C" fn on_stop_signal(_: libc::c_int) {
-    use std::sync::atomic::Ordering::SeqCst;
     // Only async-signal-safe work here: atomics, write(2) and shutdown(2).
-    STOP_SIGNALS.fetch_add(1, SeqCst);
+    STOP_SIGNALS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    act_on_stop();
+}
+
+/// Wakes the worker's loop and cuts the child's connection, where those are set.
+fn act_on_stop() {
+    use std::sync::atomic::Ordering::SeqCst;
     let wake = WAKE_FD.load(SeqCst);
     if wake >= 0 {
-        // SAFETY: writes one byte from a live static to the waker socket.
+        // SAFETY: writes one byte from a live array to the waker socket.
         unsafe { libc::write(wake, [1u8].as_ptr().cast(), 1) };
     }
     let cut = CUT_FD.load(SeqCst);
@@ -308,16 +313,14 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
     }
 }
 
-/// In a forked worker: SIGTERM becomes a stop request (counted, and a byte written to `wake`,
-/// if given; the connection `cut`, if given, is shut down). SIGINT is ignored: Ctrl-C on a
-/// terminal reaches every process of the group, and the parent decides what it means. This
-/// replaces the handlers inherited from the parent, which would report to the parent's thread.
-pub(crate) fn route_stop_signals(wake: Option<RawFd>, cut: Option<RawFd>) {
-    use std::sync::atomic::Ordering::SeqCst;
-    WAKE_FD.store(wake.unwrap_or(-1), SeqCst);
-    CUT_FD.store(cut.unwrap_or(-1), SeqCst);
+/// First thing in a forked child: SIGTERM becomes a counted stop request, and SIGINT is
+/// ignored (Ctrl-C on a terminal reaches every process of the group; the parent decides what
+/// it means). This replaces the handlers inherited from the parent, which would report to a
+/// thread the child does not have, so a SIGTERM that comes before the child is ready is
+/// counted, not lost; [`route_stop_signals`] then acts on it.
+pub(crate) fn take_over_stop_signals() {
     // SAFETY: installs a handler that does only async-signal-safe work (see on_stop_signal),
-    // and SIG_IGN; the sigaction structs are live and zero-initialised before use.
+    // and SIG_IGN; the sigaction struct is live and zero-initialised before use.
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = on_stop_signal as *const () as libc::sighandler_t;
@@ -325,6 +328,18 @@ pub(crate) fn route_stop_signals(wake: Option<RawFd>, cut: Option<RawFd>) {
         libc::sigemptyset(&mut action.sa_mask);
         libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
         libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+}
+
+/// In a forked child that has taken over its stop signals: from now on a SIGTERM also writes a
+/// byte to `wake` and shuts down the connection `cut` (each if given). One that came earlier
+/// does so now.
+pub(crate) fn route_stop_signals(wake: Option<RawFd>, cut: Option<RawFd>) {
+    use std::sync::atomic::Ordering::SeqCst;
+    WAKE_FD.store(wake.unwrap_or(-1), SeqCst);
+    CUT_FD.store(cut.unwrap_or(-1), SeqCst);
+    if stop_signals() > 0 {
+        act_on_stop(); // a stop that came before the fds were set
     }
 }
 
