@@ -37,6 +37,7 @@ pub mod model;
 pub mod server;
 pub mod service;
 pub mod session;
+mod shared;
 pub mod shutdown;
 pub mod store;
 mod sys;

@@ -295,7 +295,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             io::stdout().flush()?;
             tracing::info!(addr = %local, %model, service = service.name(), frame = %frame, "serving");
             let stop = server.stop_handle();
+            // Wait until the thread runs: a process model must not fork while a thread is
+            // still starting (the child would inherit std's thread-start lock, held).
+            let (started, settled) = std::sync::mpsc::sync_channel(1);
             std::thread::spawn(move || {
+                let _ = started.send(());
                 for signal in signals.forever() {
                     let name = if signal == SIGINT {
                         "SIGINT"
@@ -310,6 +314,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     stop.stop();
                 }
             });
+            let _ = settled.recv();
             let summary = server.run()?;
             signals_handle.close();
             // A closed stdout must not turn a clean stop into a failure.

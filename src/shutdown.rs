@@ -186,9 +186,10 @@ impl Lifecycle {
     /// is called.
     pub(crate) fn spawn_watchdog(self: &Arc<Self>) -> std::io::Result<thread::JoinHandle<()>> {
         let me = self.clone();
-        thread::Builder::new()
-            .name("drain-watchdog".into())
-            .spawn(move || me.watch())
+        crate::sys::spawn_settled(
+            thread::Builder::new().name("drain-watchdog".into()),
+            move || me.watch(),
+        )
     }
 
     fn watch(&self) {

@@ -238,7 +238,9 @@ fn sigint_stops_like_sigterm() {
 #[test]
 fn a_second_signal_cuts_the_drain_short() {
     let s = ServerProcess::tcp("threads", &["--drain", "600"]);
-    let _idle = s.connect();
+    let mut open = s.connect();
+    open.write_all(b"hi").unwrap();
+    assert_eq!(read_n(&mut open, 2), b"HI"); // accepted and served: the drain must wait for it
     s.signal(libc::SIGTERM);
     s.wait_log("draining");
     s.signal(libc::SIGTERM);

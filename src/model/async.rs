@@ -6,9 +6,9 @@
 //! makes its code read like the `threads` model's.
 
 use super::datagram;
-use crate::server::Shared;
 use crate::service::Peer;
 use crate::session::{CloseReason, Session};
+use crate::shared::Shared;
 use crate::transport::{unix_peer_name, DatagramSocket, Listener, MAX_DATAGRAM};
 use std::io;
 use std::sync::Arc;

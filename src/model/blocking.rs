@@ -1,9 +1,9 @@
 //! What the blocking models share: the accept loop, and the loop that serves one connection
 //! with blocking reads and whole writes.
 
-use crate::server::Shared;
 use crate::service::Peer;
 use crate::session::CloseReason;
+use crate::shared::Shared;
 use crate::shutdown::Registration;
 use crate::sys;
 use crate::transport::{Listener, Stream};

@@ -5,8 +5,8 @@
 //! and nothing to drain. Its bytes go through the server's framing like a stream's would
 //! (`raw`: the datagram is the message), and the replies go back to the sender in one datagram.
 
-use crate::server::Shared;
 use crate::session::CloseReason;
+use crate::shared::Shared;
 use crate::sys;
 use crate::transport::{datagram_peer_name, DatagramSocket, MAX_DATAGRAM};
 use socket2::SockAddr;

@@ -13,7 +13,7 @@
 
 use super::datagram;
 use super::reactor::{self, Drain, Status, Table, READ_SIZE};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::sys::Epoll;
 use crate::transport::{DatagramSocket, Listener, MAX_DATAGRAM};
 use std::io;

@@ -9,7 +9,7 @@
 
 use super::blocking;
 use super::process::Children;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::sys;
 use crate::transport::Listener;
 use std::io;

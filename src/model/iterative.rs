@@ -5,7 +5,7 @@
 //! meanwhile, so one slow client stalls everyone; the other models exist to fix that.
 
 use super::{blocking, datagram};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::transport::Listener;
 use std::io;
 use std::sync::Arc;

@@ -39,7 +39,7 @@ mod threads;
 mod uring;
 
 use crate::addr::Addr;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::transport::Listener;
 use std::fmt;
 use std::io;

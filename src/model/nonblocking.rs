@@ -8,7 +8,7 @@
 //! `select`, `poll` and `epoll` exist to remove exactly this cost.
 
 use super::reactor::{self, Drain, Status, Table, READ_SIZE};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::transport::Listener;
 use std::io;
 use std::sync::Arc;

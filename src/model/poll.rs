@@ -6,7 +6,7 @@
 //! reported again. Its cost grows with the number of connections, ready or not.
 
 use super::reactor::{self, Drain, Status, Table, READ_SIZE};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::sys;
 use crate::transport::Listener;
 use std::io;

@@ -6,7 +6,7 @@
 //! serves one connection at a time, so `--workers` is also how many clients are served at once.
 
 use super::{blocking, datagram};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::transport::Listener;
 use socket2::SockAddr;
 use std::io;

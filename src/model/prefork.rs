@@ -12,7 +12,7 @@
 
 use super::epoll;
 use super::process::Children;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::sys;
 use crate::transport::Listener;
 use std::io;

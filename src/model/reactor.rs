@@ -2,9 +2,9 @@
 //! connection table, driving one connection's non-blocking reads and writes, accepting, closing,
 //! and the drain after a stop. Each reactor file only says how it learns which socket is ready.
 
-use crate::server::Shared;
 use crate::service::Peer;
 use crate::session::{CloseReason, Session};
+use crate::shared::Shared;
 use crate::transport::{Listener, Stream};
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};

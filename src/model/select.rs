@@ -6,8 +6,8 @@
 //! corrupt memory); use `poll` or `epoll` for more connections.
 
 use super::reactor::{self, Drain, Status, Table, READ_SIZE};
-use crate::server::Shared;
 use crate::session::CloseReason;
+use crate::shared::Shared;
 use crate::sys::{self, FdSet};
 use crate::transport::Listener;
 use std::io;

@@ -5,7 +5,7 @@
 //! of clients; past that, their stacks and the scheduler cost more than a reactor's.
 
 use super::{blocking, datagram};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::transport::Listener;
 use std::io;
 use std::sync::Arc;

@@ -12,9 +12,9 @@
 
 use super::datagram;
 use super::reactor::{Drain, Table};
-use crate::server::Shared;
 use crate::service::Peer;
 use crate::session::{CloseReason, Session};
+use crate::shared::Shared;
 use crate::sys::uring::{Completion, Uring};
 use crate::transport::{unix_peer_name, DatagramSocket, Listener, Stream, MAX_DATAGRAM};
 use std::io;

@@ -61,9 +61,10 @@ impl Recorder {
     ) -> std::io::Result<(Recorder, Writer)> {
         let (queue, waiting) = mpsc::sync_channel(capacity.max(1));
         let counters = stats.clone();
-        let thread = thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || write_all(backend, &instance, waiting, &counters))?;
+        let thread = crate::sys::spawn_settled(
+            thread::Builder::new().name("store-writer".into()),
+            move || write_all(backend, &instance, waiting, &counters),
+        )?;
         let writer = Writer {
             queue: queue.clone(),
             thread,

@@ -371,3 +371,23 @@ pub(crate) fn die_with_parent(parent: libc::pid_t) {
         }
     }
 }
+
+/// Spawns a thread and returns once it has started running `f`.
+///
+/// Why: `fork` copies only the calling thread, and with it every lock as it stood. A thread
+/// that is still starting holds std's thread-registration lock, and a child forked at that
+/// instant would hang the first time it starts a thread of its own. The threads a forking
+/// server keeps (signals, drain, store writer) are started this way, so none is mid-start
+/// when a process model forks.
+pub(crate) fn spawn_settled<T: Send + 'static>(
+    builder: std::thread::Builder,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<std::thread::JoinHandle<T>> {
+    let (started, settled) = std::sync::mpsc::sync_channel::<()>(1);
+    let handle = builder.spawn(move || {
+        let _ = started.send(());
+        f()
+    })?;
+    let _ = settled.recv();
+    Ok(handle)
+}

@@ -1,0 +1,232 @@
+//! What every connection of a server shares, handed to its model: the service and options, the
+//! stop, the totals, the store; and the bookkeeping when a connection is accepted and closed.
+
+use crate::codec::Framing;
+use crate::model::Model;
+use crate::server::{ServeError, Summary};
+use crate::service::{Peer, Service};
+use crate::session::{CloseReason, MessageTap, Session, SessionStats};
+use crate::shutdown::Lifecycle;
+use crate::store::{
+    now_us, MessageRow, Record, Recorder, SessionRow, SharedStats, StoreUrl, Writer, QUEUE,
+};
+use crate::sys::SharedMem;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The server's totals. They live in memory shared across `fork`, so the process models'
+/// workers count into the same totals as their parent.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Connections accepted so far: the last connection's id.
+    connections: AtomicU64,
+    errors: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    messages: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn summary(&self, elapsed: Duration) -> Summary {
+        Summary {
+            connections: self.connections.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            messages: self.messages.load(Relaxed),
+            elapsed,
+        }
+    }
+}
+
+/// What every connection of a server shares, handed to its model.
+pub(crate) struct Shared {
+    pub(crate) service: Arc<dyn Service>,
+    pub(crate) framing: Framing,
+    pub(crate) max_frame: usize,
+    pub(crate) model: Model,
+    pub(crate) nodelay: bool,
+    /// `--workers`, if given; each model has its own default.
+    pub(crate) workers: Option<usize>,
+    /// `--max-children` for `fork`.
+    pub(crate) max_children: usize,
+    pub(crate) lifecycle: Arc<Lifecycle>,
+    pub(crate) counters: Arc<SharedMem<Counters>>,
+    /// Where connections are recorded, if anywhere.
+    pub(crate) store: Option<StoreHandle>,
+}
+
+/// A server's store: its URL, its instance id, and the recorder models hand records to.
+pub(crate) struct StoreHandle {
+    pub(crate) url: StoreUrl,
+    pub(crate) instance: String,
+    pub(crate) recorder: Recorder,
+    /// Shared with forked workers, so the instance's totals add up theirs.
+    pub(crate) stats: SharedStats,
+    pub(crate) messages: bool,
+}
+
+/// A process unique id: host, pid and start time.
+pub(crate) fn instance_id() -> String {
+    format!("{}:{}:{:x}", host_name(), std::process::id(), now_us())
+}
+
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Records a session's messages as they are answered.
+struct MessageRecorder {
+    session: u64,
+    recorder: Recorder,
+}
+
+impl MessageTap for MessageRecorder {
+    fn answered(&mut self, seq: u64, request: &[u8], reply: &[u8]) {
+        self.recorder.record(Record::Message(MessageRow {
+            session: self.session,
+            seq,
+            at: now_us(),
+            request: request.to_vec(),
+            reply: reply.to_vec(),
+        }));
+    }
+}
+
+impl Shared {
+    /// A connection was accepted: numbers it and counts it.
+    pub(crate) fn accepted(&self, addr: String) -> Peer {
+        Peer::new(self.counters.connections.fetch_add(1, Relaxed) + 1, addr)
+    }
+
+    /// The same server for a forked worker: the same service, options and counters, with a stop
+    /// of its own (its parent's waker is shared by every process, so it cannot be the worker's).
+    pub(crate) fn for_worker(&self) -> Result<(Shared, Option<Writer>), ServeError> {
+        // The parent's store writer is a thread, which a forked child does not have: the
+        // worker writes through a connection of its own, counting into the shared totals.
+        let (store, writer) = match &self.store {
+            None => (None, None),
+            Some(parent) => {
+                let backend = crate::store::open(&parent.url)?;
+                let (recorder, writer) = Recorder::start(
+                    Box::new(backend),
+                    parent.instance.clone(),
+                    QUEUE,
+                    parent.stats.clone(),
+                )?;
+                let store = StoreHandle {
+                    url: parent.url.clone(),
+                    instance: parent.instance.clone(),
+                    recorder,
+                    stats: parent.stats.clone(),
+                    messages: parent.messages,
+                };
+                (Some(store), Some(writer))
+            }
+        };
+        let worker = Shared {
+            service: self.service.clone(),
+            framing: self.framing,
+            max_frame: self.max_frame,
+            model: self.model,
+            nodelay: self.nodelay,
+            workers: self.workers,
+            max_children: self.max_children,
+            lifecycle: Arc::new(Lifecycle::new(self.lifecycle.drain())?),
+            counters: self.counters.clone(),
+            store,
+        };
+        Ok((worker, writer))
+    }
+
+    /// A fresh session for a connection.
+    pub(crate) fn session(&self, peer: &Peer) -> Session {
+        let session = Session::new(self.framing.codec(self.max_frame), self.service.open(peer));
+        match &self.store {
+            Some(store) if store.messages => session.with_tap(Box::new(MessageRecorder {
+                session: peer.id,
+                recorder: store.recorder.clone(),
+            })),
+            _ => session,
+        }
+    }
+
+    /// Hands a finished connection's row to the recorder.
+    fn record(&self, peer: &Peer, stats: SessionStats, reason: &CloseReason, opened: Instant) {
+        if let Some(store) = &self.store {
+            let closed = now_us();
+            store.recorder.record(Record::Session(SessionRow {
+                id: peer.id,
+                peer: peer.addr.clone(),
+                transport: peer.addr.split("://").next().unwrap_or("").to_string(),
+                opened: closed - opened.elapsed().as_micros() as i64,
+                closed,
+                bytes_in: stats.bytes_in,
+                bytes_out: stats.bytes_out,
+                msgs_in: stats.msgs_in,
+                msgs_out: stats.msgs_out,
+                reason: reason.kind().to_string(),
+            }));
+        }
+    }
+
+    /// A forked worker is done: its records are written out before it exits.
+    pub(crate) fn finish(self, writer: Option<Writer>) {
+        drop(self); // the last recorders, so the writer sees them gone
+        if let Some(writer) = writer {
+            writer.finish();
+        }
+    }
+
+    /// A connection closed: one log line and the server's counters.
+    pub(crate) fn closed(
+        &self,
+        peer: &Peer,
+        stats: SessionStats,
+        reason: &CloseReason,
+        opened: Instant,
+    ) {
+        self.count(stats, reason);
+        self.record(peer, stats, reason, opened);
+        let ms = opened.elapsed().as_millis() as u64;
+        if reason.is_error() {
+            tracing::warn!(id = peer.id, peer = %peer.addr, model = %self.model, bytes_in = stats.bytes_in,
+                bytes_out = stats.bytes_out, ms, reason = %reason, "closed");
+        } else {
+            tracing::info!(id = peer.id, peer = %peer.addr, model = %self.model, bytes_in = stats.bytes_in,
+                bytes_out = stats.bytes_out, ms, reason = %reason, "closed");
+        }
+    }
+
+    /// A datagram was answered: counted like a connection of one message, logged at debug
+    /// level (a line per datagram would drown the log), or as a warning when it failed.
+    pub(crate) fn answered(
+        &self,
+        peer: &Peer,
+        stats: SessionStats,
+        reason: &CloseReason,
+        opened: Instant,
+    ) {
+        self.count(stats, reason);
+        self.record(peer, stats, reason, opened);
+        if reason.is_error() {
+            tracing::warn!(id = peer.id, peer = %peer.addr, model = %self.model, bytes_in = stats.bytes_in, reason = %reason, "datagram not answered");
+        } else {
+            tracing::debug!(id = peer.id, peer = %peer.addr, model = %self.model, bytes_in = stats.bytes_in,
+                bytes_out = stats.bytes_out, us = opened.elapsed().as_micros() as u64, "datagram answered");
+        }
+    }
+
+    fn count(&self, stats: SessionStats, reason: &CloseReason) {
+        let c = &self.counters;
+        c.bytes_in.fetch_add(stats.bytes_in, Relaxed);
+        c.bytes_out.fetch_add(stats.bytes_out, Relaxed);
+        c.messages.fetch_add(stats.msgs_in, Relaxed);
+        if reason.is_error() {
+            c.errors.fetch_add(1, Relaxed);
+        }
+    }
+}
