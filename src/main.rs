@@ -1,7 +1,8 @@
 //! The `switchboard` command: the command line only; everything it does is in the library.
 //!
 //! Exit status: 0 done, 1 runtime failure (cannot bind, cannot connect, no reply), 2 bad usage
-//! (a bad address or option, a model that does not serve that address).
+//! (a bad address or option, a model that does not serve that address, a store that cannot be
+//! used as given).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
