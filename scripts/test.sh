@@ -13,8 +13,14 @@ apt_install() {
   fi
 }
 
-# python3 runs the plan's own Python client and drives a pseudo-terminal in the tests.
-command -v python3 >/dev/null || apt_install python3
+# python3 runs the plan's own Python client and drives a pseudo-terminal in the tests;
+# Chromium renders the lab's page; a TrueType font draws the lab's plots.
+missing=()
+command -v python3 >/dev/null || missing+=(python3)
+command -v chromium >/dev/null || missing+=(chromium)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+[ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+if command -v chromium >/dev/null; then export SWITCHBOARD_REQUIRE_CHROMIUM=1; fi
 for component in rustfmt clippy; do
   cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$component"
 done

@@ -31,8 +31,10 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod bench;
 pub mod client;
 pub mod codec;
+pub mod lab;
 pub mod model;
 pub mod server;
 pub mod service;

@@ -69,7 +69,7 @@ pub(crate) struct StoreHandle {
 
 /// A process unique id: host, pid and start time.
 pub(crate) fn instance_id() -> String {
-    format!("{}:{}:{:x}", host_name(), std::process::id(), now_us())
+    crate::store::unique_id()
 }
 
 pub(crate) fn host_name() -> String {

@@ -328,9 +328,9 @@ fn the_schema_is_created_once_and_migrations_are_kept() {
     let dir = scratch("schema");
     let url = StoreUrl::Sqlite(dir.join("s.db"));
     let mut first = store::open(&url).unwrap();
-    assert_eq!(first.version().unwrap(), 1);
+    assert_eq!(first.version().unwrap(), 2);
     drop(first);
     let mut again = store::open(&url).unwrap(); // nothing to migrate: opens as is
-    assert_eq!(again.version().unwrap(), 1);
+    assert_eq!(again.version().unwrap(), 2);
     assert!(again.sessions(1, None).unwrap().is_empty());
 }

@@ -13,7 +13,7 @@
 //! | `servers` | `serve` process (instance) | instance, host, pid, model, address, service, frame, started, stopped, written, spooled, waited, dropped |
 //! | `sessions` | connection (or datagram) | instance, id, peer, transport, opened, closed, bytes_in, bytes_out, msgs_in, msgs_out, reason (eof, reset, timeout, error, shutdown) |
 //! | `messages` | request answered, with `--record messages` | instance, session, seq, at, request, reply (BLOBs) |
-//! | `bench_runs` | load-generator run | run, started, address, model, conns, size, depth, secs, msgs_per_s, p50_us, p99_us, p999_us, errors |
+//! | `bench_runs` | load-generator run (`bench`, or a cell of `lab`) | run, lab, started, address, model, frame, conns, size, depth, rate, secs, msgs_per_s, mb_per_s, p50_us, p90_us, p99_us, p999_us, max_us, errors, mismatches, cpu_us_per_msg, rss_bytes_per_conn |
 //! | `schema_version` | (one row) | version |
 
 mod mysql;
@@ -56,6 +56,17 @@ impl FromStr for StoreUrl {
             Ok(StoreUrl::Mysql(s.to_string()))
         } else {
             Err(StoreError::Url(s.to_string()))
+        }
+    }
+}
+
+impl StoreUrl {
+    /// The URL as given, password included, to hand to another process (`Display` hides
+    /// the password).
+    pub fn full(&self) -> String {
+        match self {
+            StoreUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
+            StoreUrl::Mysql(url) => url.clone(),
         }
     }
 }
@@ -164,6 +175,56 @@ pub struct MessageRow {
     pub request: Vec<u8>,
     /// The reply's bytes.
     pub reply: Vec<u8>,
+}
+
+/// One load-generator run, as the `bench_runs` table holds it: written by `switchboard bench`
+/// and by each cell of `switchboard lab`.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+pub struct BenchRow {
+    /// Unique per run: host, pid and start time.
+    pub run: String,
+    /// The lab run this cell belongs to, if any.
+    pub lab: Option<String>,
+    /// When it started (µs since the epoch).
+    pub started: i64,
+    /// The server's address.
+    pub address: String,
+    /// The server measured: its model in a lab, or `bench --label`.
+    pub model: Option<String>,
+    /// The framing spoken.
+    pub frame: String,
+    /// Connections.
+    pub conns: u64,
+    /// Bytes per request.
+    pub size: u64,
+    /// Requests in flight per connection.
+    pub depth: u64,
+    /// Open loop: requests per second asked for.
+    pub rate: Option<f64>,
+    /// The measured window, in seconds.
+    pub secs: f64,
+    /// Correct replies per second.
+    pub msgs_per_s: f64,
+    /// Request payload megabytes per second.
+    pub mb_per_s: f64,
+    /// Latency percentiles and maximum, in µs.
+    pub p50_us: u64,
+    /// See `p50_us`.
+    pub p90_us: u64,
+    /// See `p50_us`.
+    pub p99_us: u64,
+    /// See `p50_us`.
+    pub p999_us: u64,
+    /// See `p50_us`.
+    pub max_us: u64,
+    /// Failed connections and lost datagrams.
+    pub errors: u64,
+    /// Wrong replies.
+    pub mismatches: u64,
+    /// The server's CPU time per reply (lab only).
+    pub cpu_us_per_msg: Option<f64>,
+    /// The server's memory growth per open connection (lab only).
+    pub rss_bytes_per_conn: Option<f64>,
 }
 
 /// What the recorder queues for the writer.
@@ -286,6 +347,34 @@ impl Store {
             Store::Mysql(m) => m.stats(),
         }
     }
+
+    /// Records a load-generator run.
+    pub fn record_bench(&mut self, row: &BenchRow) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.record_bench(row),
+            Store::Mysql(m) => m.record_bench(row),
+        }
+    }
+
+    /// The last `last` load-generator runs (newest first), of one lab run if given.
+    pub fn bench_runs(
+        &mut self,
+        last: usize,
+        lab: Option<&str>,
+    ) -> Result<Vec<BenchRow>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.bench_runs(last, lab),
+            Store::Mysql(m) => m.bench_runs(last, lab),
+        }
+    }
+}
+
+/// A process unique id for a run or an instance: host, pid and start time.
+pub fn unique_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}:{:x}", std::process::id(), now_us())
 }
 
 impl Backend for Store {

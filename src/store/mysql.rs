@@ -3,11 +3,11 @@
 //! spool (same schema) and are replayed, in order, once it answers again; its primary keys
 //! make a replayed record land once even if it had reached the database before.
 
-use super::schema::{MIGRATIONS, VERSION};
+use super::schema::{BENCH_COLUMNS, MIGRATIONS, VERSION};
 use super::sqlite::{SpoolRows, Sqlite};
 use super::{
-    Backend, InstanceStats, MessageRow, Record, RecorderStats, ServerRow, SessionRow, StoreError,
-    Written,
+    Backend, BenchRow, InstanceStats, MessageRow, Record, RecorderStats, ServerRow, SessionRow,
+    StoreError, Written,
 };
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, Params, Value};
@@ -250,6 +250,85 @@ impl Mysql {
             });
         }
         Ok(all)
+    }
+
+    /// Records a load-generator run.
+    pub fn record_bench(&mut self, r: &BenchRow) -> Result<(), StoreError> {
+        let url = self.url.clone();
+        let values: Vec<Value> = vec![
+            r.run.clone().into(),
+            r.lab.clone().into(),
+            r.started.into(),
+            r.address.clone().into(),
+            r.model.clone().into(),
+            r.frame.clone().into(),
+            r.conns.into(),
+            r.size.into(),
+            r.depth.into(),
+            r.rate.into(),
+            r.secs.into(),
+            r.msgs_per_s.into(),
+            r.mb_per_s.into(),
+            r.p50_us.into(),
+            r.p90_us.into(),
+            r.p99_us.into(),
+            r.p999_us.into(),
+            r.max_us.into(),
+            r.errors.into(),
+            r.mismatches.into(),
+            r.cpu_us_per_msg.into(),
+            r.rss_bytes_per_conn.into(),
+        ];
+        let marks = vec!["?"; values.len()].join(", ");
+        self.conn()?
+            .exec_drop(
+                format!("INSERT INTO bench_runs ({BENCH_COLUMNS}) VALUES ({marks})"),
+                Params::Positional(values),
+            )
+            .map_err(|source| StoreError::Mysql { url, source })
+    }
+
+    /// The last `last` load-generator runs (newest first), of one lab run if given.
+    pub fn bench_runs(
+        &mut self,
+        last: usize,
+        lab: Option<&str>,
+    ) -> Result<Vec<BenchRow>, StoreError> {
+        let url = self.url.clone();
+        let rows: Vec<mysql::Row> = self
+            .conn()?
+            .exec(
+                format!("SELECT {BENCH_COLUMNS} FROM bench_runs WHERE (? IS NULL OR lab = ?) ORDER BY started DESC, run DESC LIMIT ?"),
+                (lab, lab, last as u64),
+            )
+            .map_err(|source| StoreError::Mysql { url, source })?;
+        Ok(rows
+            .into_iter()
+            .map(|mut r| BenchRow {
+                run: col(&mut r, 0),
+                lab: col(&mut r, 1),
+                started: col(&mut r, 2),
+                address: col(&mut r, 3),
+                model: col(&mut r, 4),
+                frame: col(&mut r, 5),
+                conns: col(&mut r, 6),
+                size: col(&mut r, 7),
+                depth: col(&mut r, 8),
+                rate: col(&mut r, 9),
+                secs: col(&mut r, 10),
+                msgs_per_s: col(&mut r, 11),
+                mb_per_s: col(&mut r, 12),
+                p50_us: col(&mut r, 13),
+                p90_us: col(&mut r, 14),
+                p99_us: col(&mut r, 15),
+                p999_us: col(&mut r, 16),
+                max_us: col(&mut r, 17),
+                errors: col(&mut r, 18),
+                mismatches: col(&mut r, 19),
+                cpu_us_per_msg: col(&mut r, 20),
+                rss_bytes_per_conn: col(&mut r, 21),
+            })
+            .collect())
     }
 
     /// Writes a batch straight to the database, in one transaction of multi-row inserts.

@@ -2,11 +2,13 @@
 //! and MySQL/MariaDB share, so both backends hold the same tables.
 
 /// The newest schema version this binary knows.
-pub(crate) const VERSION: i64 = 1;
+pub(crate) const VERSION: i64 = 2;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&[&str]] = &[&[
-    "CREATE TABLE servers (
+pub(crate) const MIGRATIONS: &[&[&str]] = &[
+    // 1: the first tables.
+    &[
+        "CREATE TABLE servers (
         instance VARCHAR(128) NOT NULL PRIMARY KEY,
         host VARCHAR(255) NOT NULL,
         pid BIGINT NOT NULL,
@@ -20,7 +22,7 @@ pub(crate) const MIGRATIONS: &[&[&str]] = &[&[
         spooled BIGINT NULL,
         waited BIGINT NULL,
         dropped BIGINT NULL)",
-    "CREATE TABLE sessions (
+        "CREATE TABLE sessions (
         instance VARCHAR(128) NOT NULL,
         id BIGINT NOT NULL,
         peer VARCHAR(1024) NOT NULL,
@@ -33,7 +35,7 @@ pub(crate) const MIGRATIONS: &[&[&str]] = &[&[
         msgs_out BIGINT NOT NULL,
         reason VARCHAR(16) NOT NULL,
         PRIMARY KEY (instance, id))",
-    "CREATE TABLE messages (
+        "CREATE TABLE messages (
         instance VARCHAR(128) NOT NULL,
         session BIGINT NOT NULL,
         seq BIGINT NOT NULL,
@@ -41,7 +43,7 @@ pub(crate) const MIGRATIONS: &[&[&str]] = &[&[
         request LONGBLOB NOT NULL,
         reply LONGBLOB NOT NULL,
         PRIMARY KEY (instance, session, seq))",
-    "CREATE TABLE bench_runs (
+        "CREATE TABLE bench_runs (
         run VARCHAR(64) NOT NULL PRIMARY KEY,
         started BIGINT NOT NULL,
         address VARCHAR(1024) NOT NULL,
@@ -55,4 +57,21 @@ pub(crate) const MIGRATIONS: &[&[&str]] = &[&[
         p99_us BIGINT NOT NULL,
         p999_us BIGINT NOT NULL,
         errors BIGINT NOT NULL)",
-]];
+    ],
+    // 2: what `bench` and `lab` report beyond the first columns.
+    &[
+        "ALTER TABLE bench_runs ADD COLUMN lab VARCHAR(64) NULL",
+        "ALTER TABLE bench_runs ADD COLUMN frame VARCHAR(16) NULL",
+        "ALTER TABLE bench_runs ADD COLUMN rate DOUBLE NULL",
+        "ALTER TABLE bench_runs ADD COLUMN mb_per_s DOUBLE NULL",
+        "ALTER TABLE bench_runs ADD COLUMN p90_us BIGINT NULL",
+        "ALTER TABLE bench_runs ADD COLUMN max_us BIGINT NULL",
+        "ALTER TABLE bench_runs ADD COLUMN mismatches BIGINT NULL",
+        "ALTER TABLE bench_runs ADD COLUMN cpu_us_per_msg DOUBLE NULL",
+        "ALTER TABLE bench_runs ADD COLUMN rss_bytes_per_conn DOUBLE NULL",
+    ],
+];
+
+/// The columns of a `bench_runs` row, in the order [`super::BenchRow`] is read and written.
+pub(crate) const BENCH_COLUMNS: &str = "run, lab, started, address, model, frame, conns, size, depth, rate, secs, \
+    msgs_per_s, mb_per_s, p50_us, p90_us, p99_us, p999_us, max_us, errors, mismatches, cpu_us_per_msg, rss_bytes_per_conn";

@@ -1,10 +1,10 @@
 //! The SQLite backend: an embedded database file, in WAL mode so readers (`sessions`, `stats`)
 //! and the process models' writers share it.
 
-use super::schema::{MIGRATIONS, VERSION};
+use super::schema::{BENCH_COLUMNS, MIGRATIONS, VERSION};
 use super::{
-    Backend, InstanceStats, MessageRow, Record, RecorderStats, ServerRow, SessionRow, StoreError,
-    Written,
+    Backend, BenchRow, InstanceStats, MessageRow, Record, RecorderStats, ServerRow, SessionRow,
+    StoreError, Written,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -270,6 +270,68 @@ impl Sqlite {
                 .map_err(self.err())?;
         }
         Ok(all)
+    }
+}
+
+impl Sqlite {
+    /// Records a load-generator run.
+    pub fn record_bench(&mut self, r: &BenchRow) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                &format!(
+                    "INSERT INTO bench_runs ({BENCH_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
+                ),
+                params![
+                    r.run, r.lab, r.started, r.address, r.model, r.frame, r.conns as i64,
+                    r.size as i64, r.depth as i64, r.rate, r.secs, r.msgs_per_s, r.mb_per_s,
+                    r.p50_us as i64, r.p90_us as i64, r.p99_us as i64, r.p999_us as i64,
+                    r.max_us as i64, r.errors as i64, r.mismatches as i64, r.cpu_us_per_msg,
+                    r.rss_bytes_per_conn
+                ],
+            )
+            .map(drop)
+            .map_err(self.err())
+    }
+
+    /// The last `last` load-generator runs (newest first), of one lab run if given.
+    pub fn bench_runs(&self, last: usize, lab: Option<&str>) -> Result<Vec<BenchRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {BENCH_COLUMNS} FROM bench_runs WHERE (?1 IS NULL OR lab = ?1) ORDER BY started DESC, run DESC LIMIT ?2"
+            ))
+            .map_err(self.err())?;
+        let int =
+            |r: &rusqlite::Row<'_>, i| r.get::<_, Option<i64>>(i).map(|v| v.unwrap_or(0) as u64);
+        let rows = stmt
+            .query_map(params![lab, last as i64], |r| {
+                Ok(BenchRow {
+                    run: r.get(0)?,
+                    lab: r.get(1)?,
+                    started: r.get(2)?,
+                    address: r.get(3)?,
+                    model: r.get(4)?,
+                    frame: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                    conns: int(r, 6)?,
+                    size: int(r, 7)?,
+                    depth: int(r, 8)?,
+                    rate: r.get(9)?,
+                    secs: r.get(10)?,
+                    msgs_per_s: r.get(11)?,
+                    mb_per_s: r.get::<_, Option<f64>>(12)?.unwrap_or_default(),
+                    p50_us: int(r, 13)?,
+                    p90_us: int(r, 14)?,
+                    p99_us: int(r, 15)?,
+                    p999_us: int(r, 16)?,
+                    max_us: int(r, 17)?,
+                    errors: int(r, 18)?,
+                    mismatches: int(r, 19)?,
+                    cpu_us_per_msg: r.get(20)?,
+                    rss_bytes_per_conn: r.get(21)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
     }
 }
 

@@ -1,0 +1,571 @@
+//! The load generator behind `switchboard bench`: many connections against any server, every
+//! reply checked, latencies in HDR histograms.
+//!
+//! **Closed loop** (the default): each connection keeps `depth` requests in flight and sends
+//! the next as each reply comes back, so it measures how fast the server answers as much as it
+//! can take. **Open loop** (`rate`): requests go out on a fixed schedule whatever the replies
+//! do, and each latency is measured from when its request was *due*, so a server that stalls
+//! shows the stall in its percentiles instead of slowing the load down to hide it (coordinated
+//! omission, as wrk2 corrects it).
+//!
+//! Connections are spread over `threads` threads, each running a single-threaded tokio
+//! runtime of its own (no work stealing, no locks shared between threads); counts are merged
+//! at the end. Only replies that arrive inside the measured window (after the warm-up) count.
+//!
+//! ```no_run
+//! use switchboard::bench::{self, BenchConfig};
+//! let mut config = BenchConfig::new("tcp://127.0.0.1:8079".parse().unwrap());
+//! config.conns = 100;
+//! config.duration = std::time::Duration::from_secs(5);
+//! let report = bench::run(&config, &mut ()).unwrap();
+//! println!("{:.0} msgs/s, p99 {} µs", report.msgs_per_s, report.p99_us);
+//! ```
+
+mod datagram;
+mod payload;
+mod schedule;
+mod stream;
+mod tally;
+
+pub use payload::{Expect, Payload};
+
+use crate::addr::Addr;
+use crate::codec::{Codec, Framing, DEFAULT_MAX_FRAME};
+use crate::transport::MAX_DATAGRAM;
+use datagram::{datagram_loop, DatagramSocket};
+use schedule::Schedule;
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::io;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use stream::{closed_loop, open_loop, Conn};
+use tally::{Failure, Tally};
+use tokio::net::{TcpStream, UnixStream};
+
+/// What to measure and how: the options of `switchboard bench`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchConfig {
+    /// The server.
+    pub addr: Addr,
+    /// Connections (for datagrams: sockets) open at once. Default 50.
+    pub conns: usize,
+    /// Requests in flight per connection in the closed loop (above 1: pipelining). Default 1.
+    pub depth: usize,
+    /// What each request carries. Default: 64 lower-case letters.
+    pub payload: Payload,
+    /// Open loop: requests per second in all, spread evenly over the connections. `None`:
+    /// closed loop.
+    pub rate: Option<f64>,
+    /// How long the measured window lasts. Default 10 s.
+    pub duration: Duration,
+    /// How long to run before measuring (connections open, caches warm). Default 1 s.
+    pub warmup: Duration,
+    /// Threads that generate load. Default: one per core this process may use.
+    pub threads: usize,
+    /// The server's framing.
+    pub framing: Framing,
+    /// What a correct reply is.
+    pub expect: Expect,
+    /// A reply owed for longer than this fails its connection (`timeout`); a datagram is
+    /// counted lost. Default 5 s.
+    pub timeout: Duration,
+    /// After a connection fails, open another and go on (the failure is still counted).
+    pub reconnect: bool,
+    /// Run the load generator's threads on these CPUs only.
+    pub cpus: Option<Vec<usize>>,
+}
+
+impl BenchConfig {
+    /// The defaults of `switchboard bench`, against `addr`.
+    pub fn new(addr: Addr) -> Self {
+        BenchConfig {
+            addr,
+            conns: 50,
+            depth: 1,
+            payload: Payload::Letters(64),
+            rate: None,
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(1),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            framing: Framing::Raw,
+            expect: Expect::Upper,
+            timeout: Duration::from_secs(5),
+            reconnect: false,
+            cpus: None,
+        }
+    }
+
+    /// Refuses a configuration that cannot run, saying what to change.
+    fn check(&self) -> Result<(), BenchError> {
+        let invalid = |why: String| Err(BenchError::Invalid(why));
+        if self.conns == 0 || self.depth == 0 || self.threads == 0 {
+            return invalid("--conns, --depth and --threads must be at least 1".into());
+        }
+        if self.payload.is_empty() {
+            return invalid("the message must not be empty (--size at least 1)".into());
+        }
+        if self.duration.is_zero() {
+            return invalid("--duration must be above 0".into());
+        }
+        match self.rate {
+            Some(r) if !(r.is_finite() && r > 0.0) => {
+                return invalid(format!("--rate {r}: give a number of messages per second above 0"))
+            }
+            Some(r) if r / (self.conns as f64) > 1e6 => {
+                return invalid(format!(
+                    "--rate {r} over {} connections is over a million per connection per second: open more connections",
+                    self.conns
+                ))
+            }
+            _ => {}
+        }
+        if let Payload::Fixed(m) = &self.payload {
+            if self.framing == Framing::Line && m.contains(&b'\n') {
+                return invalid(
+                    "a line-framed message cannot hold a newline (use --frame len)".into(),
+                );
+            }
+        }
+        let framed = self.payload.len() + if self.framing == Framing::Len { 4 } else { 1 };
+        if !self.addr.is_stream() && framed > MAX_DATAGRAM {
+            return invalid(format!(
+                "a {}-byte message does not fit in one datagram (at most {MAX_DATAGRAM} bytes with its framing)",
+                self.payload.len()
+            ));
+        }
+        if framed > DEFAULT_MAX_FRAME {
+            return invalid(format!(
+                "a {}-byte message is over the 16 MiB that servers take by default",
+                self.payload.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why a run could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The configuration cannot run.
+    #[error("{0}")]
+    Invalid(String),
+    /// Nothing answered at the address before the run.
+    #[error("cannot reach {addr}: {why} (is a server listening there? `switchboard serve {addr}` starts one)")]
+    Unreachable {
+        /// The server's address.
+        addr: Addr,
+        /// What failed.
+        why: String,
+    },
+    /// The load generator's threads could not be started.
+    #[error("cannot start the load generator")]
+    Io(#[from] io::Error),
+}
+
+/// How far a run has come, for a progress line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Since the run started (warm-up included).
+    pub elapsed: Duration,
+    /// The run's whole length (warm-up included).
+    pub total: Duration,
+    /// True once the warm-up is over.
+    pub measuring: bool,
+    /// Replies counted so far.
+    pub replies: u64,
+    /// Replies per second so far in the measured window.
+    pub msgs_per_s: f64,
+    /// The 99th percentile latency so far, in µs.
+    pub p99_us: u64,
+    /// Failures and mismatches so far.
+    pub errors: u64,
+}
+
+/// Told what happens during a run, on the thread that called [`run`]: the lab reads a
+/// server's CPU time and memory at the edges of the measured window.
+pub trait Observer {
+    /// The warm-up is over: the measured window begins.
+    fn window_started(&mut self) {}
+    /// A few times a second.
+    fn progress(&mut self, _progress: &Progress) {}
+    /// The measured window is over; connections are still open.
+    fn window_ended(&mut self) {}
+}
+
+/// Nothing to observe.
+impl Observer for () {}
+
+/// What a run measured. `--json` prints it as one object.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Report {
+    /// The server.
+    pub address: String,
+    /// Its framing.
+    pub frame: &'static str,
+    /// How replies were checked.
+    pub expect: Expect,
+    /// Connections asked for.
+    pub conns: usize,
+    /// Connections made (reconnects included).
+    pub connected: u64,
+    /// Bytes per request body.
+    pub size: usize,
+    /// Requests in flight per connection (closed loop).
+    pub depth: usize,
+    /// The measured window, in seconds.
+    pub secs: f64,
+    /// The warm-up before it, in seconds.
+    pub warmup_secs: f64,
+    /// Open loop: the requests per second asked for; `null` in a closed loop.
+    pub rate: Option<f64>,
+    /// Load generator threads.
+    pub threads: usize,
+    /// Correct replies in the window.
+    pub msgs: u64,
+    /// Correct replies per second.
+    pub msgs_per_s: f64,
+    /// Request payload megabytes (10^6) per second answered.
+    pub mb_per_s: f64,
+    /// Latency percentiles and extremes, in µs (open loop: from when each request was due).
+    pub p50_us: u64,
+    /// See `p50_us`.
+    pub p90_us: u64,
+    /// See `p50_us`.
+    pub p99_us: u64,
+    /// See `p50_us`.
+    pub p999_us: u64,
+    /// See `p50_us`.
+    pub max_us: u64,
+    /// See `p50_us`.
+    pub mean_us: f64,
+    /// Time to connect, median and slowest, in µs.
+    pub connect_p50_us: u64,
+    /// See `connect_p50_us`.
+    pub connect_max_us: u64,
+    /// Failed connections (and lost datagrams), all kinds.
+    pub errors: u64,
+    /// Replies that were not what the service owed.
+    pub mismatches: u64,
+    /// `errors` by kind: refused, connect, reset, closed, timeout, frame, lost, io.
+    pub errors_by_kind: BTreeMap<&'static str, u64>,
+}
+
+impl Report {
+    /// True when every reply was right and no connection failed.
+    pub fn clean(&self) -> bool {
+        self.errors == 0 && self.mismatches == 0
+    }
+}
+
+/// A figure as reports print it, rounded, with thousands separated: `1,234,567`.
+///
+/// ```
+/// assert_eq!(switchboard::bench::thousands(1234567.4), "1,234,567");
+/// assert_eq!(switchboard::bench::thousands(-28672.0), "-28,672");
+/// assert_eq!(switchboard::bench::thousands(999.0), "999");
+/// ```
+pub fn thousands(v: f64) -> String {
+    let digits = (v.round().abs() as u64).to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if v.round() < 0.0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// What every connection of one thread shares for the run.
+pub(crate) struct Plan {
+    pub(crate) payload: Payload,
+    pub(crate) framing: Framing,
+    pub(crate) codec: Box<dyn Codec>,
+    pub(crate) expect: Expect,
+    pub(crate) depth: usize,
+    pub(crate) timeout: Duration,
+}
+
+impl Plan {
+    /// The sequence number (and its modulus) a reply's body carries, where it can be read.
+    pub(crate) fn carried_seq(&self, reply: &[u8]) -> Option<(u64, u64)> {
+        match self.expect {
+            Expect::Any => None,
+            _ => self.payload.seq_of(reply),
+        }
+    }
+}
+
+/// Runs the load `config` describes and reports it. `observer` is told of the window's edges
+/// and of progress a few times a second.
+pub fn run(config: &BenchConfig, observer: &mut dyn Observer) -> Result<Report, BenchError> {
+    config.check()?;
+    crate::sys::raise_fd_limit();
+    probe(config)?;
+    let threads = config.threads.min(config.conns);
+    let t0 = Instant::now();
+    let window_start = t0 + config.warmup;
+    let stop = window_start + config.duration;
+    let tallies: Vec<Arc<Mutex<Tally>>> = (0..threads)
+        .map(|_| Arc::new(Mutex::new(Tally::new(window_start, stop))))
+        .collect();
+    let mut handles = Vec::with_capacity(threads);
+    for (t, tally) in tallies.iter().enumerate() {
+        let (config, tally) = (config.clone(), tally.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("bench-{t}"))
+            .spawn(move || generate(&config, t, threads, tally, t0, stop))?;
+        handles.push(handle);
+    }
+    let total = stop - t0;
+    let mut measuring = false;
+    loop {
+        let now = Instant::now();
+        if now >= stop {
+            break;
+        }
+        if !measuring && now >= window_start {
+            measuring = true;
+            observer.window_started();
+        }
+        let next = if measuring {
+            (now + Duration::from_millis(250)).min(stop)
+        } else {
+            (now + Duration::from_millis(250)).min(window_start)
+        };
+        std::thread::sleep(next.saturating_duration_since(now));
+        let elapsed = t0.elapsed().min(total);
+        let so_far = merged(&tallies);
+        let window = elapsed.saturating_sub(config.warmup).as_secs_f64();
+        observer.progress(&Progress {
+            elapsed,
+            total,
+            measuring,
+            replies: so_far.replies,
+            msgs_per_s: if window > 0.0 {
+                so_far.replies as f64 / window
+            } else {
+                0.0
+            },
+            p99_us: so_far.latency.value_at_quantile(0.99) / 1000,
+            errors: so_far.errors() + so_far.mismatches,
+        });
+    }
+    if !measuring {
+        observer.window_started();
+    }
+    observer.window_ended();
+    for handle in handles {
+        handle
+            .join()
+            .map_err(|_| io::Error::other("a load generator thread panicked"))??;
+    }
+    Ok(report(config, threads, &merged(&tallies)))
+}
+
+fn merged(tallies: &[Arc<Mutex<Tally>>]) -> Tally {
+    let mut all: Option<Tally> = None;
+    for t in tallies {
+        let t = t.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut all {
+            None => {
+                let mut first = Tally::new(Instant::now(), Instant::now());
+                first.add(&t);
+                all = Some(first);
+            }
+            Some(all) => all.add(&t),
+        }
+    }
+    all.unwrap_or_else(|| Tally::new(Instant::now(), Instant::now()))
+}
+
+fn report(config: &BenchConfig, threads: usize, t: &Tally) -> Report {
+    let secs = config.duration.as_secs_f64();
+    let us = |q: f64| t.latency.value_at_quantile(q) / 1000;
+    let msgs_per_s = t.replies as f64 / secs;
+    Report {
+        address: config.addr.to_string(),
+        frame: config.framing.name(),
+        expect: config.expect,
+        conns: config.conns,
+        connected: t.connected,
+        size: config.payload.len(),
+        depth: config.depth,
+        secs,
+        warmup_secs: config.warmup.as_secs_f64(),
+        rate: config.rate,
+        threads,
+        msgs: t.replies,
+        msgs_per_s,
+        mb_per_s: msgs_per_s * config.payload.len() as f64 / 1e6,
+        p50_us: us(0.5),
+        p90_us: us(0.9),
+        p99_us: us(0.99),
+        p999_us: us(0.999),
+        max_us: t.latency.max() / 1000,
+        mean_us: t.latency.mean() / 1000.0,
+        connect_p50_us: t.connect.value_at_quantile(0.5) / 1000,
+        connect_max_us: t.connect.max() / 1000,
+        errors: t.errors(),
+        mismatches: t.mismatches,
+        errors_by_kind: t.failures.iter().map(|(k, v)| (k.name(), *v)).collect(),
+    }
+}
+
+/// One connection before the run, so a server that is not there is one clear error rather
+/// than a report of every connection failing.
+fn probe(config: &BenchConfig) -> Result<(), BenchError> {
+    let unreachable = |why: String| BenchError::Unreachable {
+        addr: config.addr.clone(),
+        why,
+    };
+    match &config.addr {
+        Addr::Tcp(sa) => std::net::TcpStream::connect_timeout(sa, config.timeout)
+            .map(drop)
+            .map_err(|e| unreachable(e.to_string())),
+        Addr::Unix(path) => std::os::unix::net::UnixStream::connect(path)
+            .map(drop)
+            .map_err(|e| unreachable(e.to_string())),
+        // A datagram server shows it is there only by answering.
+        Addr::Udp(_) | Addr::UnixGram(_) => {
+            let mut client = crate::client::Client::connect(&config.addr, config.framing)
+                .map_err(|e| unreachable(e.to_string()))?;
+            client.set_timeout(config.timeout);
+            let mut body = Vec::new();
+            config.payload.body(u64::MAX, 0, &mut body);
+            client
+                .request(&body)
+                .map(drop)
+                .map_err(|e| unreachable(e.to_string()))
+        }
+    }
+}
+
+/// One load generator thread: a single-threaded runtime driving connections `first`,
+/// `first + threads`, ... until `stop`.
+fn generate(
+    config: &BenchConfig,
+    first: usize,
+    threads: usize,
+    tally: Arc<Mutex<Tally>>,
+    t0: Instant,
+    stop: Instant,
+) -> io::Result<()> {
+    if let Some(cpus) = &config.cpus {
+        crate::sys::pin_current_thread(cpus)?;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    let plan = Rc::new(Plan {
+        payload: config.payload.clone(),
+        framing: config.framing,
+        codec: config.framing.codec(DEFAULT_MAX_FRAME),
+        expect: config.expect,
+        depth: config.depth,
+        timeout: config.timeout,
+    });
+    for id in (first..config.conns).step_by(threads) {
+        let (plan, tally, addr) = (plan.clone(), tally.clone(), config.addr.clone());
+        // Open loop: connection `id` sends every `conns / rate` seconds, the connections
+        // staggered so the requests are spread evenly over time.
+        let schedule = config.rate.map(|rate| {
+            let interval = Duration::from_secs_f64(config.conns as f64 / rate);
+            Schedule::new(t0 + Duration::from_secs_f64(id as f64 / rate), interval)
+        });
+        let reconnect = config.reconnect;
+        local.spawn_local(async move {
+            let conn = Conn {
+                plan: &plan,
+                tally: &tally,
+                id: id as u64,
+                seq: Cell::new(0),
+            };
+            connection(&conn, &addr, schedule, reconnect).await;
+        });
+    }
+    // Dropping the runtime at the stop ends every connection wherever it is: what is still
+    // in flight then is not counted either way.
+    local.block_on(&runtime, async move {
+        tokio::time::sleep_until(stop.into()).await
+    });
+    Ok(())
+}
+
+/// One connection for the whole run: connects, drives the loop, and on a failure counts it
+/// and, with `reconnect`, connects again.
+async fn connection(conn: &Conn<'_>, addr: &Addr, mut schedule: Option<Schedule>, reconnect: bool) {
+    loop {
+        let started = Instant::now();
+        let connected = |took: Duration| conn.lock().connected(took);
+        let result = match addr {
+            Addr::Tcp(sa) => match connect(TcpStream::connect(sa), conn.plan.timeout).await {
+                Ok(s) => {
+                    connected(started.elapsed());
+                    let _ = s.set_nodelay(true);
+                    drive(s, conn, schedule.as_mut()).await
+                }
+                Err(f) => Err(f),
+            },
+            Addr::Unix(path) => match connect(UnixStream::connect(path), conn.plan.timeout).await {
+                Ok(s) => {
+                    connected(started.elapsed());
+                    drive(s, conn, schedule.as_mut()).await
+                }
+                Err(f) => Err(f),
+            },
+            Addr::Udp(_) | Addr::UnixGram(_) => {
+                match connect(DatagramSocket::connect(addr), conn.plan.timeout).await {
+                    Ok(s) => {
+                        connected(started.elapsed());
+                        datagram_loop(&s, conn, schedule.as_mut()).await
+                    }
+                    Err(f) => Err(f),
+                }
+            }
+        };
+        let Err(failure) = result else { return };
+        conn.lock().fail(failure, Instant::now());
+        if !reconnect {
+            return;
+        }
+        // A refusing server is not hammered; another failure reconnects at once.
+        if failure == Failure::Refused {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Some(schedule) = &mut schedule {
+            schedule.restart(Instant::now());
+        }
+    }
+}
+
+async fn connect<S>(
+    connecting: impl std::future::Future<Output = io::Result<S>>,
+    timeout: Duration,
+) -> Result<S, Failure> {
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(Failure::connecting(&e)),
+        Err(_) => Err(Failure::Timeout),
+    }
+}
+
+async fn drive<S>(
+    mut stream: S,
+    conn: &Conn<'_>,
+    schedule: Option<&mut Schedule>,
+) -> Result<(), Failure>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match schedule {
+        None => closed_loop(&mut stream, conn).await,
+        Some(schedule) => open_loop(stream, conn, schedule).await,
+    }
+}

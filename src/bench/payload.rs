@@ -1,0 +1,214 @@
+//! What the load generator sends and how it checks what comes back, sans-IO: request bodies,
+//! the reply a service owes for each, and where a reply ends in each framing.
+
+use crate::codec::{Codec, FrameError, Framing, DEFAULT_MAX_FRAME};
+use bytes::{Bytes, BytesMut};
+
+/// Letters of a generated body that carry its sequence number (base 26), so a reply can be
+/// matched to its request even when datagrams are lost or come back out of order.
+const SEQ_LETTERS: usize = 6;
+
+/// What each request carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// This many lower-case letters, different for every message (so a stale or misrouted
+    /// reply is caught), and upper-casable (so `upper` changes every byte).
+    Letters(usize),
+    /// The same bytes every time (`--message`).
+    Fixed(Vec<u8>),
+}
+
+impl Payload {
+    /// The body's length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Letters(n) => *n,
+            Payload::Fixed(m) => m.len(),
+        }
+    }
+
+    /// True for an empty body.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the body of message `seq` of connection `conn` to `out`.
+    ///
+    /// ```
+    /// use switchboard::bench::Payload;
+    /// let mut a = Vec::new();
+    /// Payload::Letters(10).body(3, 0, &mut a);
+    /// let mut b = Vec::new();
+    /// Payload::Letters(10).body(3, 1, &mut b);
+    /// assert!(a.iter().all(u8::is_ascii_lowercase));
+    /// assert_ne!(a, b, "every message differs");
+    /// ```
+    pub fn body(&self, conn: u64, seq: u64, out: &mut Vec<u8>) {
+        match self {
+            Payload::Fixed(m) => out.extend_from_slice(m),
+            Payload::Letters(n) => {
+                let mut digits = seq;
+                out.extend((0..*n).map(|i| {
+                    if i < SEQ_LETTERS {
+                        let d = digits % 26;
+                        digits /= 26;
+                        b'a' + d as u8
+                    } else {
+                        b'a' + ((i as u64 % 26 + conn % 26) % 26) as u8
+                    }
+                }));
+            }
+        }
+    }
+
+    /// The sequence number a reply to a generated body carries, modulo `26^letters`, and that
+    /// modulus; `None` when the payload is fixed or the reply's first letters are not letters.
+    pub(crate) fn seq_of(&self, reply: &[u8]) -> Option<(u64, u64)> {
+        let Payload::Letters(n) = self else {
+            return None;
+        };
+        let letters = (*n).min(SEQ_LETTERS);
+        if letters == 0 || reply.len() < letters {
+            return None;
+        }
+        let mut seq = 0u64;
+        for &b in reply[..letters].iter().rev() {
+            let l = b.to_ascii_lowercase();
+            if !l.is_ascii_lowercase() {
+                return None;
+            }
+            seq = seq * 26 + u64::from(l - b'a');
+        }
+        Some((seq, 26u64.pow(letters as u32)))
+    }
+}
+
+/// What a correct reply is, chosen by `bench --expect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expect {
+    /// The request with ASCII a-z upper-cased (the `upper` service).
+    #[default]
+    Upper,
+    /// The request unchanged (the `echo` service).
+    Echo,
+    /// Anything: replies are counted, not checked.
+    Any,
+}
+
+impl Expect {
+    /// True when `reply` is a correct answer to `request`.
+    ///
+    /// ```
+    /// use switchboard::bench::Expect;
+    /// assert!(Expect::Upper.accepts(b"hi 1", b"HI 1"));
+    /// assert!(!Expect::Upper.accepts(b"hi", b"hi"));
+    /// assert!(Expect::Any.accepts(b"hi", b"whatever"));
+    /// ```
+    pub fn accepts(self, request: &[u8], reply: &[u8]) -> bool {
+        match self {
+            Expect::Upper => {
+                request.len() == reply.len()
+                    && request
+                        .iter()
+                        .zip(reply)
+                        .all(|(q, r)| q.to_ascii_uppercase() == *r)
+            }
+            Expect::Echo => request == reply,
+            Expect::Any => true,
+        }
+    }
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Expect::Upper => "upper",
+            Expect::Echo => "echo",
+            Expect::Any => "any",
+        }
+    }
+}
+
+/// Where each reply ends in a stream: `line` and `len` replies carry their end; a `raw` reply
+/// is as long as its request (true of `upper` and `echo`).
+pub(crate) struct ReplyDecoder {
+    codec: Option<Box<dyn Codec>>,
+    raw_len: usize,
+}
+
+impl ReplyDecoder {
+    pub(crate) fn new(framing: Framing, request_len: usize) -> Self {
+        ReplyDecoder {
+            codec: (framing != Framing::Raw).then(|| framing.codec(DEFAULT_MAX_FRAME)),
+            raw_len: request_len,
+        }
+    }
+
+    /// Takes the next whole reply body off the front of `input`.
+    pub(crate) fn next(&mut self, input: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        match &mut self.codec {
+            Some(codec) => codec.decode(input),
+            None if input.len() >= self.raw_len => Ok(Some(input.split_to(self.raw_len).freeze())),
+            None => Ok(None),
+        }
+    }
+
+    /// The reply body a whole datagram carries.
+    pub(crate) fn datagram(framing: Framing, datagram: &[u8]) -> Result<Bytes, FrameError> {
+        if framing == Framing::Raw {
+            return Ok(Bytes::copy_from_slice(datagram));
+        }
+        let mut buf = BytesMut::from(datagram);
+        framing
+            .codec(DEFAULT_MAX_FRAME)
+            .decode_eof(&mut buf)?
+            .ok_or(FrameError::Truncated { have: 0 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_bodies_carry_their_sequence_number() {
+        let p = Payload::Letters(64);
+        for seq in [0, 1, 25, 26, 12345, 26u64.pow(6) + 7] {
+            let mut body = Vec::new();
+            p.body(9, seq, &mut body);
+            assert_eq!(body.len(), 64);
+            body.make_ascii_uppercase(); // as the upper service returns it
+            let (got, modulus) = p.seq_of(&body).unwrap();
+            assert_eq!(got, seq % modulus);
+        }
+        let mut short = Vec::new();
+        Payload::Letters(1).body(0, 27, &mut short);
+        assert_eq!(Payload::Letters(1).seq_of(&short), Some((1, 26)));
+        assert_eq!(Payload::Fixed(b"abc".to_vec()).seq_of(b"ABC"), None);
+        assert_eq!(p.seq_of(b"12345678"), None);
+    }
+
+    #[test]
+    fn replies_end_where_their_framing_says() {
+        let mut raw = ReplyDecoder::new(Framing::Raw, 3);
+        let mut input = BytesMut::from(&b"ABCDE"[..]);
+        assert_eq!(raw.next(&mut input).unwrap().as_deref(), Some(&b"ABC"[..]));
+        assert_eq!(raw.next(&mut input).unwrap(), None);
+        let mut line = ReplyDecoder::new(Framing::Line, 3);
+        let mut input = BytesMut::from(&b"ABC\nDE"[..]);
+        assert_eq!(line.next(&mut input).unwrap().as_deref(), Some(&b"ABC"[..]));
+        assert_eq!(line.next(&mut input).unwrap(), None);
+        assert_eq!(
+            ReplyDecoder::datagram(Framing::Len, &[0, 0, 0, 2, b'O', b'K']).unwrap(),
+            &b"OK"[..]
+        );
+    }
+
+    #[test]
+    fn expect_checks_length_and_bytes() {
+        assert!(!Expect::Upper.accepts(b"abc", b"AB"));
+        assert!(Expect::Upper.accepts(b"a\xff\n", b"A\xff\n"));
+        assert!(Expect::Echo.accepts(b"abc", b"abc"));
+        assert!(!Expect::Echo.accepts(b"abc", b"ABC"));
+    }
+}

@@ -1,0 +1,162 @@
+//! What a load generator thread counts: latencies in HDR histograms, replies, mismatches and
+//! errors by kind. One per thread, merged at the end and read for the progress line meanwhile.
+
+use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
+use std::io;
+use std::time::{Duration, Instant};
+
+/// The longest latency a histogram holds: past it, values are clamped.
+const MAX_TRACKED_NS: u64 = 120_000_000_000;
+
+/// Why a connection failed, as the report counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Failure {
+    /// The server refused the connection (nothing listens there).
+    Refused,
+    /// Another failure to connect.
+    Connect,
+    /// The server reset the connection.
+    Reset,
+    /// The server closed the connection while replies were owed.
+    Closed,
+    /// No reply within the timeout.
+    Timeout,
+    /// A reply that is not a valid frame.
+    Frame,
+    /// A datagram whose reply never came.
+    Lost,
+    /// Another IO error.
+    Io,
+}
+
+impl Failure {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Failure::Refused => "refused",
+            Failure::Connect => "connect",
+            Failure::Reset => "reset",
+            Failure::Closed => "closed",
+            Failure::Timeout => "timeout",
+            Failure::Frame => "frame",
+            Failure::Lost => "lost",
+            Failure::Io => "io",
+        }
+    }
+
+    pub(crate) fn from_io(e: &io::Error) -> Failure {
+        use io::ErrorKind::*;
+        match e.kind() {
+            ConnectionReset | ConnectionAborted | BrokenPipe => Failure::Reset,
+            UnexpectedEof => Failure::Closed,
+            TimedOut => Failure::Timeout,
+            _ => Failure::Io,
+        }
+    }
+
+    pub(crate) fn connecting(e: &io::Error) -> Failure {
+        match e.kind() {
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => Failure::Refused,
+            _ => Failure::Connect,
+        }
+    }
+}
+
+pub(crate) fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_TRACKED_NS, 3).expect("valid histogram bounds")
+}
+
+/// One thread's counts. Latencies are nanoseconds; only replies that arrive inside the
+/// measured window count.
+pub(crate) struct Tally {
+    window: (Instant, Instant),
+    pub(crate) latency: Histogram<u64>,
+    pub(crate) connect: Histogram<u64>,
+    pub(crate) replies: u64,
+    pub(crate) mismatches: u64,
+    pub(crate) failures: BTreeMap<Failure, u64>,
+    pub(crate) connected: u64,
+}
+
+impl Tally {
+    pub(crate) fn new(window_start: Instant, window_end: Instant) -> Tally {
+        Tally {
+            window: (window_start, window_end),
+            latency: histogram(),
+            connect: histogram(),
+            replies: 0,
+            mismatches: 0,
+            failures: BTreeMap::new(),
+            connected: 0,
+        }
+    }
+
+    /// A correct reply arrived at `at` for a message sent (or due, in an open loop) at `since`.
+    pub(crate) fn reply(&mut self, since: Instant, at: Instant) {
+        if at >= self.window.0 && at < self.window.1 {
+            self.replies += 1;
+            self.latency
+                .saturating_record(nanos(at.saturating_duration_since(since)));
+        }
+    }
+
+    /// A reply that is not what the service owed.
+    pub(crate) fn mismatch(&mut self, at: Instant) {
+        if at < self.window.1 {
+            self.mismatches += 1;
+        }
+    }
+
+    /// A connection failed (or, for `Lost`, a datagram got no reply).
+    pub(crate) fn fail(&mut self, failure: Failure, at: Instant) {
+        if at < self.window.1 {
+            *self.failures.entry(failure).or_default() += 1;
+        }
+    }
+
+    pub(crate) fn connected(&mut self, took: Duration) {
+        self.connected += 1;
+        self.connect.saturating_record(nanos(took));
+    }
+
+    pub(crate) fn errors(&self) -> u64 {
+        self.failures.values().sum()
+    }
+
+    pub(crate) fn add(&mut self, other: &Tally) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.latency.add(&other.latency);
+        let _ = self.connect.add(&other.connect);
+        self.replies += other.replies;
+        self.mismatches += other.mismatches;
+        self.connected += other.connected;
+        for (k, v) in &other.failures {
+            *self.failures.entry(*k).or_default() += v;
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    (d.as_nanos() as u64).clamp(1, MAX_TRACKED_NS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_only_inside_the_window() {
+        let t0 = Instant::now();
+        let (start, end) = (t0 + Duration::from_secs(1), t0 + Duration::from_secs(2));
+        let mut t = Tally::new(start, end);
+        t.reply(t0, t0 + Duration::from_millis(500)); // warm-up
+        t.reply(start, start + Duration::from_micros(250));
+        t.reply(end, end + Duration::from_micros(1)); // after the end
+        t.fail(Failure::Reset, start);
+        t.fail(Failure::Reset, end);
+        assert_eq!(t.replies, 1);
+        assert_eq!(t.errors(), 1);
+        let p50 = t.latency.value_at_quantile(0.5);
+        assert!((249_000..=251_000).contains(&p50), "{p50}");
+    }
+}

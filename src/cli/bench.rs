@@ -1,0 +1,253 @@
+//! `switchboard bench`: the load generator, against any server.
+
+use super::{parse_addr, parse_duration, parse_size, print_json, Failed, RecordArgs, DEFAULT_ADDR};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{self, IsTerminal, Write};
+use std::time::Duration;
+use switchboard::bench::{
+    self, thousands, BenchConfig, Expect, Observer, Payload, Progress, Report,
+};
+use switchboard::codec::Framing;
+use switchboard::store::{now_us, unique_id, BenchRow};
+use switchboard::Addr;
+
+/// Load a server with many connections, check every reply, report throughput and latency.
+#[derive(clap::Args)]
+#[command(
+    args_override_self = true,
+    long_about = "Load a server with many connections, check every reply, and report throughput and latency percentiles.\n\n\
+    Closed loop (the default): each connection keeps --depth requests in flight and sends the next as each reply comes back.\n\
+    Open loop (--rate): requests go out on a fixed schedule whatever the replies do, and each latency counts from when its request was due, so a stalling server shows in the percentiles.\n\n\
+    Exit status 1 if any reply was wrong or any connection failed; the report says how many and of which kind.",
+    after_help = "Examples:\n  switchboard bench\n  switchboard bench tcp://127.0.0.1:9000 --conns 1000 --duration 30s\n  switchboard bench unix:///tmp/sb.sock --frame line --rate 20000 --json\n  switchboard bench udp://127.0.0.1:9000 --depth 4"
+)]
+pub struct Args {
+    /// The server: tcp://, unix://, udp:// or unixgram://.
+    #[arg(default_value = DEFAULT_ADDR, value_parser = parse_addr)]
+    addr: Addr,
+    /// Connections (datagram sockets) open at once.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    conns: u64,
+    /// Requests in flight per connection (closed loop); above 1 pipelines.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    depth: u64,
+    /// Bytes per request: lower-case letters, different in every message. With a unit: 4KiB.
+    #[arg(long, default_value = "64", value_parser = parse_size, conflicts_with = "message")]
+    size: usize,
+    /// Send this text in every request instead of generated letters.
+    #[arg(long)]
+    message: Option<String>,
+    /// Open loop: requests per second in all, spread evenly over the connections.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How long to measure: seconds or with a unit (500ms, 10s, 2m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// How long to run before measuring.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Load generator threads (default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    threads: Option<u64>,
+    /// The server's framing.
+    #[arg(long, value_enum, default_value_t = Framing::default())]
+    frame: Framing,
+    /// What a correct reply is: upper (the request upper-cased), echo (the request), any (not checked).
+    #[arg(long, value_enum, default_value_t = Expect::default())]
+    expect: Expect,
+    /// A reply owed for longer than this fails its connection (a datagram is counted lost).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// After a connection fails, count it and open another.
+    #[arg(long)]
+    reconnect: bool,
+    /// What to call the server in `switchboard runs` (its model, say).
+    #[arg(long)]
+    label: Option<String>,
+    /// Print one JSON object instead of the summary.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    record: RecordArgs,
+}
+
+impl Args {
+    fn config(&self) -> BenchConfig {
+        let mut config = BenchConfig::new(self.addr.clone());
+        config.conns = self.conns as usize;
+        config.depth = self.depth as usize;
+        config.payload = match &self.message {
+            Some(m) => Payload::Fixed(m.clone().into_bytes()),
+            None => Payload::Letters(self.size),
+        };
+        config.rate = self.rate;
+        config.duration = self.duration;
+        config.warmup = self.warmup;
+        if let Some(t) = self.threads {
+            config.threads = t as usize;
+        }
+        config.framing = self.frame;
+        config.expect = self.expect;
+        config.timeout = self.timeout;
+        config.reconnect = self.reconnect;
+        config
+    }
+}
+
+/// The live progress line, on a terminal only.
+struct Bar(Option<ProgressBar>);
+
+impl Observer for Bar {
+    fn progress(&mut self, p: &Progress) {
+        if let Some(bar) = &self.0 {
+            bar.set_length(p.total.as_millis() as u64);
+            bar.set_position(p.elapsed.as_millis() as u64);
+            bar.set_message(if p.measuring {
+                format!(
+                    "{} msgs/s, p99 {} µs, {} errors",
+                    thousands(p.msgs_per_s),
+                    thousands(p.p99_us as f64),
+                    p.errors
+                )
+            } else {
+                "warming up".to_string()
+            });
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.config();
+    // A store that cannot be used is found before the run, not after it.
+    let mut store = match args.record.url() {
+        Some(url) => Some(switchboard::store::open(&url)?),
+        None => None,
+    };
+    let started = now_us();
+    let bar = io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(1);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {msg}")
+                .expect("a valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    });
+    let mut observer = Bar(bar);
+    let result = bench::run(&config, &mut observer);
+    if let Some(bar) = &observer.0 {
+        bar.finish_and_clear();
+    }
+    let report = result?;
+    let mut out = io::stdout().lock();
+    if args.json {
+        print_json(&mut out, &report)?;
+    } else {
+        write!(out, "{}", summary(&report))?;
+    }
+    if let Some(store) = &mut store {
+        store.record_bench(&row(&report, started, args.label.clone(), None))?;
+    }
+    if !report.clean() {
+        return Err(Failed(format!(
+            "{} failed connections or lost datagrams{} and {} wrong replies",
+            report.errors,
+            by_kind(&report),
+            report.mismatches
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The `bench_runs` row of a report.
+pub fn row(report: &Report, started: i64, model: Option<String>, lab: Option<String>) -> BenchRow {
+    BenchRow {
+        run: unique_id(),
+        lab,
+        started,
+        address: report.address.clone(),
+        model,
+        frame: report.frame.to_string(),
+        conns: report.conns as u64,
+        size: report.size as u64,
+        depth: report.depth as u64,
+        rate: report.rate,
+        secs: report.secs,
+        msgs_per_s: report.msgs_per_s,
+        mb_per_s: report.mb_per_s,
+        p50_us: report.p50_us,
+        p90_us: report.p90_us,
+        p99_us: report.p99_us,
+        p999_us: report.p999_us,
+        max_us: report.max_us,
+        errors: report.errors,
+        mismatches: report.mismatches,
+        cpu_us_per_msg: None,
+        rss_bytes_per_conn: None,
+    }
+}
+
+fn by_kind(r: &Report) -> String {
+    if r.errors_by_kind.is_empty() {
+        return String::new();
+    }
+    let kinds: Vec<String> = r
+        .errors_by_kind
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    format!(" ({})", kinds.join(", "))
+}
+
+/// The human summary.
+fn summary(r: &Report) -> String {
+    let load = match r.rate {
+        Some(rate) => format!("open loop at {} msgs/s", thousands(rate)),
+        None => format!("closed loop, depth {}", r.depth),
+    };
+    let checked = match r.expect {
+        Expect::Any => "not checked".to_string(),
+        e => format!("each checked ({})", e.name()),
+    };
+    let since = if r.rate.is_some() {
+        " (from when each request was due)"
+    } else {
+        ""
+    };
+    let errors = if r.clean() {
+        "none".to_string()
+    } else {
+        format!(
+            "{} failed{}; {} wrong replies",
+            r.errors,
+            by_kind(r),
+            r.mismatches
+        )
+    };
+    format!(
+        "bench {} ({}): {} connections x {} B, {load}; {:.1} s measured after {:.1} s warm-up, {} threads\n\
+         throughput  {} msgs/s, {:.2} MB/s ({} replies, {checked})\n\
+         latency     p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs{since}\n\
+         connect     {} made, p50 {} µs, max {} µs\n\
+         errors      {errors}\n",
+        r.address,
+        r.frame,
+        r.conns,
+        r.size,
+        r.secs,
+        r.warmup_secs,
+        r.threads,
+        thousands(r.msgs_per_s),
+        r.mb_per_s,
+        thousands(r.msgs as f64),
+        thousands(r.p50_us as f64),
+        thousands(r.p90_us as f64),
+        thousands(r.p99_us as f64),
+        thousands(r.p999_us as f64),
+        thousands(r.max_us as f64),
+        r.connected,
+        thousands(r.connect_p50_us as f64),
+        thousands(r.connect_max_us as f64),
+    )
+}

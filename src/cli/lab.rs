@@ -1,0 +1,238 @@
+//! `switchboard lab`: every model side by side under the same loads, written up as tables,
+//! plots and one page.
+
+use super::{parse_duration, parse_size, RecordArgs};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+use switchboard::bench::thousands;
+use switchboard::lab::{self, LabConfig, LabObserver, LabServer, Measurement};
+use switchboard::store::{Store, StoreUrl};
+use switchboard::Model;
+
+/// Run every model side by side under the same loads; write tables, plots and a page.
+#[derive(clap::Args)]
+#[command(
+    long_about = "Run every model side by side under the same loads, and write the results as tables, plots and one page.\n\n\
+    A matrix of --models x --conns x --sizes x --depth; each cell is measured --rounds times, the servers interleaved round by round, and the medians are kept. \
+    Each server is a fresh `switchboard serve` child on a free loopback port (or a --reference command), loaded by the same load generator as `switchboard bench`; \
+    its CPU time per reply and memory per connection are read from /proc. With --pin (the default where there are 2 cores or more) the servers and the load generator run on disjoint cores.\n\n\
+    Writes results.json, results.md, plots (SVG and PNG) and index.html into --out.",
+    after_help = "Examples:\n  switchboard lab\n  switchboard lab --models epoll,uring,async --conns 10,100,1000 --rounds 5\n  switchboard lab --models epoll --reference 'c-epoll=/opt/c-epoll {port}' --sizes 64,4KiB"
+)]
+pub struct Args {
+    /// The models, comma-separated (default: every model that runs here).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    models: Vec<Model>,
+    /// Connection counts, comma-separated.
+    #[arg(long, default_value = "1,10,100,1000", value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    conns: Vec<u64>,
+    /// Request sizes, comma-separated (units allowed: 4KiB).
+    #[arg(long, default_value = "64", value_delimiter = ',', value_parser = parse_size)]
+    sizes: Vec<usize>,
+    /// Requests in flight per connection, comma-separated.
+    #[arg(long, default_value = "1", value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=65536))]
+    depth: Vec<u64>,
+    /// Measurements per cell (the median is kept).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
+    rounds: u64,
+    /// Each measurement's window: seconds or with a unit (500ms, 3s).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Each measurement's warm-up.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Another server to measure: 'NAME=COMMAND {port}' ({port} is replaced by a free loopback port). Repeatable.
+    #[arg(long = "reference", value_parser = LabServer::reference)]
+    references: Vec<LabServer>,
+    /// Leave out the plan's own stack (Python's socketserver.ThreadingTCPServer), run by default where python3 is installed.
+    #[arg(long)]
+    no_python: bool,
+    /// Run the servers and the load generator on disjoint cores (default where there are 2 cores or more).
+    #[arg(long, overrides_with = "no_pin")]
+    pin: bool,
+    /// Let the servers and the load generator share every core.
+    #[arg(long, overrides_with = "pin")]
+    no_pin: bool,
+    /// Where to write the results (default: lab-YYYYMMDD-HHMMSS in the working directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// A store the servers record into while measured (default: they record nothing).
+    #[arg(long, value_parser = super::parse_store)]
+    serve_store: Option<StoreUrl>,
+    #[command(flatten)]
+    record: RecordArgs,
+}
+
+/// The live progress across the matrix, and each measurement into the store.
+struct Progress {
+    bar: Option<ProgressBar>,
+    store: Option<Store>,
+    lab: String,
+}
+
+impl LabObserver for Progress {
+    fn measuring(&mut self, server: &str, conns: usize, round: usize, done: usize, total: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_message(format!("{server}, {conns} connections, round {round}"));
+        }
+    }
+
+    fn measured(&mut self, m: &Measurement) {
+        let line = match &m.report {
+            Ok(r) => format!(
+                "{:<12} {:>6} conns {:>6} B  round {}: {:>9} msgs/s  p99 {:>7} µs  cpu {} µs/msg",
+                m.server,
+                m.conns,
+                m.size,
+                m.round,
+                thousands(r.msgs_per_s),
+                thousands(r.p99_us as f64),
+                m.cpu_us_per_msg.map_or("-".into(), |c| format!("{c:.2}"))
+            ),
+            Err(why) => format!(
+                "{:<12} {:>6} conns  round {}: {why}",
+                m.server, m.conns, m.round
+            ),
+        };
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+        if let (Some(store), Ok(report)) = (&mut self.store, &m.report) {
+            let mut row = super::bench::row(
+                report,
+                m.started,
+                Some(m.server.clone()),
+                Some(self.lab.clone()),
+            );
+            row.cpu_us_per_msg = m.cpu_us_per_msg;
+            row.rss_bytes_per_conn = m.rss_bytes_per_conn;
+            if let Err(e) = store.record_bench(&row) {
+                tracing::warn!(error = %e, "cannot record a lab measurement");
+            }
+        }
+    }
+}
+
+/// `lab-YYYYMMDD-HHMMSS`, in UTC.
+fn default_name() -> String {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let digits: String = now.chars().filter(char::is_ascii_digit).collect();
+    format!("lab-{}-{}", &digits[..8], &digits[8..14])
+}
+
+fn python3() -> bool {
+    std::process::Command::new("python3")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut config = LabConfig::new(exe);
+    if !args.models.is_empty() {
+        config.servers = args.models.iter().map(|&m| LabServer::Model(m)).collect();
+        for m in &args.models {
+            if let Err(why) = m.available() {
+                return Err(super::Usage(format!("model `{m}` cannot run here: {why}")).into());
+            }
+        }
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(default_name()));
+    std::fs::create_dir_all(&out)?;
+    if !args.no_python && python3() {
+        // The reference sits beside the results, so a reader can see what was measured.
+        let script = out.join("upper_server.py");
+        std::fs::write(&script, lab::PYTHON_REFERENCE)?;
+        let quoted = script.display().to_string().replace('\'', "'\\''");
+        config.servers.push(LabServer::Reference {
+            name: "python".into(),
+            command: format!("python3 '{quoted}' {{port}}"),
+        });
+    }
+    config.servers.extend(args.references.iter().cloned());
+    config.conns = args.conns.iter().map(|&n| n as usize).collect();
+    config.sizes = args.sizes.clone();
+    config.depths = args.depth.iter().map(|&n| n as usize).collect();
+    config.rounds = args.rounds as usize;
+    config.duration = args.duration;
+    config.warmup = args.warmup;
+    if args.no_pin {
+        config.pin = false;
+    } else if args.pin {
+        config.pin = true;
+    }
+    config.serve_args = match &args.serve_store {
+        Some(url) => vec!["--store".into(), url.full()],
+        None => vec!["--no-store".into()],
+    };
+    let store = match args.record.url() {
+        Some(url) => Some(switchboard::store::open(&url)?),
+        None => None,
+    };
+    let lab_id = out
+        .file_name()
+        .map_or_else(default_name, |n| n.to_string_lossy().into_owned());
+    let total = config.measurements();
+    let per = config.warmup + config.duration + Duration::from_millis(400);
+    eprintln!(
+        "lab {lab_id}: {} servers, {total} measurements of {:.1} s, about {} minutes; writing to {}",
+        config.servers.len(),
+        per.as_secs_f64(),
+        (per.as_secs_f64() * total as f64 / 60.0).ceil(),
+        out.display()
+    );
+    let bar = io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "[{elapsed_precise}] {wide_bar} {pos}/{len} cells, ETA {eta} {msg}",
+            )
+            .expect("a valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(500));
+        bar
+    });
+    let mut progress = Progress {
+        bar,
+        store,
+        lab: lab_id,
+    };
+    let command = std::env::args()
+        .map(|a| {
+            if a.contains(char::is_whitespace) {
+                format!("'{a}'")
+            } else {
+                a
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let results = lab::run(&config, command, &mut progress);
+    if let Some(bar) = &progress.bar {
+        bar.finish_and_clear();
+    }
+    let (files, plot_error) = lab::write(&results, &out)?;
+    let mut stdout = io::stdout().lock();
+    stdout.write_all(std::fs::read_to_string(out.join("results.md"))?.as_bytes())?;
+    if let Some(e) = plot_error {
+        eprintln!("warning: no plots: {e}");
+    }
+    writeln!(
+        stdout,
+        "wrote {} files; open {}",
+        files.len(),
+        out.join("index.html").display()
+    )?;
+    Ok(())
+}

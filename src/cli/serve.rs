@@ -1,0 +1,122 @@
+//! `switchboard serve`: serve a service until SIGINT or SIGTERM, then drain and print a summary.
+
+use super::{parse_addr, parse_duration, parse_size, RecordArgs, DEFAULT_ADDR};
+use anyhow::Context;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use std::io::{self, Write};
+use std::time::Duration;
+use switchboard::codec::Framing;
+use switchboard::service::Builtin;
+use switchboard::transport::SocketOptions;
+use switchboard::{Addr, Model, Server};
+
+/// Serve a service until SIGINT or SIGTERM, then drain and print a summary.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  switchboard serve\n  switchboard serve tcp://0.0.0.0:9000 --model iterative\n  switchboard serve unix:///tmp/sb.sock --frame line --service echo"
+)]
+pub struct Args {
+    /// Where to listen.
+    #[arg(default_value = DEFAULT_ADDR, value_parser = parse_addr)]
+    addr: Addr,
+    /// How connections are served (see `switchboard models`).
+    #[arg(long, value_enum, default_value_t = Model::default())]
+    model: Model,
+    /// What is served.
+    #[arg(long, value_enum, default_value_t = Builtin::default())]
+    service: Builtin,
+    /// How messages are framed: raw (bytes as they come), line (\n-delimited), len (u32 big-endian length prefix).
+    #[arg(long, value_enum, default_value_t = Framing::default())]
+    frame: Framing,
+    /// Largest frame accepted; a longer one closes its connection. Bytes, or with a unit: 64KiB, 16MiB.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    max_frame: usize,
+    /// Length of the kernel's queue of connections waiting to be accepted.
+    #[arg(long, default_value_t = 1024)]
+    backlog: i32,
+    /// Threads or processes for the models that run several: pool (default 4 per core, at least 8), epoll (default 1), async and prefork (default one per core).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    workers: Option<u32>,
+    /// The most child processes the fork model runs at once; past it, new connections wait in the backlog.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_children: u32,
+    /// Set SO_REUSEPORT, so several servers can share the port.
+    #[arg(long)]
+    reuse_port: bool,
+    /// How long open connections may take to finish after SIGINT/SIGTERM (a second signal cuts them at once): seconds, or with a unit (500ms, 1m).
+    #[arg(long, default_value = "5", value_parser = parse_duration)]
+    drain: Duration,
+    #[command(flatten)]
+    record: RecordArgs,
+    /// What to record: a row per connection (sessions), or every request and reply too (messages).
+    #[arg(long = "record", value_enum, default_value_t = RecordWhat::Sessions)]
+    what: RecordWhat,
+}
+
+/// What `serve --record` keeps.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RecordWhat {
+    /// A row per connection.
+    Sessions,
+    /// A row per connection, and every request and reply.
+    Messages,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    // Handlers first: a signal that comes as soon as `listening on` is printed must stop the
+    // server gracefully, not kill it.
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot install signal handlers")?;
+    let signals_handle = signals.handle();
+    let service = args.service.service();
+    let mut builder = Server::builder();
+    if let Some(n) = args.workers {
+        builder = builder.workers(n as usize);
+    }
+    let server = builder
+        .addr(args.addr)
+        .model(args.model)
+        .service_arc(service.clone())
+        .framing(args.frame)
+        .max_frame(args.max_frame)
+        .socket_options(SocketOptions {
+            backlog: args.backlog,
+            reuse_port: args.reuse_port,
+            ..SocketOptions::default()
+        })
+        .drain(args.drain)
+        .max_children(args.max_children as usize)
+        .store(args.record.url())
+        .record_messages(args.what == RecordWhat::Messages)
+        .bind()?;
+    let local = server.local_addr()?;
+    println!("listening on {local}");
+    io::stdout().flush()?;
+    tracing::info!(addr = %local, model = %args.model, service = service.name(), frame = %args.frame, "serving");
+    let stop = server.stop_handle();
+    // Wait until the thread runs: a process model must not fork while a thread is still
+    // starting (the child would inherit std's thread-start lock, held).
+    let (started, settled) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        let _ = started.send(());
+        for signal in signals.forever() {
+            let name = if signal == SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
+            if stop.is_stopping() {
+                tracing::info!("{name} again: closing open connections now");
+            } else {
+                tracing::info!("{name}: no longer accepting; draining open connections");
+            }
+            stop.stop();
+        }
+    });
+    let _ = settled.recv();
+    let summary = server.run()?;
+    signals_handle.close();
+    // A closed stdout must not turn a clean stop into a failure.
+    let _ = writeln!(io::stdout(), "{summary}");
+    Ok(())
+}

@@ -1,0 +1,412 @@
+//! What a lab run leaves in its directory: `results.json` (one object per cell), `results.md`
+//! (the tables), plots as SVG and PNG, and `index.html`, one self-contained page with the plots,
+//! the tables, the machine and a paragraph per server on what its figures show.
+
+use super::plot::{self, Plot, Series};
+use super::{Cell, LabResults};
+use crate::bench::thousands;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The metrics plotted, each against connections: (file stem, title, axis, log scale, value).
+type Metric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    fn(&Cell) -> Option<f64>,
+);
+
+const METRICS: &[Metric] = &[
+    (
+        "throughput",
+        "Throughput",
+        "replies per second",
+        false,
+        |c| Some(c.msgs_per_s),
+    ),
+    ("p99", "99th percentile latency", "µs", true, |c| {
+        Some(c.p99_us as f64)
+    }),
+    (
+        "cpu",
+        "Server CPU time per reply",
+        "µs per reply",
+        false,
+        |c| c.cpu_us_per_msg,
+    ),
+    (
+        "memory",
+        "Server memory per open connection",
+        "bytes per connection",
+        false,
+        |c| c.rss_bytes_per_conn,
+    ),
+];
+
+/// Writes every file of a lab run into `dir` (created if needed); returns the files written.
+/// Plots are skipped, with the reason returned beside the files, when no font can be found.
+pub fn write(results: &LabResults, dir: &Path) -> std::io::Result<(Vec<PathBuf>, Option<String>)> {
+    std::fs::create_dir_all(dir)?;
+    let mut files = Vec::new();
+    let json = dir.join("results.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&results.cells)?)?;
+    files.push(json);
+    let md = dir.join("results.md");
+    std::fs::write(&md, markdown(results))?;
+    files.push(md);
+    let mut plots: Vec<(String, PathBuf)> = Vec::new();
+    let mut plot_error = None;
+    'loads: for (size, depth) in loads(&results.cells) {
+        for (stem, title, axis, log_y, value) in METRICS {
+            let series = series(&results.cells, size, depth, *value);
+            if series.is_empty() {
+                continue;
+            }
+            let name = format!("{stem}-{size}b-d{depth}");
+            let (svg, png) = (
+                dir.join(format!("{name}.svg")),
+                dir.join(format!("{name}.png")),
+            );
+            let title = format!("{title}, {size} B requests, depth {depth}");
+            let plot = Plot {
+                title: &title,
+                y_label: axis,
+                log_y: *log_y,
+                series: &series,
+            };
+            if let Err(e) = plot::draw(&plot, &svg, &png) {
+                plot_error = Some(e);
+                break 'loads;
+            }
+            plots.push((title, svg.clone()));
+            files.push(svg);
+            files.push(png);
+        }
+    }
+    let html = dir.join("index.html");
+    std::fs::write(&html, page(results, &plots, plot_error.as_deref())?)?;
+    files.push(html);
+    Ok((files, plot_error))
+}
+
+/// The (size, depth) loads measured, in order.
+fn loads(cells: &[Cell]) -> Vec<(usize, usize)> {
+    let mut loads = Vec::new();
+    for c in cells {
+        if !loads.contains(&(c.size, c.depth)) {
+            loads.push((c.size, c.depth));
+        }
+    }
+    loads
+}
+
+/// The servers, in order of first appearance.
+fn servers(cells: &[Cell]) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    for c in cells {
+        if !names.contains(&c.model.as_str()) {
+            names.push(&c.model);
+        }
+    }
+    names
+}
+
+fn series(
+    cells: &[Cell],
+    size: usize,
+    depth: usize,
+    value: fn(&Cell) -> Option<f64>,
+) -> Vec<Series> {
+    servers(cells)
+        .into_iter()
+        .filter_map(|name| {
+            let mut points: Vec<(f64, f64)> = cells
+                .iter()
+                .filter(|c| c.model == name && c.size == size && c.depth == depth && c.rounds > 0)
+                .filter_map(|c| Some((c.conns as f64, value(c)?)))
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (!points.is_empty()).then(|| Series {
+                name: name.to_string(),
+                points,
+            })
+        })
+        .collect()
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    match v {
+        Some(v) if digits == 0 => thousands(v),
+        Some(v) => format!("{v:.digits$}"),
+        None => "-".into(),
+    }
+}
+
+/// One table row's cells, shared by the Markdown and the HTML.
+fn row(c: &Cell) -> [String; 11] {
+    [
+        c.model.clone(),
+        thousands(c.conns as f64),
+        format!(
+            "{} ({}–{})",
+            thousands(c.msgs_per_s),
+            thousands(c.msgs_per_s_min),
+            thousands(c.msgs_per_s_max)
+        ),
+        format!("{:.2}", c.mb_per_s),
+        thousands(c.p50_us as f64),
+        thousands(c.p99_us as f64),
+        thousands(c.p999_us as f64),
+        opt(c.cpu_us_per_msg, 2),
+        opt(c.rss_bytes_per_conn, 0),
+        (c.errors + c.mismatches).to_string(),
+        c.note.clone().unwrap_or_default(),
+    ]
+}
+
+const HEADER: [&str; 11] = [
+    "server",
+    "conns",
+    "msgs/s (min–max)",
+    "MB/s",
+    "p50 µs",
+    "p99 µs",
+    "p99.9 µs",
+    "CPU µs/msg",
+    "memory B/conn",
+    "errors",
+    "note",
+];
+
+fn when(results: &LabResults) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_micros(results.started.max(0) as u64),
+    )
+    .to_string()
+}
+
+fn setup(results: &LabResults) -> String {
+    let m = &results.machine;
+    let c = &results.config;
+    let pinned = match (&m.server_cores, &m.bench_cores) {
+        (Some(s), Some(b)) => format!("servers pinned to cores {s:?}, load generator to {b:?}"),
+        _ => "not pinned: servers and load generator share the cores".to_string(),
+    };
+    format!(
+        "{} ({} cores, {}), Linux {}, {}; {} round(s) per cell of {:.1} s after {:.1} s warm-up, servers interleaved round by round, medians; {pinned}",
+        m.host,
+        m.cores,
+        m.cpu,
+        m.kernel,
+        when(results),
+        c.rounds,
+        c.duration.as_secs_f64(),
+        c.warmup.as_secs_f64()
+    )
+}
+
+fn markdown(results: &LabResults) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# switchboard lab\n");
+    let _ = writeln!(md, "`{}`\n", results.command);
+    let _ = writeln!(md, "{}\n", setup(results));
+    for (size, depth) in loads(&results.cells) {
+        let _ = writeln!(md, "## {size} B requests, depth {depth}\n");
+        let _ = writeln!(md, "| {} |", HEADER.join(" | "));
+        let _ = writeln!(md, "|{}", " --- |".repeat(HEADER.len()));
+        for c in results
+            .cells
+            .iter()
+            .filter(|c| c.size == size && c.depth == depth)
+        {
+            let cells: Vec<String> = row(c).iter().map(|v| v.replace('|', "\\|")).collect();
+            let _ = writeln!(md, "| {} |", cells.join(" | "));
+        }
+        md.push('\n');
+    }
+    md
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn page(
+    results: &LabResults,
+    plots: &[(String, PathBuf)],
+    plot_error: Option<&str>,
+) -> std::io::Result<String> {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>switchboard lab</title>\n<style>\
+         body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}\
+         table{{border-collapse:collapse;font-size:13px;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}\
+         td:first-child,th:first-child,td:last-child{{text-align:left}}th{{background:#f0f0f0}}\
+         figure{{margin:1em 0}}svg{{max-width:100%;height:auto}}code{{background:#f4f4f4;padding:1px 4px}}\
+         </style></head><body>\n<h1>switchboard lab: every model, side by side</h1>\n"
+    );
+    let _ = writeln!(h, "<p><code>{}</code></p>", escape(&results.command));
+    let _ = writeln!(h, "<p>{}</p>", escape(&setup(results)));
+    let _ = writeln!(
+        h,
+        "<p>Each server is a fresh process on a loopback port, loaded by <code>switchboard bench</code> (closed loop, every reply checked). \
+         CPU per reply is the server's own CPU time (all its processes and threads) over the replies of the window; memory per connection is \
+         the growth of its proportional set size while the cell's connections are open.</p>"
+    );
+    if let Some(e) = plot_error {
+        let _ = writeln!(h, "<p><strong>No plots:</strong> {}</p>", escape(e));
+    }
+    for (title, svg) in plots {
+        let text = std::fs::read_to_string(svg)?;
+        let body = text.find("<svg").map_or(text.as_str(), |i| &text[i..]);
+        let _ = writeln!(
+            h,
+            "<figure aria-label=\"{}\">{body}</figure>",
+            escape(title)
+        );
+    }
+    let _ = writeln!(h, "<h2>What each server shows</h2>");
+    for name in servers(&results.cells) {
+        let _ = writeln!(h, "<p>{}</p>", describe(name, &results.cells));
+    }
+    for (size, depth) in loads(&results.cells) {
+        let _ = writeln!(h, "<h2>{size} B requests, depth {depth}</h2>\n<table><tr>");
+        for head in HEADER {
+            let _ = write!(h, "<th>{}</th>", escape(head));
+        }
+        let _ = writeln!(h, "</tr>");
+        for c in results
+            .cells
+            .iter()
+            .filter(|c| c.size == size && c.depth == depth)
+        {
+            let _ = write!(h, "<tr>");
+            for cell in row(c) {
+                let _ = write!(h, "<td>{}</td>", escape(&cell));
+            }
+            let _ = writeln!(h, "</tr>");
+        }
+        let _ = writeln!(h, "</table>");
+    }
+    h.push_str("</body></html>\n");
+    Ok(h)
+}
+
+/// A paragraph on one server, from its figures alone: how its throughput, tail latency, CPU
+/// and memory move with connections, and how it stands against the others at the largest load
+/// they all share.
+fn describe(name: &str, cells: &[Cell]) -> String {
+    let model = crate::Model::ALL.iter().find(|m| m.name() == name);
+    let mut p = format!("<strong>{}</strong>", escape(name));
+    match model {
+        Some(m) => {
+            let _ = write!(p, " ({}): ", escape(m.summary()));
+        }
+        None => p.push_str(" (reference): "),
+    }
+    let Some(&(size, depth)) = loads(cells).first() else {
+        return p;
+    };
+    let mine: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| c.model == name && c.size == size && c.depth == depth && c.rounds > 0)
+        .collect();
+    let (Some(first), Some(last)) = (mine.first(), mine.last()) else {
+        p.push_str("no measurement succeeded.");
+        return p;
+    };
+    if mine.len() > 1 {
+        let _ = write!(
+            p,
+            "from {} to {} connections its throughput goes from {} to {} replies/s and its p99 from {} to {} µs",
+            thousands(first.conns as f64),
+            thousands(last.conns as f64),
+            thousands(first.msgs_per_s),
+            thousands(last.msgs_per_s),
+            thousands(first.p99_us as f64),
+            thousands(last.p99_us as f64)
+        );
+    } else {
+        let _ = write!(
+            p,
+            "at {} connection(s): {} replies/s, p99 {} µs",
+            thousands(first.conns as f64),
+            thousands(first.msgs_per_s),
+            thousands(first.p99_us as f64)
+        );
+    }
+    let cpus: Vec<f64> = mine.iter().filter_map(|c| c.cpu_us_per_msg).collect();
+    if let (Some(lo), Some(hi)) = (
+        cpus.iter().copied().reduce(f64::min),
+        cpus.iter().copied().reduce(f64::max),
+    ) {
+        let _ = write!(p, "; it spends {lo:.2}–{hi:.2} µs of CPU per reply");
+    }
+    if let Some(mem) = last.rss_bytes_per_conn {
+        let _ = write!(
+            p,
+            " and {} bytes per open connection at {}",
+            thousands(mem),
+            thousands(last.conns as f64)
+        );
+    }
+    p.push('.');
+    // Against the others, at the largest connection count every server was measured at.
+    let peers: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| c.size == size && c.depth == depth && c.conns == last.conns && c.rounds > 0)
+        .collect();
+    if peers.len() > 1 {
+        let best = peers
+            .iter()
+            .max_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s));
+        let cheapest = peers
+            .iter()
+            .filter(|c| c.cpu_us_per_msg.is_some())
+            .min_by(|a, b| {
+                a.cpu_us_per_msg
+                    .unwrap_or(f64::MAX)
+                    .total_cmp(&b.cpu_us_per_msg.unwrap_or(f64::MAX))
+            });
+        if let Some(best) = best {
+            if best.model == name {
+                let _ = write!(
+                    p,
+                    " At {} connections it has the highest throughput",
+                    thousands(last.conns as f64)
+                );
+            } else if best.msgs_per_s > 0.0 {
+                let _ = write!(
+                    p,
+                    " At {} connections it serves {:.2}x the throughput of the fastest, {}",
+                    thousands(last.conns as f64),
+                    last.msgs_per_s / best.msgs_per_s,
+                    escape(&best.model)
+                );
+            }
+        }
+        if let (Some(cheapest), Some(mine)) = (cheapest, last.cpu_us_per_msg) {
+            if cheapest.model == name {
+                p.push_str(" and the lowest CPU per reply.");
+            } else if let Some(theirs) = cheapest.cpu_us_per_msg {
+                let _ = write!(
+                    p,
+                    ", at {:.2}x the CPU per reply of the cheapest, {}.",
+                    mine / theirs,
+                    escape(&cheapest.model)
+                );
+            }
+        } else {
+            p.push('.');
+        }
+    }
+    if let Some(note) = &last.note {
+        let _ = write!(p, " Note: {}.", escape(note));
+    }
+    p
+}

@@ -1,0 +1,409 @@
+//! `switchboard bench` against real servers: switchboard's own over every transport and framing,
+//! and small servers of the test's own that answer wrongly, stall, close or reset.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn bench(addr: &str, args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("bench")
+        .arg(addr)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run switchboard bench")
+}
+
+/// Runs a short bench with `--json` and returns its exit code and report.
+fn bench_json(addr: &str, args: &[&str]) -> (Option<i32>, Value) {
+    let mut all = vec![
+        "--json",
+        "--no-store",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--conns",
+        "4",
+    ];
+    all.extend_from_slice(args);
+    let out = bench(addr, &all);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "bench printed no JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), report)
+}
+
+fn n(report: &Value, key: &str) -> f64 {
+    report[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no number {key} in {report}"))
+}
+
+fn clean(code: Option<i32>, report: &Value) {
+    assert_eq!(code, Some(0), "{report}");
+    assert!(n(report, "msgs") > 0.0, "{report}");
+    assert_eq!(n(report, "errors"), 0.0, "{report}");
+    assert_eq!(n(report, "mismatches"), 0.0, "{report}");
+}
+
+#[test]
+fn the_json_report_has_every_field() {
+    let s = ServerProcess::tcp("epoll", &["--no-store"]);
+    let (code, r) = bench_json(&s.addr, &["--depth", "2", "--size", "100"]);
+    clean(code, &r);
+    for key in [
+        "msgs_per_s",
+        "mb_per_s",
+        "p50_us",
+        "p90_us",
+        "p99_us",
+        "p999_us",
+        "max_us",
+        "errors",
+        "mismatches",
+        "conns",
+        "size",
+        "depth",
+        "secs",
+    ] {
+        assert!(r[key].is_number(), "{key} missing in {r}");
+    }
+    assert!(r["rate"].is_null(), "closed loop: {r}");
+    assert_eq!(
+        (n(&r, "conns"), n(&r, "size"), n(&r, "depth")),
+        (4.0, 100.0, 2.0)
+    );
+    assert!(n(&r, "p50_us") <= n(&r, "p99_us") && n(&r, "p99_us") <= n(&r, "max_us"));
+    let mb = n(&r, "msgs_per_s") * 100.0 / 1e6;
+    assert!((n(&r, "mb_per_s") - mb).abs() < 0.01 * mb.max(0.01), "{r}");
+}
+
+#[test]
+fn every_framing_over_tcp_unix_and_datagrams() {
+    for frame in ["raw", "line", "len"] {
+        for addr in [
+            "tcp://127.0.0.1:0".to_string(),
+            format!("unix://{}/s.sock", scratch("bench-unix").display()),
+            "udp://127.0.0.1:0".to_string(),
+            format!("unixgram://{}/g.sock", scratch("bench-gram").display()),
+        ] {
+            let s =
+                ServerProcess::start(&addr, &["--model", "epoll", "--frame", frame, "--no-store"]);
+            for depth in ["1", "3"] {
+                let (code, r) = bench_json(&s.addr, &["--frame", frame, "--depth", depth]);
+                clean(code, &r);
+            }
+        }
+    }
+}
+
+#[test]
+fn echo_is_checked_as_echo_and_any_is_not_checked() {
+    let s = ServerProcess::tcp("threads", &["--service", "echo", "--no-store"]);
+    let (code, r) = bench_json(&s.addr, &["--expect", "echo"]);
+    clean(code, &r);
+    let (code, r) = bench_json(&s.addr, &["--expect", "upper"]);
+    assert_eq!(code, Some(1), "an echo is not an upper-cased reply: {r}");
+    assert!(n(&r, "mismatches") > 0.0);
+    let (code, r) = bench_json(&s.addr, &["--expect", "any", "--message", "hello"]);
+    clean(code, &r);
+    assert_eq!(n(&r, "size"), 5.0);
+}
+
+#[test]
+fn the_open_loop_sends_on_schedule() {
+    let s = ServerProcess::tcp("epoll", &["--no-store"]);
+    for addr in [s.addr.clone()] {
+        let (code, r) = bench_json(&addr, &["--rate", "1000", "--duration", "2s"]);
+        clean(code, &r);
+        assert_eq!(n(&r, "rate"), 1000.0);
+        // 1,000 a second for 2 s, whatever the server's speed: not more, and not far fewer.
+        let msgs = n(&r, "msgs");
+        assert!((1500.0..=2050.0).contains(&msgs), "{msgs} replies: {r}");
+    }
+    let u = ServerProcess::start("udp://127.0.0.1:0", &["--model", "epoll", "--no-store"]);
+    let (code, r) = bench_json(&u.addr, &["--rate", "500"]);
+    clean(code, &r);
+}
+
+/// A line server of the test's own, a thread per connection, answering each line with
+/// `answer(connection's message number, line)`; `None` closes the connection, and with
+/// `reset` it closes with a reset.
+fn test_server(
+    answer: impl Fn(u64, &[u8]) -> Option<Vec<u8>> + Send + Sync + 'static,
+    reset: bool,
+) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("tcp://{}", listener.local_addr().unwrap());
+    let answer = Arc::new(answer);
+    std::thread::spawn(move || {
+        // Bounded: a test makes far fewer connections than this.
+        for conn in listener.incoming().take(20_000) {
+            let Ok(conn) = conn else { continue };
+            let answer = answer.clone();
+            std::thread::spawn(move || serve_lines(conn, &*answer, reset));
+        }
+    });
+    addr
+}
+
+fn serve_lines(conn: TcpStream, answer: &dyn Fn(u64, &[u8]) -> Option<Vec<u8>>, reset: bool) {
+    conn.set_nodelay(true).unwrap();
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut out = conn.try_clone().unwrap();
+    let mut lines = BufReader::new(conn);
+    let mut line = Vec::new();
+    for i in 1.. {
+        line.clear();
+        match lines.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let body = line.strip_suffix(b"\n").unwrap_or(&line);
+        match answer(i, body) {
+            Some(mut reply) => {
+                reply.push(b'\n');
+                if out.write_all(&reply).is_err() {
+                    return;
+                }
+            }
+            None => {
+                if reset {
+                    socket2::SockRef::from(&out)
+                        .set_linger(Some(Duration::ZERO))
+                        .unwrap();
+                }
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn wrong_replies_are_counted_and_fail_the_run() {
+    let addr = test_server(
+        |i, line| {
+            Some(if i % 10 == 0 {
+                line.to_vec()
+            } else {
+                upper(line)
+            })
+        },
+        false,
+    );
+    let (code, r) = bench_json(&addr, &["--frame", "line", "--depth", "2"]);
+    assert_eq!(code, Some(1), "{r}");
+    let (good, bad) = (n(&r, "msgs"), n(&r, "mismatches"));
+    assert!(bad > 0.0, "{r}");
+    // One in ten is wrong (give or take the replies at the window's edges).
+    let share = bad / (good + bad);
+    assert!((0.05..0.15).contains(&share), "{share}: {r}");
+    assert_eq!(n(&r, "errors"), 0.0, "{r}");
+    // The human summary says the same, and the error line says what failed.
+    let out = bench(
+        &addr,
+        &[
+            "--no-store",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "0s",
+            "--frame",
+            "line",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("wrong replies"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong replies"));
+}
+
+#[test]
+fn a_stall_shows_in_the_open_loop_and_hides_in_the_closed_loop() {
+    // One stall of 600 ms, 500 ms after the first message.
+    let stall = Duration::from_millis(600);
+    let server = |started: Arc<std::sync::OnceLock<Instant>>, stalled: Arc<AtomicBool>| {
+        move |_: u64, line: &[u8]| {
+            let t0 = *started.get_or_init(Instant::now);
+            if t0.elapsed() > Duration::from_millis(500) && !stalled.swap(true, Ordering::SeqCst) {
+                std::thread::sleep(stall);
+            }
+            Some(upper(line))
+        }
+    };
+    let open = test_server(server(Default::default(), Default::default()), false);
+    let (code, r) = bench_json(
+        &open,
+        &[
+            "--frame",
+            "line",
+            "--conns",
+            "1",
+            "--rate",
+            "200",
+            "--duration",
+            "2s",
+            "--warmup",
+            "0s",
+        ],
+    );
+    clean(code, &r);
+    // About 120 requests fell due during the stall: each counts from when it was due.
+    assert!(n(&r, "p99_us") >= 300_000.0, "open loop hid the stall: {r}");
+    assert!(n(&r, "p90_us") >= 50_000.0, "open loop hid the stall: {r}");
+
+    let closed = test_server(server(Default::default(), Default::default()), false);
+    let (code, r) = bench_json(
+        &closed,
+        &[
+            "--frame",
+            "line",
+            "--conns",
+            "1",
+            "--duration",
+            "2s",
+            "--warmup",
+            "0s",
+        ],
+    );
+    clean(code, &r);
+    // The closed loop waited politely: one slow reply among thousands.
+    assert!(n(&r, "max_us") >= 500_000.0, "{r}");
+    assert!(n(&r, "p90_us") < 50_000.0, "{r}");
+}
+
+#[test]
+fn closed_and_reset_connections_are_errors_by_kind() {
+    let closing = test_server(|i, line| (i <= 3).then(|| upper(line)), false);
+    let (code, r) = bench_json(&closing, &["--frame", "line"]);
+    assert_eq!(code, Some(1), "{r}");
+    assert_eq!(
+        n(&r, "errors"),
+        4.0,
+        "each of the 4 connections failed once: {r}"
+    );
+    assert_eq!(r["errors_by_kind"]["closed"], 4, "{r}");
+
+    let resetting = test_server(|i, line| (i <= 3).then(|| upper(line)), true);
+    let (code, r) = bench_json(&resetting, &["--frame", "line", "--reconnect"]);
+    assert_eq!(code, Some(1), "{r}");
+    assert!(
+        r["errors_by_kind"]["reset"].as_f64().unwrap_or(0.0) > 4.0,
+        "{r}"
+    );
+    assert!(
+        n(&r, "connected") > 4.0,
+        "--reconnect opened new connections: {r}"
+    );
+    assert!(n(&r, "msgs") > 0.0, "{r}");
+}
+
+#[test]
+fn a_server_that_is_not_there_is_one_clear_error() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = bench(&format!("tcp://127.0.0.1:{port}"), &["--no-store"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach") && err.contains("switchboard serve"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_options_are_usage_errors() {
+    let s = ServerProcess::tcp("threads", &["--no-store"]);
+    for args in [
+        &["--conns", "0"][..],
+        &["--size", "0"],
+        &["--rate", "-5"],
+        &["--duration", "soon"],
+        &["--frame", "line", "--message", "two\nlines"],
+        &["--expect", "lower"],
+    ] {
+        let mut all = vec!["--no-store"];
+        all.extend_from_slice(args);
+        let out = bench(&s.addr, &all);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn each_run_lands_in_bench_runs_and_runs_lists_it() {
+    let s = ServerProcess::tcp("epoll", &["--no-store"]);
+    let dir = scratch("bench-store");
+    let store = format!("sqlite://{}/runs.db", dir.display());
+    for label in ["first", "second"] {
+        let out = bench(
+            &s.addr,
+            &[
+                "--store",
+                &store,
+                "--label",
+                label,
+                "--duration",
+                "500ms",
+                "--warmup",
+                "0s",
+                "--conns",
+                "3",
+            ],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = Command::new(bin())
+        .args(["runs", "--store", &store, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0]["model"], "second", "newest first");
+    assert_eq!(rows[1]["model"], "first");
+    for row in &rows {
+        assert_eq!(row["address"], s.addr.as_str());
+        assert_eq!(row["conns"], 3);
+        assert!(row["msgs_per_s"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["lab"].is_null());
+    }
+    let table = Command::new(bin())
+        .args(["runs", "--store", &store, "--last", "1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert_eq!(text.lines().count(), 2, "a header and one run: {text}");
+    assert!(text.contains("second") && text.contains("MSGS/S"), "{text}");
+}

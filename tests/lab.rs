@@ -1,0 +1,276 @@
+//! `switchboard lab` on a small matrix: every file written, the results sound, the cells in
+//! the store, and the page rendered in a real headless browser.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Chromium from Debian's packages (the test script installs it), or none.
+fn chromium() -> Option<PathBuf> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find_map(|name| {
+            std::env::var_os("PATH")?
+                .to_str()?
+                .split(':')
+                .map(|dir| Path::new(dir).join(name))
+                .find(|p| p.is_file())
+        })
+}
+
+/// Renders `page` headless into a PNG screenshot, within the patience.
+fn screenshot(browser: &Path, page: &Path, png: &Path) {
+    let profile = scratch("chromium-profile");
+    let mut child = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1200,1800",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", page.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromium");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not finish its screenshot in 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(png.is_file(), "chromium wrote no screenshot");
+}
+
+/// The share of a PNG's pixels that are not the page's white background.
+fn inked_share(png: &Path) -> f64 {
+    let decoder = png::Decoder::new(std::fs::File::open(png).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    let pixels = &buf[..info.buffer_size()];
+    let inked = pixels
+        .chunks(channels)
+        .filter(|p| p.iter().take(3).any(|&c| c < 200))
+        .count();
+    inked as f64 / (pixels.len() / channels) as f64
+}
+
+#[test]
+fn a_small_lab_writes_every_file_and_a_page_a_browser_renders() {
+    let dir = scratch("lab");
+    let out = dir.join("lab-out");
+    let store = format!("sqlite://{}/lab.db", dir.display());
+    let run = Command::new(bin())
+        .current_dir(&dir)
+        .args([
+            "lab",
+            "--models",
+            "epoll,threads",
+            "--conns",
+            "1,8",
+            "--rounds",
+            "1",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--store",
+            &store,
+            "--out",
+        ])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("| epoll | 8 |"), "the tables: {stdout}");
+
+    // results.json: one object per cell with the documented fields.
+    let cells: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let python = Command::new("python3").arg("--version").output().is_ok();
+    assert_eq!(cells.len(), if python { 6 } else { 4 }, "{cells:?}");
+    for cell in &cells {
+        for key in [
+            "model",
+            "conns",
+            "size",
+            "depth",
+            "msgs_per_s",
+            "p50_us",
+            "p99_us",
+            "p999_us",
+            "cpu_us_per_msg",
+            "rss_bytes_per_conn",
+        ] {
+            assert!(!cell[key].is_null(), "{key} missing in {cell}");
+        }
+        assert!(cell["msgs_per_s"].as_f64().unwrap() > 0.0, "{cell}");
+        assert!(cell["cpu_us_per_msg"].as_f64().unwrap() > 0.0, "{cell}");
+        assert_eq!(cell["errors"], 0, "{cell}");
+        assert_eq!(cell["mismatches"], 0, "{cell}");
+    }
+    let models: Vec<&str> = cells.iter().map(|c| c["model"].as_str().unwrap()).collect();
+    assert!(models.contains(&"epoll") && models.contains(&"threads"));
+    if python {
+        assert!(
+            models.contains(&"python"),
+            "the plan's own stack: {models:?}"
+        );
+    }
+
+    // The tables, the plots, the page.
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(
+        md.contains("CPU µs/msg") && md.contains("| threads | 1 |"),
+        "{md}"
+    );
+    for metric in ["throughput", "p99", "cpu", "memory"] {
+        for ext in ["svg", "png"] {
+            let f = out.join(format!("{metric}-64b-d1.{ext}"));
+            assert!(
+                std::fs::metadata(&f)
+                    .map(|m| m.len() > 1000)
+                    .unwrap_or(false),
+                "{} missing or empty; {stderr}",
+                f.display()
+            );
+        }
+    }
+    let page = out.join("index.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.matches("<svg").count() >= 4, "the plots are inline");
+    assert!(html.contains("<strong>epoll</strong>") && html.contains("<table>"));
+    assert!(
+        html.contains("cores") && html.contains("Linux"),
+        "the machine"
+    );
+
+    // Every measurement is a bench_runs row of one lab run.
+    let runs = Command::new(bin())
+        .args(["runs", "--store", &store, "--lab", "lab-out", "--json"])
+        .output()
+        .unwrap();
+    let rows: Vec<Value> = String::from_utf8_lossy(&runs.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), cells.len(), "{rows:?}");
+    assert!(rows
+        .iter()
+        .all(|r| r["cpu_us_per_msg"].as_f64().unwrap_or(0.0) > 0.0));
+
+    // The page in a real browser: a screenshot that is not blank.
+    match chromium() {
+        Some(browser) => {
+            let png = dir.join("page.png");
+            screenshot(&browser, &page, &png);
+            let share = inked_share(&png);
+            assert!(
+                share > 0.02,
+                "the rendered page is blank ({share:.4} inked)"
+            );
+        }
+        None if std::env::var_os("SWITCHBOARD_REQUIRE_CHROMIUM").is_some() => {
+            panic!("no chromium on PATH, and the test script requires one")
+        }
+        None => eprintln!("no chromium on PATH: the page was not rendered"),
+    }
+}
+
+#[test]
+fn a_reference_command_joins_the_matrix_and_a_broken_one_is_noted() {
+    let dir = scratch("lab-ref");
+    let out = dir.join("out");
+    // The reference: switchboard itself under another name, on the port the lab gives it.
+    let reference = format!(
+        "mine={} serve tcp://127.0.0.1:{{port}} --model poll --no-store",
+        bin()
+    );
+    let run = Command::new(bin())
+        .current_dir(&dir)
+        .args([
+            "lab",
+            "--models",
+            "epoll",
+            "--conns",
+            "4",
+            "--rounds",
+            "2",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "100ms",
+            "--no-python",
+            "--no-store",
+            "--no-pin",
+            "--reference",
+            &reference,
+            "--reference",
+            "broken=false {port}",
+            "--out",
+        ])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let cells: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let by = |name: &str| cells.iter().find(|c| c["model"] == name).unwrap().clone();
+    let mine = by("mine");
+    assert_eq!(mine["reference"], true);
+    assert_eq!(mine["rounds"], 2);
+    assert!(mine["msgs_per_s"].as_f64().unwrap() > 0.0, "{mine}");
+    let broken = by("broken");
+    assert_eq!(broken["rounds"], 0);
+    assert!(
+        broken["note"].as_str().unwrap().contains("did not start"),
+        "{broken}"
+    );
+}
+
+#[test]
+fn bad_lab_options_are_usage_errors() {
+    for args in [
+        &["lab", "--models", "nosuch"][..],
+        &["lab", "--conns", "0"],
+        &["lab", "--reference", "no-port-here"],
+        &["lab", "--rounds", "0"],
+    ] {
+        let out = Command::new(bin()).args(args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
