@@ -5,7 +5,8 @@
 #   scripts/mariadb.sh stop DIR           # stops it (the data stays in DIR/data)
 #
 # The server keeps everything under DIR (data, socket, pid file, log), listens on 127.0.0.1
-# only, and has a database `switchboard` with a user `switchboard` (password `switchboard`).
+# only, and has a database `switchboard` with a user `switchboard` (password `switchboard`), who
+# may also create databases named `switchboard_...` (tests that need one of their own).
 # Starting again over the same DIR reuses its data and, unless PORT is given, its port.
 set -euo pipefail
 cmd=${1:?usage: mariadb.sh start DIR [PORT] | stop DIR}
@@ -49,6 +50,6 @@ mariadb-admin --socket="$dir/sock" -uroot ping >/dev/null 2>&1 || { echo "MariaD
 mariadb --socket="$dir/sock" -uroot -e "
   CREATE DATABASE IF NOT EXISTS switchboard;
   CREATE USER IF NOT EXISTS 'switchboard'@'127.0.0.1' IDENTIFIED BY 'switchboard';
-  GRANT ALL ON switchboard.* TO 'switchboard'@'127.0.0.1';"
+  GRANT ALL ON \`switchboard%\`.* TO 'switchboard'@'127.0.0.1';"
 echo "$port" >"$dir/port"
 echo "mysql://switchboard:switchboard@127.0.0.1:$port/switchboard"

@@ -44,6 +44,8 @@ enum Command {
     Runs(cli::runs::Args),
     /// List the sessions a store recorded, newest first.
     Sessions(cli::sessions::Args),
+    /// List recorded requests and replies (`serve --record messages`), oldest first.
+    Messages(cli::messages::Args),
     /// Totals per server instance in a store: sessions, bytes, messages, close reasons, and what its recorder wrote.
     Stats(cli::stats::Args),
     /// List the models `serve --model` accepts: IO class, unit of concurrency, transports, and whether each runs here.
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Command::Lab(args) => cli::lab::run(args),
         Command::Runs(args) => cli::runs::run(args),
         Command::Sessions(args) => cli::sessions::run(args),
+        Command::Messages(args) => cli::messages::run(args),
         Command::Stats(args) => cli::stats::run(args),
         Command::Models(args) => cli::models::run(args),
     };

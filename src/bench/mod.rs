@@ -62,7 +62,9 @@ pub struct BenchConfig {
     pub duration: Duration,
     /// How long to run before measuring (connections open, caches warm). Default 1 s.
     pub warmup: Duration,
-    /// Threads that generate load. Default: one per core this process may use.
+    /// Threads that generate load. Default: one per core this process may use, or half of
+    /// them when the server is on this machine (a loopback or Unix address), so the server
+    /// keeps cores of its own: a load generator that takes every core measures itself.
     pub threads: usize,
     /// The server's framing.
     pub framing: Framing,
@@ -81,6 +83,7 @@ impl BenchConfig {
     /// The defaults of `switchboard bench`, against `addr`.
     pub fn new(addr: Addr) -> Self {
         BenchConfig {
+            threads: default_threads(&addr),
             addr,
             conns: 50,
             depth: 1,
@@ -88,7 +91,6 @@ impl BenchConfig {
             rate: None,
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(1),
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             framing: Framing::Raw,
             expect: Expect::Upper,
             timeout: Duration::from_secs(5),
@@ -142,6 +144,20 @@ impl BenchConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// One thread per core, or half the cores for a server on this machine.
+fn default_threads(addr: &Addr) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let local = match addr {
+        Addr::Tcp(sa) | Addr::Udp(sa) => sa.ip().is_loopback(),
+        Addr::Unix(_) | Addr::UnixGram(_) => true,
+    };
+    if local {
+        (cores / 2).max(1)
+    } else {
+        cores
     }
 }
 

@@ -46,7 +46,7 @@ pub struct Args {
     /// How long to run before measuring.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     warmup: Duration,
-    /// Load generator threads (default: one per core).
+    /// Load generator threads (default: one per core, or half the cores when the server is on this machine, so it keeps cores of its own).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     threads: Option<u64>,
     /// The server's framing.
@@ -226,7 +226,7 @@ fn summary(r: &Report) -> String {
         )
     };
     format!(
-        "bench {} ({}): {} connections x {} B, {load}; {:.1} s measured after {:.1} s warm-up, {} threads\n\
+        "bench {} ({}): {} connections x {} B, {load}; {:.1} s measured after {:.1} s warm-up, {} thread{}\n\
          throughput  {} msgs/s, {:.2} MB/s ({} replies, {checked})\n\
          latency     p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs{since}\n\
          connect     {} made, p50 {} µs, max {} µs\n\
@@ -238,6 +238,7 @@ fn summary(r: &Report) -> String {
         r.secs,
         r.warmup_secs,
         r.threads,
+        if r.threads == 1 { "" } else { "s" },
         thousands(r.msgs_per_s),
         r.mb_per_s,
         thousands(r.msgs as f64),

@@ -23,8 +23,9 @@ pub(crate) struct Plot<'a> {
 
 const SIZE: (u32, u32) = (900, 520);
 
-/// Ten colours that stay apart on white and for most colour-blind readers (Tableau 10).
-const TABLEAU: [(u8, u8, u8); 10] = [
+/// Colours that stay apart on white (Tableau 10, then black and teal): one per model and the
+/// Python reference, none repeated.
+const TABLEAU: [(u8, u8, u8); 12] = [
     (31, 119, 180),
     (255, 127, 14),
     (44, 160, 44),
@@ -35,6 +36,8 @@ const TABLEAU: [(u8, u8, u8); 10] = [
     (127, 127, 127),
     (188, 189, 34),
     (23, 190, 207),
+    (0, 0, 0),
+    (0, 110, 110),
 ];
 
 /// Draws `plot` to `svg` and `png`. Plots need a TrueType font for their text: the first of

@@ -227,6 +227,38 @@ pub struct BenchRow {
     pub rss_bytes_per_conn: Option<f64>,
 }
 
+/// Which recorded messages `switchboard messages` reads back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageFilter {
+    /// Only this server instance's.
+    pub instance: Option<String>,
+    /// Only this connection's (its id within its instance).
+    pub session: Option<u64>,
+    /// Only this peer's (as the log shows it, e.g. `tcp://127.0.0.1:50312`).
+    pub peer: Option<String>,
+    /// The newest this many.
+    pub last: usize,
+}
+
+/// A recorded message with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedMessage {
+    /// The server instance that answered it.
+    pub instance: String,
+    /// The connection's peer; `None` while the connection is still open (its session row is
+    /// written when it closes).
+    pub peer: Option<String>,
+    /// The message.
+    pub message: MessageRow,
+}
+
+/// The query behind [`Store::recorded_messages`], the same on both backends: the newest
+/// first, so `LIMIT` keeps the last ones.
+pub(crate) const RECORDED_MESSAGES: &str = "SELECT m.instance, s.peer, m.session, m.seq, m.at, m.request, m.reply
+    FROM messages m LEFT JOIN sessions s ON s.instance = m.instance AND s.id = m.session
+    WHERE (? IS NULL OR m.instance = ?) AND (? IS NULL OR m.session = ?) AND (? IS NULL OR s.peer = ?)
+    ORDER BY m.at DESC, m.instance DESC, m.session DESC, m.seq DESC LIMIT ?";
+
 /// What the recorder queues for the writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -338,6 +370,19 @@ impl Store {
             Store::Sqlite(s) => s.messages(instance, session),
             Store::Mysql(m) => m.messages(instance, session),
         }
+    }
+
+    /// Recorded messages that match `filter`, the last `filter.last` of them, oldest first.
+    pub fn recorded_messages(
+        &mut self,
+        filter: &MessageFilter,
+    ) -> Result<Vec<RecordedMessage>, StoreError> {
+        let mut rows = match self {
+            Store::Sqlite(s) => s.recorded_messages(filter),
+            Store::Mysql(m) => m.recorded_messages(filter),
+        }?;
+        rows.reverse();
+        Ok(rows)
     }
 
     /// Totals per instance, in order of start.

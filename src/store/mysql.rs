@@ -6,8 +6,8 @@
 use super::schema::{BENCH_COLUMNS, MIGRATIONS, VERSION};
 use super::sqlite::{SpoolRows, Sqlite};
 use super::{
-    Backend, BenchRow, InstanceStats, MessageRow, Record, RecorderStats, ServerRow, SessionRow,
-    StoreError, Written,
+    Backend, BenchRow, InstanceStats, MessageFilter, MessageRow, Record, RecordedMessage,
+    RecorderStats, ServerRow, SessionRow, StoreError, Written,
 };
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, Params, Value};
@@ -250,6 +250,42 @@ impl Mysql {
             });
         }
         Ok(all)
+    }
+
+    /// Recorded messages that match `filter`, newest first.
+    pub fn recorded_messages(
+        &mut self,
+        filter: &MessageFilter,
+    ) -> Result<Vec<RecordedMessage>, StoreError> {
+        let url = self.url.clone();
+        let (instance, peer) = (filter.instance.clone(), filter.peer.clone());
+        let params: Vec<Value> = vec![
+            instance.clone().into(),
+            instance.into(),
+            filter.session.into(),
+            filter.session.into(),
+            peer.clone().into(),
+            peer.into(),
+            (filter.last as u64).into(),
+        ];
+        let rows: Vec<mysql::Row> = self
+            .conn()?
+            .exec(super::RECORDED_MESSAGES, Params::Positional(params))
+            .map_err(|source| StoreError::Mysql { url, source })?;
+        Ok(rows
+            .into_iter()
+            .map(|mut r| RecordedMessage {
+                instance: col(&mut r, 0),
+                peer: col(&mut r, 1),
+                message: MessageRow {
+                    session: col(&mut r, 2),
+                    seq: col(&mut r, 3),
+                    at: col(&mut r, 4),
+                    request: col(&mut r, 5),
+                    reply: col(&mut r, 6),
+                },
+            })
+            .collect())
     }
 
     /// Records a load-generator run.

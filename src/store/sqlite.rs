@@ -3,8 +3,8 @@
 
 use super::schema::{BENCH_COLUMNS, MIGRATIONS, VERSION};
 use super::{
-    Backend, BenchRow, InstanceStats, MessageRow, Record, RecorderStats, ServerRow, SessionRow,
-    StoreError, Written,
+    Backend, BenchRow, InstanceStats, MessageFilter, MessageRow, Record, RecordedMessage,
+    RecorderStats, ServerRow, SessionRow, StoreError, Written,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -274,6 +274,39 @@ impl Sqlite {
 }
 
 impl Sqlite {
+    /// Recorded messages that match `filter`, newest first.
+    pub fn recorded_messages(
+        &self,
+        filter: &MessageFilter,
+    ) -> Result<Vec<RecordedMessage>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(super::RECORDED_MESSAGES)
+            .map_err(self.err())?;
+        let session = filter.session.map(|s| s as i64);
+        let rows = stmt
+            .query_map(
+                params![
+                    filter.instance,
+                    filter.instance,
+                    session,
+                    session,
+                    filter.peer,
+                    filter.peer,
+                    filter.last as i64
+                ],
+                |r| {
+                    Ok(RecordedMessage {
+                        instance: r.get(0)?,
+                        peer: r.get(1)?,
+                        message: message_row(r, 2)?,
+                    })
+                },
+            )
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
     /// Records a load-generator run.
     pub fn record_bench(&mut self, r: &BenchRow) -> Result<(), StoreError> {
         self.conn
