@@ -87,6 +87,12 @@ fn the_schema_is_created_and_kept() {
 }
 
 #[test]
+fn the_messages_command_reads_every_option_back() {
+    let Some(url) = mysql_url() else { return };
+    check_messages_command(&url);
+}
+
+#[test]
 fn every_model_records_each_session_exactly() {
     let Some(url) = mysql_url() else { return };
     // Every model there is: a new one is covered without a line here.

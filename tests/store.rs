@@ -108,6 +108,12 @@ fn messages_are_recorded_byte_for_byte() {
 }
 
 #[test]
+fn the_messages_command_reads_every_option_back() {
+    let dir = scratch("messages");
+    check_messages_command(&format!("sqlite://{}/m.db", dir.display()));
+}
+
+#[test]
 fn a_full_queue_makes_models_wait_and_loses_nothing() {
     let dir = scratch("backpressure");
     let url = StoreUrl::Sqlite(dir.join("bp.db"));
