@@ -8,7 +8,7 @@ use crate::service::{Peer, Service};
 use crate::session::{CloseReason, MessageTap, Session, SessionStats};
 use crate::shutdown::Lifecycle;
 use crate::store::{
-    now_us, MessageRow, Record, Recorder, SessionRow, SharedStats, StoreUrl, Writer, QUEUE,
+    now_us, MessageBatch, Record, Recorder, SessionRow, SharedStats, StoreUrl, Writer, QUEUE,
 };
 use crate::sys::SharedMem;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -78,21 +78,53 @@ pub(crate) fn host_name() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-/// Records a session's messages as they are answered.
+/// A session's messages are handed to the recorder in batches of at most this many, ...
+const BATCH_MESSAGES: usize = 64;
+/// ... or of this many bytes, ...
+const BATCH_BYTES: usize = 256 * 1024;
+/// ... or once a message comes this long after the batch began; and whatever is left when
+/// the connection closes.
+const BATCH_AGE_US: i64 = 1_000_000;
+
+/// Records a session's messages as they are answered: packed into one batch, handed over
+/// whole, so a message costs the IO path a copy into a buffer, not two allocations and a
+/// hand-over of its own.
 struct MessageRecorder {
-    session: u64,
+    batch: MessageBatch,
+    began: i64,
     recorder: Recorder,
+}
+
+impl MessageRecorder {
+    fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            let next = MessageBatch::new(self.batch.session());
+            let full = std::mem::replace(&mut self.batch, next);
+            self.recorder.record(Record::Messages(full));
+        }
+    }
 }
 
 impl MessageTap for MessageRecorder {
     fn answered(&mut self, seq: u64, request: &[u8], reply: &[u8]) {
-        self.recorder.record(Record::Message(MessageRow {
-            session: self.session,
-            seq,
-            at: now_us(),
-            request: request.to_vec(),
-            reply: reply.to_vec(),
-        }));
+        let at = now_us();
+        if self.batch.is_empty() {
+            self.began = at;
+        }
+        self.batch.push(seq, at, request, reply);
+        if self.batch.len() >= BATCH_MESSAGES
+            || self.batch.bytes() >= BATCH_BYTES
+            || at - self.began >= BATCH_AGE_US
+        {
+            self.flush();
+        }
+    }
+}
+
+/// The connection closed (its session is dropped): what is left goes to the recorder.
+impl Drop for MessageRecorder {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -147,7 +179,8 @@ impl Shared {
         let session = Session::new(self.framing.codec(self.max_frame), self.service.open(peer));
         match &self.store {
             Some(store) if store.messages => session.with_tap(Box::new(MessageRecorder {
-                session: peer.id,
+                batch: MessageBatch::new(peer.id),
+                began: 0,
                 recorder: store.recorder.clone(),
             })),
             _ => session,

@@ -114,6 +114,41 @@ fn the_messages_command_reads_every_option_back() {
 }
 
 #[test]
+fn a_keyed_messages_table_of_version_2_keeps_its_rows_and_loses_its_key() {
+    let dir = scratch("migrate-3");
+    let path = dir.join("old.db");
+    drop(store::open(&StoreUrl::Sqlite(path.clone())).unwrap());
+    // The table as version 2 had it, with one message.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP TABLE messages;
+         CREATE TABLE messages (instance VARCHAR(128) NOT NULL, session BIGINT NOT NULL, seq BIGINT NOT NULL,
+             at BIGINT NOT NULL, request LONGBLOB NOT NULL, reply LONGBLOB NOT NULL,
+             PRIMARY KEY (instance, session, seq));
+         INSERT INTO messages VALUES ('old', 1, 1, 5, X'6869', X'4849');
+         UPDATE schema_version SET version = 2;",
+    )
+    .unwrap();
+    drop(conn);
+    let mut migrated = store::open(&StoreUrl::Sqlite(path.clone())).unwrap();
+    assert_eq!(migrated.version().unwrap(), 3);
+    assert_eq!(
+        migrated.messages("old", 1).unwrap()[0].request,
+        b"hi",
+        "the row survived"
+    );
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let indexes: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_index_list('messages')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexes, 0, "no key to maintain per message");
+}
+
+#[test]
 fn a_full_queue_makes_models_wait_and_loses_nothing() {
     let dir = scratch("backpressure");
     let url = StoreUrl::Sqlite(dir.join("bp.db"));
@@ -334,9 +369,9 @@ fn the_schema_is_created_once_and_migrations_are_kept() {
     let dir = scratch("schema");
     let url = StoreUrl::Sqlite(dir.join("s.db"));
     let mut first = store::open(&url).unwrap();
-    assert_eq!(first.version().unwrap(), 2);
+    assert_eq!(first.version().unwrap(), 3);
     drop(first);
     let mut again = store::open(&url).unwrap(); // nothing to migrate: opens as is
-    assert_eq!(again.version().unwrap(), 2);
+    assert_eq!(again.version().unwrap(), 3);
     assert!(again.sessions(1, None).unwrap().is_empty());
 }

@@ -259,13 +259,136 @@ pub(crate) const RECORDED_MESSAGES: &str = "SELECT m.instance, s.peer, m.session
     WHERE (? IS NULL OR m.instance = ?) AND (? IS NULL OR m.session = ?) AND (? IS NULL OR s.peer = ?)
     ORDER BY m.at DESC, m.instance DESC, m.session DESC, m.seq DESC LIMIT ?";
 
+/// Messages of one connection, packed into one buffer and handed to the recorder whole: one
+/// queue hand-over and no allocation per message, however many it holds.
+///
+/// ```
+/// use switchboard::store::MessageBatch;
+/// let mut batch = MessageBatch::new(7);
+/// batch.push(1, 1_000, b"hi", b"HI");
+/// batch.push(2, 2_000, b"", b"");
+/// let got: Vec<_> = batch.iter().map(|m| (m.seq, m.request, m.reply)).collect();
+/// assert_eq!(got, vec![(1, &b"hi"[..], &b"HI"[..]), (2, &b""[..], &b""[..])]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MessageBatch {
+    session: u64,
+    /// Per message: sequence number, time, and where its request and reply end in `bytes`.
+    entries: Vec<(u64, i64, usize, usize)>,
+    bytes: Vec<u8>,
+}
+
+/// One message of a [`MessageBatch`], borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageRef<'a> {
+    /// The connection's id.
+    pub session: u64,
+    /// The message's number in its connection, from 1.
+    pub seq: u64,
+    /// When it was answered (µs since the epoch).
+    pub at: i64,
+    /// The request's bytes.
+    pub request: &'a [u8],
+    /// The reply's bytes.
+    pub reply: &'a [u8],
+}
+
+impl MessageBatch {
+    /// An empty batch of connection `session`'s messages.
+    pub fn new(session: u64) -> Self {
+        MessageBatch {
+            session,
+            ..Default::default()
+        }
+    }
+
+    /// Appends message `seq`, answered at `at`.
+    pub fn push(&mut self, seq: u64, at: i64, request: &[u8], reply: &[u8]) {
+        self.bytes.extend_from_slice(request);
+        let request_end = self.bytes.len();
+        self.bytes.extend_from_slice(reply);
+        self.entries.push((seq, at, request_end, self.bytes.len()));
+    }
+
+    /// The connection whose messages these are.
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// Messages held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when it holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes of requests and replies held.
+    pub fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The messages, in the order pushed.
+    pub fn iter(&self) -> impl Iterator<Item = MessageRef<'_>> {
+        let mut start = 0;
+        self.entries
+            .iter()
+            .map(move |&(seq, at, request_end, reply_end)| {
+                let m = MessageRef {
+                    session: self.session,
+                    seq,
+                    at,
+                    request: &self.bytes[start..request_end],
+                    reply: &self.bytes[request_end..reply_end],
+                };
+                start = reply_end;
+                m
+            })
+    }
+}
+
 /// What the recorder queues for the writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// A connection closed.
     Session(SessionRow),
-    /// A message was answered (`--record messages`).
+    /// A message was answered (`--record messages`), one by one (as a spool replays them).
     Message(MessageRow),
+    /// Messages of one connection, packed (as the server records them).
+    Messages(MessageBatch),
+}
+
+impl Record {
+    /// Rows this record becomes.
+    pub fn rows(&self) -> u64 {
+        match self {
+            Record::Session(_) | Record::Message(_) => 1,
+            Record::Messages(b) => b.len() as u64,
+        }
+    }
+}
+
+/// Every message in `records`, single or packed, in order.
+pub(crate) fn messages_in(records: &[Record]) -> impl Iterator<Item = MessageRef<'_>> {
+    records.iter().flat_map(|r| {
+        let (single, packed) = match r {
+            Record::Message(m) => (
+                Some(MessageRef {
+                    session: m.session,
+                    seq: m.seq,
+                    at: m.at,
+                    request: &m.request,
+                    reply: &m.reply,
+                }),
+                None,
+            ),
+            Record::Messages(b) => (None, Some(b.iter())),
+            Record::Session(_) => (None, None),
+        };
+        single.into_iter().chain(packed.into_iter().flatten())
+    })
 }
 
 /// Microseconds since the Unix epoch, now.

@@ -6,8 +6,8 @@
 use super::schema::{BENCH_COLUMNS, MIGRATIONS, VERSION};
 use super::sqlite::{SpoolRows, Sqlite};
 use super::{
-    Backend, BenchRow, InstanceStats, MessageFilter, MessageRow, Record, RecordedMessage,
-    RecorderStats, ServerRow, SessionRow, StoreError, Written,
+    messages_in, Backend, BenchRow, InstanceStats, MessageFilter, MessageRef, MessageRow, Record,
+    RecordedMessage, RecorderStats, ServerRow, SessionRow, StoreError, Written,
 };
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, Params, Value};
@@ -388,16 +388,7 @@ impl Mysql {
                 }
             })
             .collect();
-        let messages: Vec<&MessageRow> = batch
-            .iter()
-            .filter_map(|r| {
-                if let Record::Message(m) = r {
-                    Some(m)
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let messages: Vec<MessageRef<'_>> = messages_in(batch).collect();
         for chunk in sessions.chunks(ROWS_PER_INSERT) {
             let mut params = Vec::with_capacity(chunk.len() * 11);
             for s in chunk {
@@ -430,8 +421,8 @@ impl Mysql {
                     m.session.into(),
                     m.seq.into(),
                     m.at.into(),
-                    m.request.clone().into(),
-                    m.reply.clone().into(),
+                    m.request.into(),
+                    m.reply.into(),
                 ]);
             }
             let sql = format!(

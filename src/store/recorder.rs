@@ -124,11 +124,12 @@ fn write_all(
         if batch.is_empty() {
             continue;
         }
+        let rows: u64 = batch.iter().map(Record::rows).sum();
         let mut tries = 0;
         loop {
             match backend.write(instance, &batch) {
                 Ok(written) => {
-                    stats.written.fetch_add(batch.len() as u64, Relaxed);
+                    stats.written.fetch_add(rows, Relaxed);
                     stats.spooled.fetch_add(written.spooled, Relaxed);
                     break;
                 }
@@ -138,8 +139,8 @@ fn write_all(
                     thread::sleep(Duration::from_millis(100 << tries));
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, records = batch.len(), "store write failed; records dropped");
-                    stats.dropped.fetch_add(batch.len() as u64, Relaxed);
+                    tracing::error!(error = %e, records = rows, "store write failed; records dropped");
+                    stats.dropped.fetch_add(rows, Relaxed);
                     break;
                 }
             }

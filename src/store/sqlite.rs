@@ -1,10 +1,10 @@
 //! The SQLite backend: an embedded database file, in WAL mode so readers (`sessions`, `stats`)
 //! and the process models' writers share it.
 
-use super::schema::{BENCH_COLUMNS, MIGRATIONS, VERSION};
+use super::schema::{BENCH_COLUMNS, MIGRATIONS, SQLITE_ONLY, VERSION};
 use super::{
-    Backend, BenchRow, InstanceStats, MessageFilter, MessageRow, Record, RecordedMessage,
-    RecorderStats, ServerRow, SessionRow, StoreError, Written,
+    messages_in, Backend, BenchRow, InstanceStats, MessageFilter, MessageRef, MessageRow, Record,
+    RecordedMessage, RecorderStats, ServerRow, SessionRow, StoreError, Written,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -77,7 +77,7 @@ impl Sqlite {
             });
         }
         for (i, statements) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-            for sql in *statements {
+            for sql in statements.iter().chain(SQLITE_ONLY[i]) {
                 tx.execute_batch(sql).map_err(err)?;
             }
             tx.execute("DELETE FROM schema_version", []).map_err(err)?;
@@ -384,36 +384,40 @@ impl Backend for Sqlite {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .map_err(err)?;
-            let mut message = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO messages (instance, session, seq, at, request, reply) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(err)?;
             for record in batch {
-                match record {
-                    Record::Session(s) => session.execute(params![
-                        instance,
-                        s.id as i64,
-                        s.peer,
-                        s.transport,
-                        s.opened,
-                        s.closed,
-                        s.bytes_in as i64,
-                        s.bytes_out as i64,
-                        s.msgs_in as i64,
-                        s.msgs_out as i64,
-                        s.reason
-                    ]),
-                    Record::Message(m) => message.execute(params![
-                        instance,
-                        m.session as i64,
-                        m.seq as i64,
-                        m.at,
-                        m.request,
-                        m.reply
-                    ]),
+                if let Record::Session(s) = record {
+                    session
+                        .execute(params![
+                            instance,
+                            s.id as i64,
+                            s.peer,
+                            s.transport,
+                            s.opened,
+                            s.closed,
+                            s.bytes_in as i64,
+                            s.bytes_out as i64,
+                            s.msgs_in as i64,
+                            s.msgs_out as i64,
+                            s.reason
+                        ])
+                        .map_err(err)?;
                 }
+            }
+            // Messages go in statements of many rows each: SQLite's work per statement
+            // (bind, step, reset) is then paid once per MESSAGE_ROWS messages.
+            let mut many = tx
+                .prepare_cached(&insert_messages(MESSAGE_ROWS))
                 .map_err(err)?;
+            let mut one = tx.prepare_cached(&insert_messages(1)).map_err(err)?;
+            let messages: Vec<MessageRef<'_>> = messages_in(batch).collect();
+            let mut chunks = messages.chunks_exact(MESSAGE_ROWS);
+            for chunk in &mut chunks {
+                bind_messages(&mut many, instance, chunk).map_err(err)?;
+                many.raw_execute().map_err(err)?;
+            }
+            for m in chunks.remainder() {
+                bind_messages(&mut one, instance, std::slice::from_ref(m)).map_err(err)?;
+                one.raw_execute().map_err(err)?;
             }
         }
         tx.commit().map_err(err)?;
@@ -441,6 +445,33 @@ impl Backend for Sqlite {
             .map(drop)
             .map_err(self.err())
     }
+}
+
+/// Messages per multi-row INSERT.
+const MESSAGE_ROWS: usize = 32;
+
+/// `INSERT OR IGNORE INTO messages ... VALUES (...), ...` for `rows` rows (OR IGNORE: a
+/// message written twice, by a retried batch, is kept once).
+fn insert_messages(rows: usize) -> String {
+    let values = vec!["(?, ?, ?, ?, ?, ?)"; rows].join(", ");
+    format!("INSERT OR IGNORE INTO messages (instance, session, seq, at, request, reply) VALUES {values}")
+}
+
+fn bind_messages(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    instance: &str,
+    messages: &[MessageRef<'_>],
+) -> rusqlite::Result<()> {
+    for (i, m) in messages.iter().enumerate() {
+        let at = i * 6;
+        stmt.raw_bind_parameter(at + 1, instance)?;
+        stmt.raw_bind_parameter(at + 2, m.session as i64)?;
+        stmt.raw_bind_parameter(at + 3, m.seq as i64)?;
+        stmt.raw_bind_parameter(at + 4, m.at)?;
+        stmt.raw_bind_parameter(at + 5, m.request)?;
+        stmt.raw_bind_parameter(at + 6, m.reply)?;
+    }
+    Ok(())
 }
 
 /// A `sessions` row from columns 1..=10 of a query (column 0 is the instance or a row id).
