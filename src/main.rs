@@ -82,10 +82,26 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             ExitCode::from(if is_usage(&e) { 2 } else { 1 })
         }
     }
+}
+
+/// The error and its causes, each said once. An error whose message already quotes its cause
+/// (`store X: <what the driver said>`) does not get the cause repeated after it, nor what lies
+/// under that cause (the driver's own internals, which its message chose how to say).
+fn message(e: &anyhow::Error) -> String {
+    let mut message = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if message.contains(&cause) {
+            break;
+        }
+        message.push_str(": ");
+        message.push_str(&cause);
+    }
+    message
 }
 
 /// Bad usage: a model that does not serve the address, a store that cannot be used as given
@@ -103,6 +119,19 @@ fn is_usage(e: &anyhow::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::other("disk on fire");
+        let quoted = anyhow::Error::new(switchboard::client::ClientError::Io(io));
+        assert_eq!(message(&quoted), "connection failed: disk on fire");
+        let wrapped = anyhow::Error::new(std::io::Error::other("refused")).context("cannot start");
+        assert_eq!(message(&wrapped), "cannot start: refused");
+        let twice = anyhow::Error::new(std::io::Error::other("deep"))
+            .context("middle: deep")
+            .context("top");
+        assert_eq!(message(&twice), "top: middle: deep");
+    }
 
     #[test]
     fn the_command_line_is_consistent() {

@@ -78,6 +78,7 @@ pub struct ServerBuilder {
     max_children: usize,
     store: Option<StoreUrl>,
     record_messages: bool,
+    listener: Option<Listener>,
 }
 
 /// The default bound on `fork`'s children.
@@ -159,16 +160,32 @@ impl ServerBuilder {
         self
     }
 
-    /// Binds the listening socket; serving starts with [`Server::run`].
-    pub fn bind(self) -> Result<Server, ServeError> {
-        if !self.model.serves(&self.addr) {
+    /// Serves a socket that is already listening (or bound, for datagrams) instead of binding
+    /// [`addr`](ServerBuilder::addr): one the system passed ([`crate::transport::inherited`],
+    /// socket activation), or one of the caller's own.
+    pub fn listener(mut self, listener: Listener) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// Binds the listening socket (or takes the one given); serving starts with
+    /// [`Server::run`].
+    pub fn bind(mut self) -> Result<Server, ServeError> {
+        let addr = match &self.listener {
+            Some(l) => l.local_addr()?,
+            None => self.addr.clone(),
+        };
+        if !self.model.serves(&addr) {
             return Err(ServeError::Unsupported {
                 model: self.model,
-                addr: self.addr.clone(),
-                serving: Model::serving(&self.addr),
+                serving: Model::serving(&addr),
+                addr,
             });
         }
-        let listener = Listener::bind(&self.addr, &self.socket)?;
+        let listener = match self.listener.take() {
+            Some(l) => l,
+            None => Listener::bind(&self.addr, &self.socket)?,
+        };
         let (store, writer) = match &self.store {
             None => (None, None),
             Some(url) => {
@@ -242,6 +259,7 @@ impl Server {
             max_children: DEFAULT_MAX_CHILDREN,
             store: None,
             record_messages: false,
+            listener: None,
         }
     }
 

@@ -324,6 +324,13 @@ fn store_errors_are_usage_errors_at_start() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+    // The database's own words appear once, not once per layer that passed them on.
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(
+        err.matches("unable to open database file").count(),
+        1,
+        "said twice: {err}"
+    );
     // A schema from the future.
     let future = dir.join("future.db");
     drop(store::open(&StoreUrl::Sqlite(future.clone())).unwrap());

@@ -13,6 +13,8 @@ use switchboard::{Addr, Model, Server};
 /// Serve a service until SIGINT or SIGTERM, then drain and print a summary.
 #[derive(clap::Args)]
 #[command(
+    long_about = "Serve a service until SIGINT or SIGTERM, then drain and print a summary.\n\n\
+    Started by systemd with socket activation (LISTEN_PID and LISTEN_FDS set), it serves the socket the system passed instead of binding ADDR.",
     after_help = "Examples:\n  switchboard serve\n  switchboard serve tcp://0.0.0.0:9000 --model iterative\n  switchboard serve unix:///tmp/sb.sock --frame line --service echo"
 )]
 pub struct Args {
@@ -70,6 +72,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let signals_handle = signals.handle();
     let service = args.service.service();
     let mut builder = Server::builder();
+    // Socket activation: a socket the system passed is served instead of ADDR.
+    if let Some(listener) = switchboard::transport::inherited()? {
+        tracing::info!(addr = %listener.local_addr()?, "serving the socket the system passed (socket activation); ADDR is not bound");
+        builder = builder.listener(listener);
+    }
     if let Some(n) = args.workers {
         builder = builder.workers(n as usize);
     }

@@ -457,3 +457,21 @@ pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
         .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
         .collect())
 }
+
+/// Takes ownership of an fd this process inherited (a socket the system passed at `fd`), and
+/// marks it close-on-exec so nothing this process runs inherits it in turn.
+pub(crate) fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl on an fd number only reads or sets its flags; EBADF if it is not open.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the fd is open (checked above) and was passed to this process by the socket
+    // activation protocol, which `transport::inherited` reads once and then forgets (it removes
+    // LISTEN_FDS), so nothing else in the process owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

@@ -58,6 +58,25 @@ impl DatagramSocket {
         })
     }
 
+    /// A bound datagram socket the system passed (socket activation); its socket file, if
+    /// any, is the system's and is never removed here.
+    pub(crate) fn from_inherited(socket: Socket) -> Result<DatagramSocket, BindError> {
+        let local = socket.local_addr().map_err(|source| BindError::Io {
+            addr: Addr::Unix("/proc/self/fd/3".into()),
+            source,
+        })?;
+        let addr = match (local.as_socket(), local.as_pathname()) {
+            (Some(sa), _) => Addr::Udp(sa),
+            (None, Some(path)) => Addr::UnixGram(path.to_path_buf()),
+            (None, None) => Addr::UnixGram("/proc/self/fd/3".into()),
+        };
+        Ok(DatagramSocket {
+            socket,
+            addr,
+            owner: None,
+        })
+    }
+
     /// The address bound, with the real port when port 0 was asked for.
     pub fn local_addr(&self) -> &Addr {
         &self.addr

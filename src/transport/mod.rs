@@ -2,10 +2,12 @@
 //! writes. Built on socket2, so every option the plan names (`SO_REUSEADDR`, the `listen`
 //! backlog, `TCP_NODELAY`) is set before `bind`/`listen`, where it takes effect.
 
+mod activation;
 mod datagram;
 mod listener;
 mod stream;
 
+pub use activation::inherited;
 pub(crate) use datagram::client_socket_path;
 pub use datagram::{datagram_peer_name, DatagramSocket, MAX_DATAGRAM};
 pub use listener::{unix_peer_name, BindError, Listener};
