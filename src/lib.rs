@@ -30,6 +30,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod addr;
 pub mod bench;
 pub mod client;

@@ -1,6 +1,7 @@
 //! The server: a builder that binds, and `run`, which hands the listener to the chosen model
 //! and returns a summary once a stop has drained.
 
+use crate::access::AccessList;
 use crate::addr::Addr;
 use crate::codec::{Framing, DEFAULT_MAX_FRAME};
 use crate::model::Model;
@@ -79,6 +80,7 @@ pub struct ServerBuilder {
     store: Option<StoreUrl>,
     record_messages: bool,
     listener: Option<Listener>,
+    access: AccessList,
 }
 
 /// The default bound on `fork`'s children.
@@ -160,6 +162,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Who may connect (`--allow`, `--deny`, `--allow-uid`). Default: anyone.
+    pub fn access(mut self, access: AccessList) -> Self {
+        self.access = access;
+        self
+    }
+
     /// Serves a socket that is already listening (or bound, for datagrams) instead of binding
     /// [`addr`](ServerBuilder::addr): one the system passed ([`crate::transport::inherited`],
     /// socket activation), or one of the caller's own.
@@ -228,6 +236,8 @@ impl ServerBuilder {
             lifecycle: Arc::new(Lifecycle::new(self.drain)?),
             counters: Arc::new(SharedMem::new()?),
             store,
+            access: self.access,
+            refusals_logged: Default::default(),
         };
         Ok(Server {
             listener,
@@ -260,6 +270,7 @@ impl Server {
             store: None,
             record_messages: false,
             listener: None,
+            access: AccessList::default(),
         }
     }
 
@@ -299,8 +310,10 @@ impl Server {
 /// What a server served, printed when it stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
-    /// Connections accepted.
+    /// Connections served.
     pub connections: u64,
+    /// Connections the access lists refused.
+    pub denied: u64,
     /// Connections that ended in an error (a bad frame, an IO error).
     pub errors: u64,
     /// Bytes received.
@@ -324,6 +337,10 @@ impl fmt::Display for Summary {
             self.bytes_in,
             self.bytes_out,
             self.elapsed.as_secs_f64()
-        )
+        )?;
+        if self.denied > 0 {
+            write!(f, "; {} connections denied", self.denied)?;
+        }
+        Ok(())
     }
 }

@@ -40,18 +40,21 @@ pub enum CloseReason {
     Shutdown,
     /// The connection was idle past its timeout.
     Timeout,
+    /// The access lists refused the peer: closed before a byte was read.
+    Denied,
     /// Another IO error on this connection.
     Io(io::ErrorKind),
 }
 
 impl CloseReason {
-    /// The reason's class, as the store records it: `eof`, `reset`, `timeout`, `error` or
-    /// `shutdown`.
+    /// The reason's class, as the store records it: `eof`, `reset`, `timeout`, `error`,
+    /// `denied` or `shutdown`.
     pub fn kind(&self) -> &'static str {
         match self {
             CloseReason::Eof | CloseReason::ServiceClosed => "eof",
             CloseReason::PeerReset => "reset",
             CloseReason::Timeout => "timeout",
+            CloseReason::Denied => "denied",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Frame(_) | CloseReason::Io(_) => "error",
         }
@@ -83,6 +86,7 @@ impl fmt::Display for CloseReason {
             CloseReason::ServiceClosed => f.write_str("closed by service"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
             CloseReason::Timeout => f.write_str("timeout"),
+            CloseReason::Denied => f.write_str("denied by the access lists"),
             CloseReason::Io(kind) => write!(f, "io error: {kind}"),
         }
     }

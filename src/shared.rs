@@ -1,6 +1,7 @@
 //! What every connection of a server shares, handed to its model: the service and options, the
 //! stop, the totals, the store; and the bookkeeping when a connection is accepted and closed.
 
+use crate::access::AccessList;
 use crate::codec::Framing;
 use crate::model::Model;
 use crate::server::{ServeError, Summary};
@@ -11,8 +12,10 @@ use crate::store::{
     now_us, MessageBatch, Record, Recorder, SessionRow, SharedStats, StoreUrl, Writer, QUEUE,
 };
 use crate::sys::SharedMem;
+use std::collections::HashMap;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The server's totals. They live in memory shared across `fork`, so the process models'
@@ -25,12 +28,16 @@ pub(crate) struct Counters {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     messages: AtomicU64,
+    /// Connections refused by the access lists (numbered with the others, not served).
+    denied: AtomicU64,
 }
 
 impl Counters {
     pub(crate) fn summary(&self, elapsed: Duration) -> Summary {
+        let denied = self.denied.load(Relaxed);
         Summary {
-            connections: self.connections.load(Relaxed),
+            connections: self.connections.load(Relaxed) - denied,
+            denied,
             errors: self.errors.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
@@ -55,7 +62,15 @@ pub(crate) struct Shared {
     pub(crate) counters: Arc<SharedMem<Counters>>,
     /// Where connections are recorded, if anywhere.
     pub(crate) store: Option<StoreHandle>,
+    /// Who may connect.
+    pub(crate) access: AccessList,
+    /// When a refusal was last logged, by address: a flood is logged once per address per
+    /// [`REFUSAL_LOG_EVERY`], not once per connection.
+    pub(crate) refusals_logged: Mutex<HashMap<String, Instant>>,
 }
+
+/// How often a refused address is logged at most.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// A server's store: its URL, its instance id, and the recorder models hand records to.
 pub(crate) struct StoreHandle {
@@ -130,8 +145,48 @@ impl Drop for MessageRecorder {
 
 impl Shared {
     /// A connection was accepted: numbers it and counts it.
-    pub(crate) fn accepted(&self, addr: String) -> Peer {
+    fn accepted(&self, addr: String) -> Peer {
         Peer::new(self.counters.connections.fetch_add(1, Relaxed) + 1, addr)
+    }
+
+    /// A connection (or datagram) was accepted from `addr`, its socket `fd` for a Unix peer's
+    /// credentials: the peer to serve, or `None` when the access lists refuse it. A refusal is
+    /// counted, recorded (reason `denied`) and logged at most once per address per interval;
+    /// the caller closes the connection without reading a byte.
+    pub(crate) fn admit(&self, addr: String, fd: Option<RawFd>) -> Option<Peer> {
+        let admitted = self.access.admits(&addr, fd);
+        let peer = self.accepted(addr);
+        if admitted {
+            return Some(peer);
+        }
+        self.counters.denied.fetch_add(1, Relaxed);
+        self.record(
+            &peer,
+            SessionStats::default(),
+            &CloseReason::Denied,
+            Instant::now(),
+        );
+        // The address without its port: a flood from one host is one line per interval.
+        let host = match peer.addr.rsplit_once(':') {
+            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+            _ => peer.addr.as_str(),
+        };
+        let mut logged = self
+            .refusals_logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if logged.len() > 4096 {
+            logged.clear(); // bounded whatever the flood
+        }
+        let now = Instant::now();
+        let due = logged
+            .get(host)
+            .is_none_or(|last| now.duration_since(*last) >= REFUSAL_LOG_EVERY);
+        if due {
+            logged.insert(host.to_string(), now);
+            tracing::warn!(peer = %peer.addr, model = %self.model, "denied by the access lists (--allow, --deny, --allow-uid); further refusals of this address are not logged for 10 s");
+        }
+        None
     }
 
     /// The same server for a forked worker: the same service, options and counters, with a stop
@@ -170,6 +225,8 @@ impl Shared {
             lifecycle: Arc::new(Lifecycle::new(self.lifecycle.drain())?),
             counters: self.counters.clone(),
             store,
+            access: self.access.clone(),
+            refusals_logged: Default::default(),
         };
         Ok((worker, writer))
     }

@@ -341,6 +341,67 @@ fn the_drain_cuts_connections_that_outlive_it(m: Spec) {
     assert!(closed_by_peer(&mut idle));
 }
 
+fn the_access_lists_refuse_before_reading_and_admit_the_rest(m: Spec) {
+    // Refused: every loopback address over TCP, every user but a made-up one over Unix.
+    let refuse: &[&str] = match m.transport {
+        "tcp" => &["--deny", "127.0.0.0/8", "--deny", "::1"],
+        _ => &["--allow-uid", "4242"],
+    };
+    let s = serve(m, refuse);
+    for _ in 0..3 {
+        let mut c = s.connect();
+        let _ = c.write_all(b"hello"); // may already see the close
+        let mut buf = [0u8; 16];
+        let got = std::io::Read::read(&mut c, &mut buf);
+        assert!(
+            matches!(got, Ok(0) | Err(_)),
+            "a refused peer got a reply: {got:?}"
+        );
+    }
+    let log = s.wait_log("denied by the access lists");
+    assert_eq!(
+        log.matches("denied by the access lists").count(),
+        1,
+        "a flood is logged once per address per interval:\n{log}"
+    );
+    let dir = s.dir.clone();
+    let (status, summary) = s.terminate();
+    assert!(status.success());
+    assert!(
+        summary.contains("served 0 connections") && summary.contains("3 connections denied"),
+        "{summary}"
+    );
+    let stats = switchboard_ok(&[
+        "stats",
+        "--json",
+        "--store",
+        &format!("sqlite://{}/switchboard.db", dir.display()),
+    ]);
+    assert!(
+        stats.contains("\"denied\":3"),
+        "recorded as denied: {stats}"
+    );
+
+    // Admitted: an allow list that names the peer.
+    // SAFETY: getuid(2) has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() }.to_string();
+    let admit: Vec<&str> = match m.transport {
+        "tcp" => vec!["--allow", "10.0.0.0/8", "--allow", "127.0.0.1"],
+        _ => vec!["--allow-uid", "4242", "--allow-uid", &uid],
+    };
+    let s = serve(m, &admit);
+    let mut c = s.connect();
+    c.write_all(b"hello").unwrap();
+    assert_eq!(read_n(&mut c, 5), b"HELLO");
+    drop(c);
+    let (status, summary) = s.terminate();
+    assert!(status.success());
+    assert!(
+        summary.contains("served 1 connections") && !summary.contains("denied"),
+        "{summary}"
+    );
+}
+
 /// The checks, one test each, for a model over a transport.
 macro_rules! checks {
     ($name:literal, $concurrent:expr, $bounded:expr, $transport:literal) => {
@@ -405,6 +466,10 @@ macro_rules! checks {
         #[test]
         fn the_drain_cuts_connections_that_outlive_it() {
             super::super::the_drain_cuts_connections_that_outlive_it(M)
+        }
+        #[test]
+        fn the_access_lists_refuse_before_reading_and_admit_the_rest() {
+            super::super::the_access_lists_refuse_before_reading_and_admit_the_rest(M)
         }
     };
 }

@@ -141,6 +141,20 @@ fn serves_unixgram(model: &str) {
     assert!(!path.exists(), "the socket file is removed at shutdown");
 }
 
+fn denied_senders_get_no_answer(model: &str) {
+    let s = udp_server(model, &["--deny", "127.0.0.0/8"]);
+    let c = udp_client(&s);
+    c.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    c.send(b"anyone?").unwrap();
+    let mut buf = [0u8; 64];
+    assert!(c.recv(&mut buf).is_err(), "a denied sender was answered");
+    s.wait_log("denied by the access lists");
+    let (status, summary) = s.terminate();
+    assert!(status.success());
+    assert!(summary.contains("1 connections denied"), "{summary}");
+}
+
 macro_rules! datagram_models {
     ($($module:ident => $name:literal),* $(,)?) => {$(
         mod $module {
@@ -150,6 +164,7 @@ macro_rules! datagram_models {
             #[test] fn many_senders_at_once() { super::many_senders_at_once($name) }
             #[test] fn frames_inside_a_datagram() { super::frames_inside_a_datagram($name) }
             #[test] fn serves_unixgram() { super::serves_unixgram($name) }
+            #[test] fn denied_senders_get_no_answer() { super::denied_senders_get_no_answer($name) }
         }
     )*};
 }

@@ -5,6 +5,7 @@ use anyhow::Context;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::io::{self, Write};
 use std::time::Duration;
+use switchboard::access::{parse_network, AccessList};
 use switchboard::codec::Framing;
 use switchboard::service::Builtin;
 use switchboard::transport::SocketOptions;
@@ -48,6 +49,15 @@ pub struct Args {
     /// How long open connections may take to finish after SIGINT/SIGTERM (a second signal cuts them at once): seconds, or with a unit (500ms, 1m).
     #[arg(long, default_value = "5", value_parser = parse_duration)]
     drain: Duration,
+    /// Admit only peers in this network (CIDR such as 10.0.0.0/8 or fd00::/8, or one address); repeatable. With any --allow, only those.
+    #[arg(long = "allow", value_name = "CIDR", value_parser = parse_network)]
+    allow: Vec<ipnet::IpNet>,
+    /// Refuse peers in this network; repeatable. Refused connections are closed before a byte is read, counted, recorded (reason denied) and logged once per address per 10 s.
+    #[arg(long = "deny", value_name = "CIDR", value_parser = parse_network)]
+    deny: Vec<ipnet::IpNet>,
+    /// Unix sockets: admit only peers running as this user id (SO_PEERCRED); repeatable.
+    #[arg(long = "allow-uid", value_name = "UID")]
+    allow_uid: Vec<u32>,
     #[command(flatten)]
     record: RecordArgs,
     /// What to record: a row per connection (sessions), or every request and reply too (messages).
@@ -95,6 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .max_children(args.max_children as usize)
         .store(args.record.url())
         .record_messages(args.what == RecordWhat::Messages)
+        .access(AccessList::new(args.allow, args.deny, args.allow_uid))
         .bind()?;
     let local = server.local_addr()?;
     println!("listening on {local}");

@@ -11,6 +11,7 @@ use crate::session::{CloseReason, Session};
 use crate::shared::Shared;
 use crate::transport::{unix_peer_name, DatagramSocket, Listener, MAX_DATAGRAM};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -67,7 +68,7 @@ async fn accept_loop<S, A, F>(
     tasks: &mut JoinSet<()>,
 ) -> io::Result<()>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static,
     F: Fn() -> A,
     A: std::future::Future<Output = io::Result<(S, String)>>,
 {
@@ -80,8 +81,10 @@ where
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             accepted = accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let peer = shared.accepted(peer);
-                    tasks.spawn(connection(stream, Live::new(peer, shared.clone())));
+                    // Refused: dropping the stream closes it unread.
+                    if let Some(peer) = shared.admit(peer, Some(stream.as_raw_fd())) {
+                        tasks.spawn(connection(stream, Live::new(peer, shared.clone())));
+                    }
                 }
                 Err(e) => super::blocking::accept_failed(e)?,
             },

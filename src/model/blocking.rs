@@ -41,8 +41,10 @@ pub(super) fn accept_loop(
             Ok((stream, addr)) => {
                 // Linux accept(2) gives a blocking socket whatever the listener's mode.
                 let _ = stream.set_nodelay(shared.nodelay);
+                let Some(peer) = shared.admit(addr, Some(stream.as_raw_fd())) else {
+                    continue; // refused: dropping the stream closes it unread
+                };
                 let stream = Arc::new(stream);
-                let peer = shared.accepted(addr);
                 let registration = shared.lifecycle.register(peer.id, &stream);
                 serve(Accepted {
                     stream,

@@ -17,7 +17,10 @@ use std::time::Instant;
 /// Answers one datagram from `from`, sending the reply back on `socket`.
 pub(super) fn answer(socket: &DatagramSocket, datagram: &[u8], from: &SockAddr, shared: &Shared) {
     let opened = Instant::now();
-    let peer = shared.accepted(datagram_peer_name(from));
+    // Refused: not answered (a datagram has no connection to close).
+    let Some(peer) = shared.admit(datagram_peer_name(from), None) else {
+        return;
+    };
     let mut session = shared.session(&peer);
     let mut outcome = session
         .receive(datagram)

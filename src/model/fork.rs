@@ -43,7 +43,9 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
             }
         };
         let _ = stream.set_nodelay(shared.nodelay);
-        let peer = shared.accepted(addr);
+        let Some(peer) = shared.admit(addr, Some(stream.as_raw_fd())) else {
+            continue; // refused: closed unread, no child forked
+        };
         let forked = children.spawn(|| {
             // The child: its copy of the listener would keep the port bound after the
             // server is gone, so it goes first. SIGTERM from the parent cuts the connection.

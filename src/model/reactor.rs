@@ -195,21 +195,25 @@ impl<T> Table<T> {
 /// Accepts one connection if one is waiting, non-blocking and ready for a reactor. `Ok(None)`:
 /// nothing is waiting, or a transient error was logged and waited out.
 pub(super) fn accept(listener: &Listener, shared: &Shared) -> io::Result<Option<Conn>> {
-    match listener.accept() {
-        Ok((stream, addr)) => {
-            stream.set_nonblocking(true)?;
-            let _ = stream.set_nodelay(shared.nodelay);
-            let peer = shared.accepted(addr);
-            Ok(Some(Conn {
-                stream,
-                session: shared.session(&peer),
-                peer,
-                opened: Instant::now(),
-                hung_up: false,
-            }))
-        }
-        Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
-        Err(e) => super::blocking::accept_failed(e).map(|()| None),
+    loop {
+        let (stream, addr) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return super::blocking::accept_failed(e).map(|()| None),
+        };
+        // Refused: dropping the stream closes it unread; the next one waiting is taken.
+        let Some(peer) = shared.admit(addr, Some(stream.as_raw_fd())) else {
+            continue;
+        };
+        stream.set_nonblocking(true)?;
+        let _ = stream.set_nodelay(shared.nodelay);
+        return Ok(Some(Conn {
+            stream,
+            session: shared.session(&peer),
+            peer,
+            opened: Instant::now(),
+            hung_up: false,
+        }));
     }
 }
 

@@ -157,8 +157,10 @@ fn accepted(
             )
         }
     };
-    let peer = shared.accepted(addr);
     let fd = stream.as_raw_fd();
+    let Some(peer) = shared.admit(addr, Some(fd)) else {
+        return Ok(()); // refused: dropping the stream closes it unread
+    };
     let slot = table.insert(Conn {
         session: shared.session(&peer),
         peer,

@@ -11,7 +11,7 @@
 //! | table | one row per | columns |
 //! | --- | --- | --- |
 //! | `servers` | `serve` process (instance) | instance, host, pid, model, address, service, frame, started, stopped, written, spooled, waited, dropped |
-//! | `sessions` | connection (or datagram) | instance, id, peer, transport, opened, closed, bytes_in, bytes_out, msgs_in, msgs_out, reason (eof, reset, timeout, error, shutdown) |
+//! | `sessions` | connection (or datagram) | instance, id, peer, transport, opened, closed, bytes_in, bytes_out, msgs_in, msgs_out, reason (eof, reset, timeout, error, denied, shutdown) |
 //! | `messages` | request answered, with `--record messages` | instance, session, seq, at, request, reply (BLOBs) |
 //! | `bench_runs` | load-generator run (`bench`, or a cell of `lab`) | run, lab, started, address, model, frame, conns, size, depth, rate, secs, msgs_per_s, mb_per_s, p50_us, p90_us, p99_us, p999_us, max_us, errors, mismatches, cpu_us_per_msg, rss_bytes_per_conn |
 //! | `schema_version` | (one row) | version |
@@ -158,7 +158,7 @@ pub struct SessionRow {
     pub msgs_in: u64,
     /// Replies queued.
     pub msgs_out: u64,
-    /// `eof`, `reset`, `timeout`, `error` or `shutdown`.
+    /// `eof`, `reset`, `timeout`, `error`, `denied` or `shutdown`.
     pub reason: String,
 }
 
