@@ -44,6 +44,7 @@ mod shared;
 pub mod shutdown;
 pub mod store;
 mod sys;
+pub use sys::RawStderr;
 pub mod transport;
 
 pub use addr::Addr;

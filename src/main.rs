@@ -64,7 +64,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
-        .with_writer(io::stderr)
+        // Not io::stderr: a forked child must not wait on a lock its parent's threads held.
+        .with_writer(|| switchboard::RawStderr)
         .with_ansi(io::stderr().is_terminal())
         .init();
     let result = match cli.command {
