@@ -253,3 +253,25 @@ fn a_second_signal_cuts_the_drain_short() {
         s.log()
     );
 }
+
+#[test]
+fn the_pid_file_is_written_while_serving_and_removed_at_a_clean_exit() {
+    let dir = scratch("pid-file");
+    let pid_file = dir.join("sb.pid");
+    let path = pid_file.display().to_string();
+    let s = ServerProcess::tcp("epoll", &["--no-store", "--pid-file", &path]);
+    let written = std::fs::read_to_string(&pid_file).expect("written once listening");
+    assert_eq!(written.trim(), s.child.id().to_string());
+    let (status, _) = s.terminate();
+    assert!(status.success());
+    assert!(!pid_file.exists(), "removed at a clean exit");
+    let out = switchboard(&[
+        "serve",
+        "tcp://127.0.0.1:0",
+        "--no-store",
+        "--pid-file",
+        "/nonexistent/dir/sb.pid",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot write the pid file /nonexistent/dir/sb.pid"));
+}

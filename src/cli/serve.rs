@@ -4,6 +4,7 @@ use super::{parse_addr, parse_duration, parse_size, RecordArgs, DEFAULT_ADDR};
 use anyhow::Context;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use switchboard::access::{parse_network, AccessList};
 use switchboard::codec::Framing;
@@ -58,11 +59,36 @@ pub struct Args {
     /// Unix sockets: admit only peers running as this user id (SO_PEERCRED); repeatable.
     #[arg(long = "allow-uid", value_name = "UID")]
     allow_uid: Vec<u32>,
+    /// Write this process's id to this file once listening; removed at a clean exit.
+    #[arg(long, value_name = "PATH")]
+    pid_file: Option<PathBuf>,
     #[command(flatten)]
     record: RecordArgs,
     /// What to record: a row per connection (sessions), or every request and reply too (messages).
     #[arg(long = "record", value_enum, default_value_t = RecordWhat::Sessions)]
     what: RecordWhat,
+}
+
+/// `--pid-file`: holds this process's id while it serves, removed when dropped.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: &Path) -> anyhow::Result<PidFile> {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write the pid file {}", path.display()))?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        // Only our own: a newer server may have written its pid there since.
+        let ours = std::fs::read_to_string(&self.0)
+            .is_ok_and(|s| s.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
 }
 
 /// What `serve --record` keeps.
@@ -108,6 +134,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .access(AccessList::new(args.allow, args.deny, args.allow_uid))
         .bind()?;
     let local = server.local_addr()?;
+    // Written once listening, so whoever waits for the file can connect at once.
+    let pid_file = match &args.pid_file {
+        Some(path) => Some(PidFile::write(path)?),
+        None => None,
+    };
     println!("listening on {local}");
     io::stdout().flush()?;
     tracing::info!(addr = %local, model = %args.model, service = service.name(), frame = %args.frame, "serving");
@@ -134,7 +165,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let _ = settled.recv();
     let summary = server.run()?;
     signals_handle.close();
-    // A closed stdout must not turn a clean stop into a failure.
+    drop(pid_file); // a clean exit: the file goes
+                    // A closed stdout must not turn a clean stop into a failure.
     let _ = writeln!(io::stdout(), "{summary}");
     Ok(())
 }
