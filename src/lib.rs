@@ -36,6 +36,7 @@ pub mod bench;
 pub mod client;
 pub mod codec;
 pub mod lab;
+mod metrics;
 pub mod model;
 pub mod server;
 pub mod service;

@@ -81,6 +81,7 @@ pub struct ServerBuilder {
     record_messages: bool,
     listener: Option<Listener>,
     access: AccessList,
+    metrics: Option<std::net::SocketAddr>,
 }
 
 /// The default bound on `fork`'s children.
@@ -162,6 +163,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves `GET /metrics` (Prometheus text format) on this TCP address while the server
+    /// runs (`--metrics`). Default: none.
+    pub fn metrics(mut self, addr: Option<std::net::SocketAddr>) -> Self {
+        self.metrics = addr;
+        self
+    }
+
     /// Who may connect (`--allow`, `--deny`, `--allow-uid`). Default: anyone.
     pub fn access(mut self, access: AccessList) -> Self {
         self.access = access;
@@ -225,6 +233,20 @@ impl ServerBuilder {
                 (Some(store), Some(writer))
             }
         };
+        // The metrics endpoint, bound now so a taken port is an error at start.
+        let metrics = match self.metrics {
+            Some(sa) => {
+                let addr = Addr::Tcp(sa);
+                let listener = std::net::TcpListener::bind(sa)
+                    .map_err(|source| BindError::from_io(&addr, source))?;
+                Some(listener)
+            }
+            None => None,
+        };
+        let meters = match metrics {
+            Some(_) => Some(Arc::new(SharedMem::<crate::metrics::Meters>::new()?)),
+            None => None,
+        };
         let shared = Shared {
             service: self.service,
             framing: self.framing,
@@ -238,11 +260,19 @@ impl ServerBuilder {
             store,
             access: self.access,
             refusals_logged: Default::default(),
+            meters: meters.clone(),
         };
+        let mut metrics_addr = None;
+        if let (Some(listener), Some(meters)) = (metrics, meters) {
+            metrics_addr = Some(Addr::Tcp(listener.local_addr()?));
+            let store = shared.store.as_ref().map(|s| s.stats.clone());
+            crate::metrics::serve(listener, shared.counters.clone(), meters, store)?;
+        }
         Ok(Server {
             listener,
             shared: Arc::new(shared),
             writer,
+            metrics_addr,
         })
     }
 }
@@ -252,6 +282,7 @@ pub struct Server {
     listener: Listener,
     shared: Arc<Shared>,
     writer: Option<Writer>,
+    metrics_addr: Option<Addr>,
 }
 
 impl Server {
@@ -271,12 +302,18 @@ impl Server {
             record_messages: false,
             listener: None,
             access: AccessList::default(),
+            metrics: None,
         }
     }
 
     /// The address bound, with the real port when port 0 was asked for.
     pub fn local_addr(&self) -> io::Result<Addr> {
         self.listener.local_addr()
+    }
+
+    /// Where `GET /metrics` is served, with the real port, if it is.
+    pub fn metrics_addr(&self) -> Option<&Addr> {
+        self.metrics_addr.as_ref()
     }
 
     /// A handle that stops this server from any thread (or a signal handler's thread).

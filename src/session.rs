@@ -123,7 +123,11 @@ pub struct Session {
     done: Option<CloseReason>,
     stats: SessionStats,
     tap: Option<Box<dyn MessageTap>>,
+    timer: Option<ServiceTimer>,
 }
+
+/// Told how long the service took over each message (`serve --metrics`).
+pub type ServiceTimer = Box<dyn FnMut(std::time::Duration) + Send>;
 
 impl Session {
     /// A session that decodes with `codec` and answers with `handler`.
@@ -137,7 +141,14 @@ impl Session {
             done: None,
             stats: SessionStats::default(),
             tap: None,
+            timer: None,
         }
+    }
+
+    /// Tells `timer` how long the service took over each message.
+    pub fn with_service_timer(mut self, timer: ServiceTimer) -> Self {
+        self.timer = Some(timer);
+        self
     }
 
     /// Shows every request and reply of this session to `tap`.
@@ -190,9 +201,13 @@ impl Session {
         self.stats.msgs_in += 1;
         let start = self.codec.begin(&mut self.output);
         let body = self.output.len();
+        let started = self.timer.as_ref().map(|_| std::time::Instant::now());
         let action = self
             .handler
             .call(request, &mut Reply::new(&mut self.output));
+        if let (Some(timer), Some(started)) = (self.timer.as_mut(), started) {
+            timer(started.elapsed());
+        }
         if let Some(tap) = self.tap.as_mut() {
             tap.answered(self.stats.msgs_in, request, &self.output[body..]);
         }

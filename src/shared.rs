@@ -3,6 +3,7 @@
 
 use crate::access::AccessList;
 use crate::codec::Framing;
+use crate::metrics::Meters;
 use crate::model::Model;
 use crate::server::{ServeError, Summary};
 use crate::service::{Peer, Service};
@@ -32,7 +33,29 @@ pub(crate) struct Counters {
     denied: AtomicU64,
 }
 
+/// The counters at one instant, for the metrics endpoint.
+pub(crate) struct CountersNow {
+    /// Connections accepted, admitted or denied.
+    pub(crate) connections_seen: u64,
+    pub(crate) denied: u64,
+    pub(crate) errors: u64,
+    pub(crate) messages: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+}
+
 impl Counters {
+    pub(crate) fn snapshot(&self) -> CountersNow {
+        CountersNow {
+            connections_seen: self.connections.load(Relaxed),
+            denied: self.denied.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            messages: self.messages.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+        }
+    }
+
     pub(crate) fn summary(&self, elapsed: Duration) -> Summary {
         let denied = self.denied.load(Relaxed);
         Summary {
@@ -64,6 +87,8 @@ pub(crate) struct Shared {
     pub(crate) store: Option<StoreHandle>,
     /// Who may connect.
     pub(crate) access: AccessList,
+    /// What the metrics endpoint adds to the counters, when there is one.
+    pub(crate) meters: Option<Arc<SharedMem<Meters>>>,
     /// When a refusal was last logged, by address: a flood is logged once per address per
     /// [`REFUSAL_LOG_EVERY`], not once per connection.
     pub(crate) refusals_logged: Mutex<HashMap<String, Instant>>,
@@ -160,6 +185,9 @@ impl Shared {
             return Some(peer);
         }
         self.counters.denied.fetch_add(1, Relaxed);
+        if let Some(meters) = &self.meters {
+            meters.closed(&CloseReason::Denied, Duration::ZERO);
+        }
         self.record(
             &peer,
             SessionStats::default(),
@@ -227,13 +255,18 @@ impl Shared {
             store,
             access: self.access.clone(),
             refusals_logged: Default::default(),
+            meters: self.meters.clone(),
         };
         Ok((worker, writer))
     }
 
     /// A fresh session for a connection.
     pub(crate) fn session(&self, peer: &Peer) -> Session {
-        let session = Session::new(self.framing.codec(self.max_frame), self.service.open(peer));
+        let mut session = Session::new(self.framing.codec(self.max_frame), self.service.open(peer));
+        if let Some(meters) = &self.meters {
+            let meters = meters.clone();
+            session = session.with_service_timer(Box::new(move |d| meters.served(d)));
+        }
         match &self.store {
             Some(store) if store.messages => session.with_tap(Box::new(MessageRecorder {
                 batch: MessageBatch::new(peer.id),
@@ -279,7 +312,7 @@ impl Shared {
         reason: &CloseReason,
         opened: Instant,
     ) {
-        self.count(stats, reason);
+        self.count(stats, reason, opened);
         self.record(peer, stats, reason, opened);
         let ms = opened.elapsed().as_millis() as u64;
         if reason.is_error() {
@@ -300,7 +333,7 @@ impl Shared {
         reason: &CloseReason,
         opened: Instant,
     ) {
-        self.count(stats, reason);
+        self.count(stats, reason, opened);
         self.record(peer, stats, reason, opened);
         if reason.is_error() {
             tracing::warn!(id = peer.id, peer = %peer.addr, model = %self.model, bytes_in = stats.bytes_in, reason = %reason, "datagram not answered");
@@ -310,7 +343,10 @@ impl Shared {
         }
     }
 
-    fn count(&self, stats: SessionStats, reason: &CloseReason) {
+    fn count(&self, stats: SessionStats, reason: &CloseReason, opened: Instant) {
+        if let Some(meters) = &self.meters {
+            meters.closed(reason, opened.elapsed());
+        }
         let c = &self.counters;
         c.bytes_in.fetch_add(stats.bytes_in, Relaxed);
         c.bytes_out.fetch_add(stats.bytes_out, Relaxed);

@@ -275,3 +275,34 @@ fn the_pid_file_is_written_while_serving_and_removed_at_a_clean_exit() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("cannot write the pid file /nonexistent/dir/sb.pid"));
 }
+
+#[test]
+fn metrics_take_a_tcp_address_and_serve_only_get_metrics() {
+    let out = switchboard(&["serve", "--metrics", "unix:///tmp/m.sock"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("tcp://HOST:PORT"),
+        "{}",
+        text(&out.stderr)
+    );
+    let mut s = ServerProcess::tcp("threads", &["--no-store", "--metrics", "tcp://127.0.0.1:0"]);
+    let url = s
+        .next_line()
+        .strip_prefix("metrics on ")
+        .unwrap()
+        .to_string();
+    let body = scrape(&url);
+    assert_eq!(sample(&body, "switchboard_connections_open"), 0.0);
+    assert!(
+        !body.contains("switchboard_store_"),
+        "no store, no store metrics"
+    );
+    let host = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
+    let mut c = std::net::TcpStream::connect(host).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut c, &mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+}

@@ -402,6 +402,57 @@ fn the_access_lists_refuse_before_reading_and_admit_the_rest(m: Spec) {
     );
 }
 
+fn metrics_count_what_was_served(m: Spec) {
+    let mut s = serve(m, &["--frame", "line", "--metrics", "tcp://127.0.0.1:0"]);
+    let url = s
+        .next_line()
+        .strip_prefix("metrics on ")
+        .expect("the metrics address on stdout")
+        .to_string();
+    for i in 0..3 {
+        let mut c = s.connect();
+        for j in 0..2 {
+            c.write_all(format!("conn {i} msg {j}\n").as_bytes())
+                .unwrap();
+            assert_eq!(recv_line(&mut c), format!("CONN {i} MSG {j}").as_bytes());
+        }
+    }
+    // The closes are counted as the server sees them: wait for all three.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let body = loop {
+        let body = scrape(&url);
+        if sample(&body, "switchboard_closes_total{reason=\"eof\"}") == 3.0 {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(sample(&body, "switchboard_connections_accepted_total"), 3.0);
+    assert_eq!(sample(&body, "switchboard_connections_open"), 0.0);
+    assert_eq!(sample(&body, "switchboard_messages_total"), 6.0);
+    assert_eq!(sample(&body, "switchboard_service_seconds_count"), 6.0);
+    assert_eq!(
+        sample(&body, "switchboard_connection_duration_seconds_count"),
+        3.0
+    );
+    let bytes: f64 = (0..3)
+        .map(|i| {
+            (0..2)
+                .map(|j| format!("conn {i} msg {j}\n").len() as f64)
+                .sum::<f64>()
+        })
+        .sum();
+    assert_eq!(sample(&body, "switchboard_received_bytes_total"), bytes);
+    assert_eq!(sample(&body, "switchboard_sent_bytes_total"), bytes);
+    assert!(
+        body.contains("switchboard_store_written_total"),
+        "the store's recorder too"
+    );
+    promtool_accepts(&body);
+    let (status, _) = s.terminate();
+    assert!(status.success());
+}
+
 /// The checks, one test each, for a model over a transport.
 macro_rules! checks {
     ($name:literal, $concurrent:expr, $bounded:expr, $transport:literal) => {
@@ -466,6 +517,10 @@ macro_rules! checks {
         #[test]
         fn the_drain_cuts_connections_that_outlive_it() {
             super::super::the_drain_cuts_connections_that_outlive_it(M)
+        }
+        #[test]
+        fn metrics_count_what_was_served() {
+            super::super::metrics_count_what_was_served(M)
         }
         #[test]
         fn the_access_lists_refuse_before_reading_and_admit_the_rest() {

@@ -59,6 +59,9 @@ pub struct Args {
     /// Unix sockets: admit only peers running as this user id (SO_PEERCRED); repeatable.
     #[arg(long = "allow-uid", value_name = "UID")]
     allow_uid: Vec<u32>,
+    /// Serve GET /metrics in the Prometheus text format on this address (tcp://HOST:PORT; port 0 picks one, printed as `metrics on http://...`).
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+    metrics: Option<std::net::SocketAddr>,
     /// Write this process's id to this file once listening; removed at a clean exit.
     #[arg(long, value_name = "PATH")]
     pid_file: Option<PathBuf>,
@@ -67,6 +70,16 @@ pub struct Args {
     /// What to record: a row per connection (sessions), or every request and reply too (messages).
     #[arg(long = "record", value_enum, default_value_t = RecordWhat::Sessions)]
     what: RecordWhat,
+}
+
+/// `--metrics` takes a TCP address only: it is served over HTTP.
+fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    match parse_addr(s)? {
+        Addr::Tcp(sa) => Ok(sa),
+        other => Err(format!(
+            "{other}: metrics are served over HTTP, on a tcp://HOST:PORT address"
+        )),
+    }
 }
 
 /// `--pid-file`: holds this process's id while it serves, removed when dropped.
@@ -132,6 +145,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .store(args.record.url())
         .record_messages(args.what == RecordWhat::Messages)
         .access(AccessList::new(args.allow, args.deny, args.allow_uid))
+        .metrics(args.metrics)
         .bind()?;
     let local = server.local_addr()?;
     // Written once listening, so whoever waits for the file can connect at once.
@@ -140,6 +154,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     println!("listening on {local}");
+    if let Some(Addr::Tcp(sa)) = server.metrics_addr() {
+        println!("metrics on http://{sa}/metrics");
+    }
     io::stdout().flush()?;
     tracing::info!(addr = %local, model = %args.model, service = service.name(), frame = %args.frame, "serving");
     let stop = server.stop_handle();

@@ -26,6 +26,11 @@ pub struct RecorderStats {
     pub waited: AtomicU64,
     /// Records that could not be written.
     pub dropped: AtomicU64,
+    /// Records handed to the queue, and taken off it by the writer: their difference is the
+    /// queue's depth.
+    pub queued: AtomicU64,
+    /// See `queued`.
+    pub taken: AtomicU64,
 }
 
 /// Where a recorder counts: its own memory, or memory shared with forked workers.
@@ -75,6 +80,7 @@ impl Recorder {
     /// Queues a record. When the queue is full, waits for room (counted as `waited`): a store
     /// slower than the traffic slows serving instead of losing records.
     pub fn record(&self, record: Record) {
+        self.stats.queued.fetch_add(1, Relaxed);
         match self.queue.try_send(Queued::Record(record)) {
             Ok(()) => {}
             Err(TrySendError::Full(record)) => {
@@ -124,6 +130,7 @@ fn write_all(
         if batch.is_empty() {
             continue;
         }
+        stats.taken.fetch_add(batch.len() as u64, Relaxed);
         let rows: u64 = batch.iter().map(Record::rows).sum();
         let mut tries = 0;
         loop {
