@@ -259,7 +259,6 @@ impl ServerBuilder {
             counters: Arc::new(SharedMem::new()?),
             store,
             access: self.access,
-            refusals_logged: Default::default(),
             meters: meters.clone(),
         };
         let mut metrics_addr = None;

@@ -13,10 +13,9 @@ use crate::store::{
     now_us, MessageBatch, Record, Recorder, SessionRow, SharedStats, StoreUrl, Writer, QUEUE,
 };
 use crate::sys::SharedMem;
-use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The server's totals. They live in memory shared across `fork`, so the process models'
@@ -31,6 +30,10 @@ pub(crate) struct Counters {
     messages: AtomicU64,
     /// Connections refused by the access lists (numbered with the others, not served).
     denied: AtomicU64,
+    /// When a refused address was last logged: slots of (address hash << 32 | seconds), so
+    /// every process of a server logs a flood from one address once per interval. Two
+    /// addresses sharing a slot may, rarely, hide each other's line for an interval.
+    refusals_logged: [AtomicU64; 32],
 }
 
 /// The counters at one instant, for the metrics endpoint.
@@ -45,6 +48,24 @@ pub(crate) struct CountersNow {
 }
 
 impl Counters {
+    /// True when a refusal of `host` should be logged now: none was in the last interval, in
+    /// any process of the server. Claims the slot, so only one caller logs.
+    fn refusal_due(&self, host: &str) -> bool {
+        use std::hash::{Hash, Hasher};
+        // Fixed keys: the same hash in every process of the server.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        host.hash(&mut hasher);
+        let hash = hasher.finish() & 0xffff_ffff;
+        let now = (crate::store::now_us() as u64 / 1_000_000) & 0xffff_ffff;
+        let slot = &self.refusals_logged[hash as usize % self.refusals_logged.len()];
+        let seen = slot.load(Relaxed);
+        let recent = seen >> 32 == hash && now.wrapping_sub(seen & 0xffff_ffff) < REFUSAL_LOG_EVERY;
+        !recent
+            && slot
+                .compare_exchange(seen, (hash << 32) | now, Relaxed, Relaxed)
+                .is_ok()
+    }
+
     pub(crate) fn snapshot(&self) -> CountersNow {
         CountersNow {
             connections_seen: self.connections.load(Relaxed),
@@ -89,13 +110,10 @@ pub(crate) struct Shared {
     pub(crate) access: AccessList,
     /// What the metrics endpoint adds to the counters, when there is one.
     pub(crate) meters: Option<Arc<SharedMem<Meters>>>,
-    /// When a refusal was last logged, by address: a flood is logged once per address per
-    /// [`REFUSAL_LOG_EVERY`], not once per connection.
-    pub(crate) refusals_logged: Mutex<HashMap<String, Instant>>,
 }
 
-/// How often a refused address is logged at most.
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How often a refused address is logged at most, in seconds.
+const REFUSAL_LOG_EVERY: u64 = 10;
 
 /// A server's store: its URL, its instance id, and the recorder models hand records to.
 pub(crate) struct StoreHandle {
@@ -199,19 +217,7 @@ impl Shared {
             Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
             _ => peer.addr.as_str(),
         };
-        let mut logged = self
-            .refusals_logged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if logged.len() > 4096 {
-            logged.clear(); // bounded whatever the flood
-        }
-        let now = Instant::now();
-        let due = logged
-            .get(host)
-            .is_none_or(|last| now.duration_since(*last) >= REFUSAL_LOG_EVERY);
-        if due {
-            logged.insert(host.to_string(), now);
+        if self.counters.refusal_due(host) {
             tracing::warn!(peer = %peer.addr, model = %self.model, "denied by the access lists (--allow, --deny, --allow-uid); further refusals of this address are not logged for 10 s");
         }
         None
@@ -254,7 +260,6 @@ impl Shared {
             counters: self.counters.clone(),
             store,
             access: self.access.clone(),
-            refusals_logged: Default::default(),
             meters: self.meters.clone(),
         };
         Ok((worker, writer))
@@ -354,5 +359,18 @@ impl Shared {
         if reason.is_error() {
             c.errors.fetch_add(1, Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_address_is_logged_once_per_interval() {
+        let c = Counters::default();
+        assert!(c.refusal_due("tcp://10.0.0.1"));
+        assert!(!c.refusal_due("tcp://10.0.0.1"), "again within the interval");
+        assert!(c.refusal_due("tcp://10.0.0.2"), "another address has its own line");
     }
 }
