@@ -370,7 +370,13 @@ mod tests {
     fn a_refused_address_is_logged_once_per_interval() {
         let c = Counters::default();
         assert!(c.refusal_due("tcp://10.0.0.1"));
-        assert!(!c.refusal_due("tcp://10.0.0.1"), "again within the interval");
-        assert!(c.refusal_due("tcp://10.0.0.2"), "another address has its own line");
+        assert!(
+            !c.refusal_due("tcp://10.0.0.1"),
+            "again within the interval"
+        );
+        assert!(
+            c.refusal_due("tcp://10.0.0.2"),
+            "another address has its own line"
+        );
     }
 }
