@@ -7,7 +7,13 @@ cd "$(dirname "$0")/.."
 apt_install() {
   # Debian's packages, only when a command is missing; `apt-get update` first on a fresh machine.
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    apt-get update -qq || echo "warning: apt-get update failed" >&2
+    # One at a time: a package that will not install is reported and the others still come;
+    # the tests that need it then say they skip (each is required only where it is present).
+    for package in "$@"; do
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null ||
+        echo "warning: could not install $package" >&2
+    done
   else
     echo "warning: cannot install $* (not root or no apt-get)" >&2
   fi
