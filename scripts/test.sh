@@ -48,5 +48,17 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo fuzz: every target for a few seconds (codecs, session)"
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+for target in codecs session; do
+  # The stable toolchain builds without a sanitizer; a crash or a failed check still fails.
+  if ! cargo fuzz run -O --sanitizer none "$target" -- -max_total_time=10 >"/tmp/switchboard-fuzz-$target.log" 2>&1; then
+    tail -40 "/tmp/switchboard-fuzz-$target.log"
+    echo "fuzz target $target failed; its input is in fuzz/artifacts/$target/" >&2
+    exit 1
+  fi
+  grep -E '^Done [0-9]+ runs' "/tmp/switchboard-fuzz-$target.log" | sed "s/^/$target: /"
+done
+
 echo "== cargo test"
 cargo test --quiet
