@@ -13,7 +13,10 @@ use crate::sys::SharedMem;
 use prometheus::proto::{self, LabelPair, Metric, MetricFamily, MetricType};
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,20 +79,17 @@ pub(crate) struct Meters {
 impl Meters {
     /// A connection closed after `open` for `reason`.
     pub(crate) fn closed(&self, reason: &CloseReason, open: Duration) {
+        self.durations.observe(&DURATION_BUCKETS, open);
+        // Released last, acquired first by a scrape: what was counted before it is seen with it.
         let kind = reason.kind();
         if let Some(i) = REASONS.iter().position(|r| *r == kind) {
-            self.closes[i].fetch_add(1, Relaxed);
+            self.closes[i].fetch_add(1, Release);
         }
-        self.durations.observe(&DURATION_BUCKETS, open);
     }
 
     /// One message took `d` in the service.
     pub(crate) fn served(&self, d: Duration) {
         self.service.observe(&SERVICE_BUCKETS, d);
-    }
-
-    fn closes_total(&self) -> u64 {
-        self.closes.iter().map(|c| c.load(Relaxed)).sum()
     }
 }
 
@@ -156,17 +156,20 @@ fn histogram(name: &str, help: &str, h: &AtomicHistogram, bounds: &[f64; 8]) -> 
 
 impl Scrape {
     fn families(&self) -> Vec<MetricFamily> {
+        // Closes first, then accepts: every close read was accepted before it, so the open
+        // gauge and the closes by reason agree within one scrape and never go below zero.
+        let closes: Vec<u64> = self.meters.closes.iter().map(|n| n.load(Acquire)).collect();
         let c = self.counters.snapshot();
         let accepted = c.connections_seen;
-        let open = accepted as i64 - self.meters.closes_total() as i64;
+        let open = accepted as i64 - closes.iter().sum::<u64>() as i64;
         let reasons = REASONS
             .iter()
-            .zip(&self.meters.closes)
-            .map(|(reason, n)| {
+            .zip(&closes)
+            .map(|(reason, &n)| {
                 let mut label = LabelPair::default();
                 label.set_name("reason".into());
                 label.set_value(reason.to_string());
-                counter_metric(n.load(Relaxed), vec![label])
+                counter_metric(n, vec![label])
             })
             .collect();
         let mut all = vec![

@@ -349,15 +349,16 @@ impl Shared {
     }
 
     fn count(&self, stats: SessionStats, reason: &CloseReason, opened: Instant) {
-        if let Some(meters) = &self.meters {
-            meters.closed(reason, opened.elapsed());
-        }
         let c = &self.counters;
         c.bytes_in.fetch_add(stats.bytes_in, Relaxed);
         c.bytes_out.fetch_add(stats.bytes_out, Relaxed);
         c.messages.fetch_add(stats.msgs_in, Relaxed);
         if reason.is_error() {
             c.errors.fetch_add(1, Relaxed);
+        }
+        // Last: a scrape that sees this close sees everything the connection counted.
+        if let Some(meters) = &self.meters {
+            meters.closed(reason, opened.elapsed());
         }
     }
 }
