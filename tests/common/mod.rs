@@ -18,9 +18,12 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_switchboard")
 }
 
-/// A directory of this test process's own, for Unix sockets and logs.
+/// A directory of this test process's own, for Unix sockets and logs. The first call also
+/// removes what test processes that are gone left behind, so runs do not pile up in /tmp.
 pub fn scratch(name: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(remove_dead_scratch);
     let dir = std::env::temp_dir().join(format!(
         "sb-test-{}-{}-{}",
         std::process::id(),
@@ -29,6 +32,27 @@ pub fn scratch(name: &str) -> PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Removes `sb-test-PID-*` directories whose process no longer runs.
+fn remove_dead_scratch() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("sb-test-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A running `switchboard serve`, killed when dropped if it is still running.
