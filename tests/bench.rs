@@ -378,16 +378,7 @@ fn each_run_lands_in_bench_runs_and_runs_lists_it() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let out = Command::new(bin())
-        .args(["runs", "--store", &store, "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+    let rows: Vec<Value> = switchboard_ok(&["runs", "--store", &store, "--json"])
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();

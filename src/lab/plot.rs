@@ -1,6 +1,7 @@
 //! The lab's plots: one metric against connections (a log scale: 1 to 100,000), one line per
 //! server, drawn by plotters to SVG (for the page) and PNG (for anywhere else).
 
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
@@ -106,67 +107,49 @@ where
         .margin(12)
         .x_label_area_size(44)
         .y_label_area_size(80);
-    let palette = |i: usize| {
-        let (r, g, b) = TABLEAU[i % TABLEAU.len()];
-        RGBColor(r, g, b).to_rgba()
-    };
     if plot.log_y {
+        // A log axis cannot show zero: values are held just above it.
         let y_range = (y_min.max(1e-3) / 1.5)..(y_max.max(1e-3) * 1.5);
         let mut c = chart
             .build_cartesian_2d(x_range.log_scale(), y_range.log_scale())
             .map_err(err)?;
-        c.configure_mesh()
-            .x_desc("connections")
-            .y_desc(plot.y_label)
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| figure(*y))
-            .draw()
-            .map_err(err)?;
-        for (i, s) in plot.series.iter().enumerate() {
-            let color = palette(i);
-            let line = s.points.iter().map(|&(x, y)| (x, y.max(1e-3)));
-            c.draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
-                .map_err(err)?
-                .label(&s.name)
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2))
-                });
-            c.draw_series(line.map(|p| Circle::new(p, 3, color.filled())))
-                .map_err(err)?;
-        }
-        legend(&mut c).map_err(err)
+        lines(&mut c, plot, |y| y.max(1e-3)).map_err(err)
     } else {
         let low = if y_min >= 0.0 { 0.0 } else { y_min * 1.1 };
         let y_range = low..(y_max.max(low + 1e-9) * 1.1);
         let mut c = chart
             .build_cartesian_2d(x_range.log_scale(), y_range)
             .map_err(err)?;
-        c.configure_mesh()
-            .x_desc("connections")
-            .y_desc(plot.y_label)
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| figure(*y))
-            .draw()
-            .map_err(err)?;
-        for (i, s) in plot.series.iter().enumerate() {
-            let color = palette(i);
-            c.draw_series(LineSeries::new(
-                s.points.iter().copied(),
-                color.stroke_width(2),
-            ))
-            .map_err(err)?
-            .label(&s.name)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
-            c.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                .map_err(err)?;
-        }
-        legend(&mut c).map_err(err)
+        lines(&mut c, plot, |y| y).map_err(err)
     }
 }
 
-fn legend<'a, DB: DrawingBackend + 'a, X: Ranged, Y: Ranged>(
+/// The mesh, one line with its points per series, and the legend, on either y axis.
+fn lines<'a, DB, X, Y>(
     c: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
-) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    plot: &Plot<'_>,
+    shown: fn(f64) -> f64,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+where
+    DB: DrawingBackend + 'a,
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    c.configure_mesh()
+        .x_desc("connections")
+        .y_desc(plot.y_label)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| figure(*y))
+        .draw()?;
+    for (i, s) in plot.series.iter().enumerate() {
+        let (r, g, b) = TABLEAU[i % TABLEAU.len()];
+        let color = RGBColor(r, g, b).to_rgba();
+        let points = s.points.iter().map(move |&(x, y)| (x, shown(y)));
+        c.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(&s.name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+        c.draw_series(points.map(|p| Circle::new(p, 3, color.filled())))?;
+    }
     c.configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.85))
