@@ -51,7 +51,7 @@ pub mod transport;
 pub use addr::Addr;
 pub use model::Model;
 pub use server::{ServeError, Server, ServerBuilder, Summary};
-pub use session::{CloseReason, Session};
+pub use session::{CloseReason, Expiry, Session, Timeouts};
 pub use shutdown::StopHandle;
 
 /// The README's Rust examples compile (`cargo test --doc`).

@@ -6,6 +6,7 @@ use crate::addr::Addr;
 use crate::codec::{Framing, DEFAULT_MAX_FRAME};
 use crate::model::Model;
 use crate::service::{Service, Upper};
+use crate::session::Timeouts;
 use crate::shared::{host_name, instance_id, Shared, StoreHandle};
 use crate::shutdown::{Lifecycle, StopHandle};
 use crate::store::{
@@ -82,7 +83,12 @@ pub struct ServerBuilder {
     listener: Option<Listener>,
     access: AccessList,
     metrics: Option<std::net::SocketAddr>,
+    timeouts: Timeouts,
+    max_conns: usize,
 }
+
+/// The default bound on connections open at once (`--max-conns`).
+pub const DEFAULT_MAX_CONNS: usize = 10_000;
 
 /// The default bound on `fork`'s children.
 pub const DEFAULT_MAX_CHILDREN: usize = 256;
@@ -167,6 +173,21 @@ impl ServerBuilder {
     /// runs (`--metrics`). Default: none.
     pub fn metrics(mut self, addr: Option<std::net::SocketAddr>) -> Self {
         self.metrics = addr;
+        self
+    }
+
+    /// How long a connection may keep the server waiting (`--idle-timeout`, `--frame-timeout`,
+    /// `--send-timeout`). Default: [`Timeouts::DEFAULT`].
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// The most connections open at once, across every thread and process of the server
+    /// (`--max-conns`); past it the server stops accepting, so new clients wait in the kernel's
+    /// backlog until a place frees. Default: 10,000.
+    pub fn max_conns(mut self, max: usize) -> Self {
+        self.max_conns = max;
         self
     }
 
@@ -260,6 +281,8 @@ impl ServerBuilder {
             store,
             access: self.access,
             meters: meters.clone(),
+            timeouts: self.timeouts,
+            max_conns: self.max_conns.max(1) as u64,
         };
         let mut metrics_addr = None;
         if let (Some(listener), Some(meters)) = (metrics, meters) {
@@ -302,6 +325,8 @@ impl Server {
             listener: None,
             access: AccessList::default(),
             metrics: None,
+            timeouts: Timeouts::DEFAULT,
+            max_conns: DEFAULT_MAX_CONNS,
         }
     }
 

@@ -20,6 +20,7 @@ use crate::service::{Action, Handler, Reply};
 use bytes::BytesMut;
 use std::fmt;
 use std::io;
+use std::time::{Duration, Instant};
 
 /// Replies queued past this many bytes make [`Session::wants_read`] false: a model stops
 /// reading from a peer that does not read its replies, so it holds only this much of our memory.
@@ -38,8 +39,8 @@ pub enum CloseReason {
     ServiceClosed,
     /// The server was stopping and the connection outlived the drain time.
     Shutdown,
-    /// The connection was idle past its timeout.
-    Timeout,
+    /// The peer kept the server waiting past one of its [`Timeouts`].
+    Timeout(Expiry),
     /// The access lists refused the peer: closed before a byte was read.
     Denied,
     /// Another IO error on this connection.
@@ -53,7 +54,7 @@ impl CloseReason {
         match self {
             CloseReason::Eof | CloseReason::ServiceClosed => "eof",
             CloseReason::PeerReset => "reset",
-            CloseReason::Timeout => "timeout",
+            CloseReason::Timeout(_) => "timeout",
             CloseReason::Denied => "denied",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Frame(_) | CloseReason::Io(_) => "error",
@@ -71,7 +72,6 @@ impl CloseReason {
         use io::ErrorKind::*;
         match e.kind() {
             ConnectionReset | ConnectionAborted | BrokenPipe => CloseReason::PeerReset,
-            TimedOut | WouldBlock => CloseReason::Timeout,
             kind => CloseReason::Io(kind),
         }
     }
@@ -85,11 +85,74 @@ impl fmt::Display for CloseReason {
             CloseReason::Frame(e) => write!(f, "bad frame: {e}"),
             CloseReason::ServiceClosed => f.write_str("closed by service"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
-            CloseReason::Timeout => f.write_str("timeout"),
+            CloseReason::Timeout(Expiry::Idle) => f.write_str("idle timeout (--idle-timeout)"),
+            CloseReason::Timeout(Expiry::Frame) => {
+                f.write_str("frame not finished in time (--frame-timeout)")
+            }
+            CloseReason::Timeout(Expiry::Send) => {
+                f.write_str("replies not taken in time (--send-timeout)")
+            }
             CloseReason::Denied => f.write_str("denied by the access lists"),
             CloseReason::Io(kind) => write!(f, "io error: {kind}"),
         }
     }
+}
+
+/// Which of the [`Timeouts`] ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// No byte moved either way for `idle`.
+    Idle,
+    /// A frame was begun and not finished within `frame`.
+    Frame,
+    /// Replies waited for the peer to take them for `send`.
+    Send,
+}
+
+/// How long a connection may keep the server waiting; `None` waits forever. Each model wakes
+/// at [`Session::deadline`] and closes the connection if [`Session::expired`] says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// No byte in either direction for this long closes the connection (`--idle-timeout`).
+    pub idle: Option<Duration>,
+    /// A frame begun and not finished within this closes it (`--frame-timeout`, against
+    /// slowloris); under `raw` framing every read is a whole frame, so it bounds nothing.
+    pub frame: Option<Duration>,
+    /// Replies the peer does not take for this long close it (`--send-timeout`).
+    pub send: Option<Duration>,
+}
+
+impl Timeouts {
+    /// Waits forever: what a bare [`Session::new`] has.
+    pub const NONE: Timeouts = Timeouts {
+        idle: None,
+        frame: None,
+        send: None,
+    };
+
+    /// The server's defaults, safe on a public network: idle 5 min, frame 30 s, send 30 s.
+    pub const DEFAULT: Timeouts = Timeouts {
+        idle: Some(Duration::from_secs(300)),
+        frame: Some(Duration::from_secs(30)),
+        send: Some(Duration::from_secs(30)),
+    };
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts::DEFAULT
+    }
+}
+
+/// When each of a session's timeouts started counting.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    /// The last byte in or out.
+    active: Instant,
+    /// The first byte of the frame not yet finished, if one is.
+    frame: Option<Instant>,
+    /// Since replies have waited without a byte of them taken, if they are waiting.
+    send: Option<Instant>,
 }
 
 /// What one connection moved.
@@ -124,6 +187,8 @@ pub struct Session {
     stats: SessionStats,
     tap: Option<Box<dyn MessageTap>>,
     timer: Option<ServiceTimer>,
+    timeouts: Timeouts,
+    clock: Clock,
 }
 
 /// Told how long the service took over each message (`serve --metrics`).
@@ -142,7 +207,19 @@ impl Session {
             stats: SessionStats::default(),
             tap: None,
             timer: None,
+            timeouts: Timeouts::NONE,
+            clock: Clock {
+                active: Instant::now(),
+                frame: None,
+                send: None,
+            },
         }
+    }
+
+    /// Closes the session when the peer keeps it waiting past `timeouts`.
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
     }
 
     /// Tells `timer` how long the service took over each message.
@@ -161,10 +238,13 @@ impl Session {
     /// connection must close now (a bad frame); replies already queued may still be sent.
     pub fn receive(&mut self, data: &[u8]) -> Result<(), CloseReason> {
         self.stats.bytes_in += data.len() as u64;
-        if self.done.is_some() {
-            return Ok(()); // the service closed: what follows is not read
+        if self.done.is_some() || data.is_empty() {
+            return Ok(()); // after the service closed, what follows is not read
         }
+        let now = Instant::now();
+        self.clock.active = now;
         self.input.extend_from_slice(data);
+        let answered = self.stats.msgs_in;
         while let Some(frame) = self
             .codec
             .decode(&mut self.input)
@@ -174,6 +254,15 @@ impl Session {
                 self.done = Some(CloseReason::ServiceClosed);
                 break;
             }
+        }
+        // The bytes left begin a frame: now, unless they continue the one begun before.
+        self.clock.frame = match self.clock.frame {
+            _ if self.input.is_empty() => None,
+            Some(began) if self.stats.msgs_in == answered => Some(began),
+            _ => Some(now),
+        };
+        if self.clock.send.is_none() && !self.pending().is_empty() {
+            self.clock.send = Some(now);
         }
         Ok(())
     }
@@ -194,6 +283,10 @@ impl Session {
             }
         }
         self.done = Some(CloseReason::Eof);
+        self.clock.frame = None;
+        if self.clock.send.is_none() && !self.pending().is_empty() {
+            self.clock.send = Some(Instant::now());
+        }
         Ok(())
     }
 
@@ -225,19 +318,65 @@ impl Session {
 
     /// `n` bytes of [`pending`](Session::pending) were written.
     pub fn advance(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
         self.sent += n;
         self.stats.bytes_out += n as u64;
         debug_assert!(self.sent <= self.output.len());
+        let now = Instant::now();
+        self.clock.active = now;
         if self.sent == self.output.len() {
             self.output.clear();
             self.sent = 0;
+            self.clock.send = None;
+        } else {
+            self.clock.send = Some(now);
         }
+    }
+
+    /// When the connection must next be looked at, if ever: the earliest instant at which one
+    /// of its [`Timeouts`] could run out. A model waits no longer than this, then asks
+    /// [`expired`](Session::expired); the deadline only moves later as bytes move, except when
+    /// a frame is begun or replies start waiting.
+    pub fn deadline(&self) -> Option<Instant> {
+        let t = &self.timeouts;
+        let c = &self.clock;
+        let idle = t.idle.map(|d| c.active + d);
+        // While replies wait, a model may not read (it writes first, or the budget is full):
+        // the peer is not to blame for an unfinished frame then, the send timeout covers it.
+        let frame = match (t.frame, c.frame) {
+            (Some(d), Some(began)) if c.send.is_none() => Some(began + d),
+            _ => None,
+        };
+        let send = t.send.zip(c.send).map(|(d, since)| since + d);
+        [idle, frame, send].into_iter().flatten().min()
+    }
+
+    /// The timeout that ran out by `now`, if one did: the connection is to close for it.
+    pub fn expired(&self, now: Instant) -> Option<CloseReason> {
+        let t = &self.timeouts;
+        let c = &self.clock;
+        let past = |limit: Option<Duration>, since: Option<Instant>| {
+            limit.zip(since).is_some_and(|(d, since)| now >= since + d)
+        };
+        let expiry = if past(t.frame, c.frame) && c.send.is_none() {
+            Expiry::Frame
+        } else if past(t.send, c.send) {
+            Expiry::Send
+        } else if past(t.idle, Some(c.active)) {
+            Expiry::Idle
+        } else {
+            return None;
+        };
+        Some(CloseReason::Timeout(expiry))
     }
 
     /// Drops the replies not yet written, when the connection can no longer take them.
     pub fn discard_pending(&mut self) {
         self.output.clear();
         self.sent = 0;
+        self.clock.send = None;
     }
 
     /// True while the session takes more input: it has not ended and its queued replies are
@@ -307,6 +446,83 @@ mod tests {
         }
         s.advance(s.pending().len());
         assert!(s.wants_read());
+    }
+
+    fn timed(framing: Framing) -> Session {
+        let secs = |s| Some(Duration::from_secs(s));
+        session(framing).with_timeouts(Timeouts {
+            idle: secs(100),
+            frame: secs(10),
+            send: secs(20),
+        })
+    }
+
+    #[test]
+    fn an_idle_session_expires_at_its_idle_timeout() {
+        let s = timed(Framing::Line);
+        let deadline = s.deadline().unwrap();
+        let opened = deadline - Duration::from_secs(100);
+        assert_eq!(s.expired(deadline - Duration::from_millis(1)), None);
+        assert_eq!(
+            s.expired(deadline),
+            Some(CloseReason::Timeout(Expiry::Idle))
+        );
+        assert!(opened <= Instant::now());
+    }
+
+    #[test]
+    fn a_begun_frame_must_finish_within_the_frame_timeout() {
+        let mut s = timed(Framing::Line);
+        s.receive(b"a\nhal").unwrap();
+        s.advance(2);
+        let deadline = s.deadline().unwrap();
+        let at = |secs| deadline - Duration::from_secs(10) + Duration::from_secs(secs);
+        assert_eq!(s.expired(at(9)), None);
+        assert_eq!(s.expired(at(10)), Some(CloseReason::Timeout(Expiry::Frame)));
+        // More of the same frame does not restart its clock; finishing it stops it.
+        s.receive(b"f").unwrap();
+        assert_eq!(s.deadline(), Some(deadline));
+        s.receive(b"\n").unwrap();
+        s.advance(5);
+        assert!(s.deadline().unwrap() >= deadline + Duration::from_secs(80));
+    }
+
+    #[test]
+    fn raw_framing_never_leaves_a_frame_begun() {
+        let mut s = timed(Framing::Raw);
+        s.receive(b"partial").unwrap();
+        s.advance(7);
+        let deadline = s.deadline().unwrap();
+        assert_eq!(
+            s.expired(deadline),
+            Some(CloseReason::Timeout(Expiry::Idle))
+        );
+    }
+
+    #[test]
+    fn replies_not_taken_expire_at_the_send_timeout() {
+        let mut s = timed(Framing::Line);
+        s.receive(b"abc\n").unwrap();
+        let deadline = s.deadline().unwrap();
+        assert_eq!(
+            s.expired(deadline),
+            Some(CloseReason::Timeout(Expiry::Send))
+        );
+        s.advance(1); // progress restarts the send clock
+        assert!(s.deadline().unwrap() >= deadline);
+        s.advance(3);
+        assert_eq!(s.expired(deadline), None, "all taken: only idle remains");
+    }
+
+    #[test]
+    fn without_timeouts_nothing_expires() {
+        let mut s = session(Framing::Line);
+        s.receive(b"half").unwrap();
+        assert_eq!(s.deadline(), None);
+        assert_eq!(
+            s.expired(Instant::now() + Duration::from_secs(1 << 30)),
+            None
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::metrics::Meters;
 use crate::model::Model;
 use crate::server::{ServeError, Summary};
 use crate::service::{Peer, Service};
-use crate::session::{CloseReason, MessageTap, Session, SessionStats};
+use crate::session::{CloseReason, MessageTap, Session, SessionStats, Timeouts};
 use crate::shutdown::Lifecycle;
 use crate::store::{
     now_us, MessageBatch, Record, Recorder, SessionRow, SharedStats, StoreUrl, Writer, QUEUE,
@@ -30,6 +30,8 @@ pub(crate) struct Counters {
     messages: AtomicU64,
     /// Connections refused by the access lists (numbered with the others, not served).
     denied: AtomicU64,
+    /// Places taken under `--max-conns`: connections open, and accepts about to happen.
+    places: AtomicU64,
     /// When a refused address was last logged: slots of (address hash << 32 | seconds), so
     /// every process of a server logs a flood from one address once per interval. Two
     /// addresses sharing a slot may, rarely, hide each other's line for an interval.
@@ -110,7 +112,15 @@ pub(crate) struct Shared {
     pub(crate) access: AccessList,
     /// What the metrics endpoint adds to the counters, when there is one.
     pub(crate) meters: Option<Arc<SharedMem<Meters>>>,
+    /// How long a connection may keep the server waiting.
+    pub(crate) timeouts: Timeouts,
+    /// `--max-conns`: connections open at once, across every thread and process.
+    pub(crate) max_conns: u64,
 }
+
+/// While `--max-conns` are open, a model that stopped accepting looks again this often (a
+/// place may free in another process, which cannot wake it).
+pub(crate) const PLACE_RECHECK: Duration = Duration::from_millis(10);
 
 /// How often a refused address is logged at most, in seconds.
 const REFUSAL_LOG_EVERY: u64 = 10;
@@ -187,6 +197,40 @@ impl Drop for MessageRecorder {
 }
 
 impl Shared {
+    /// Takes a place for one more connection before accepting it: false while `--max-conns`
+    /// are open, and then the model leaves new clients in the backlog. A place taken is given
+    /// back by [`closed`](Shared::closed), by a refusal, or with [`release`](Shared::release)
+    /// when no connection came.
+    pub(crate) fn reserve(&self) -> bool {
+        let max = self.max_conns;
+        self.counters
+            .places
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Gives back a place [`reserve`](Shared::reserve) took.
+    pub(crate) fn release(&self) {
+        self.counters.places.fetch_sub(1, Relaxed);
+    }
+
+    /// True while fewer than `--max-conns` connections are open: a reactor watches its listener.
+    pub(crate) fn has_room(&self) -> bool {
+        self.counters.places.load(Relaxed) < self.max_conns
+    }
+
+    /// Takes a place and accepts a stream through `accept`, or says why not: `Ok(None)` when
+    /// there is no room or nothing waiting (the place is given back).
+    pub(crate) fn accept_with_place<T>(
+        &self,
+        accept: impl FnOnce() -> std::io::Result<T>,
+    ) -> std::io::Result<Option<T>> {
+        if !self.reserve() {
+            return Ok(None);
+        }
+        accept().map(Some).inspect_err(|_| self.release())
+    }
+
     /// A connection was accepted: numbers it and counts it.
     fn accepted(&self, addr: String) -> Peer {
         Peer::new(self.counters.connections.fetch_add(1, Relaxed) + 1, addr)
@@ -195,7 +239,8 @@ impl Shared {
     /// A connection (or datagram) was accepted from `addr`, its socket `fd` for a Unix peer's
     /// credentials: the peer to serve, or `None` when the access lists refuse it. A refusal is
     /// counted, recorded (reason `denied`) and logged at most once per address per interval;
-    /// the caller closes the connection without reading a byte.
+    /// the caller closes the connection without reading a byte. A stream's place under
+    /// `--max-conns` is given back when it is refused.
     pub(crate) fn admit(&self, addr: String, fd: Option<RawFd>) -> Option<Peer> {
         let admitted = self.access.admits(&addr, fd);
         let peer = self.accepted(addr);
@@ -203,6 +248,9 @@ impl Shared {
             return Some(peer);
         }
         self.counters.denied.fetch_add(1, Relaxed);
+        if fd.is_some() {
+            self.release();
+        }
         if let Some(meters) = &self.meters {
             meters.closed(&CloseReason::Denied, Duration::ZERO);
         }
@@ -261,13 +309,16 @@ impl Shared {
             store,
             access: self.access.clone(),
             meters: self.meters.clone(),
+            timeouts: self.timeouts,
+            max_conns: self.max_conns,
         };
         Ok((worker, writer))
     }
 
     /// A fresh session for a connection.
     pub(crate) fn session(&self, peer: &Peer) -> Session {
-        let mut session = Session::new(self.framing.codec(self.max_frame), self.service.open(peer));
+        let mut session = Session::new(self.framing.codec(self.max_frame), self.service.open(peer))
+            .with_timeouts(self.timeouts);
         if let Some(meters) = &self.meters {
             let meters = meters.clone();
             session = session.with_service_timer(Box::new(move |d| meters.served(d)));
@@ -309,7 +360,7 @@ impl Shared {
         }
     }
 
-    /// A connection closed: one log line and the server's counters.
+    /// A connection closed: one log line and the server's counters; its place is free.
     pub(crate) fn closed(
         &self,
         peer: &Peer,
@@ -317,6 +368,7 @@ impl Shared {
         reason: &CloseReason,
         opened: Instant,
     ) {
+        self.release();
         self.count(stats, reason, opened);
         self.record(peer, stats, reason, opened);
         let ms = opened.elapsed().as_millis() as u64;

@@ -453,6 +453,119 @@ fn metrics_count_what_was_served(m: Spec) {
     assert!(status.success());
 }
 
+fn timeouts_close_idle_slow_and_unread_connections(m: Spec) {
+    let s = serve(
+        m,
+        &[
+            "--frame",
+            "line",
+            "--idle-timeout",
+            "400ms",
+            "--frame-timeout",
+            "400ms",
+            "--send-timeout",
+            "400ms",
+        ],
+    );
+    // Idle: answered, then nothing either way.
+    let mut idle = s.connect();
+    idle.write_all(b"hi\n").unwrap();
+    assert_eq!(recv_line(&mut idle), b"HI");
+    assert!(closed_by_peer(&mut idle));
+    s.wait_log("reason=idle timeout");
+
+    // Slowloris: a frame begun, never finished, while bytes keep coming (so it is not idle).
+    let mut slow = s.connect();
+    let mut closed = false;
+    for _ in 0..50 {
+        if slow.write_all(b"x").is_err() {
+            closed = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        closed || closed_by_peer(&mut slow),
+        "the slow frame was cut"
+    );
+    s.wait_log("reason=frame not finished in time");
+
+    // A client that sends and never reads: once the socket buffers and the session's budget are
+    // full, the server's replies wait, then the connection is cut.
+    let mut deaf = s.connect();
+    deaf.set_write_timeout(Some(Duration::from_secs(2)));
+    let line = [b"z".repeat(64 * 1024), b"\n".to_vec()].concat();
+    let mut sent = 0usize;
+    while sent < 256 << 20 && deaf.write_all(&line).is_ok() {
+        sent += line.len();
+    }
+    assert!(
+        sent < 256 << 20,
+        "the server kept reading from a peer that does not read"
+    );
+    s.wait_log("reason=replies not taken in time");
+
+    // The server goes on serving everyone else.
+    let mut c = s.connect();
+    c.write_all(b"still here\n").unwrap();
+    assert_eq!(recv_line(&mut c), b"STILL HERE");
+    drop(c);
+    let dir = s.dir.clone();
+    let (status, summary) = s.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        summary.contains("(0 errors)"),
+        "a timeout is not an error: {summary}"
+    );
+    let sessions = switchboard_ok(&[
+        "sessions",
+        "--json",
+        "--store",
+        &format!("sqlite://{}/switchboard.db", dir.display()),
+    ]);
+    assert_eq!(
+        sessions.matches("\"reason\":\"timeout\"").count(),
+        3,
+        "recorded with reason timeout: {sessions}"
+    );
+}
+
+fn max_conns_leaves_the_rest_in_the_backlog(m: Spec) {
+    if !m.concurrent {
+        return; // one at a time already
+    }
+    let s = serve(m, &["--frame", "line", "--max-conns", "2"]);
+    let mut held: Vec<_> = (0..2)
+        .map(|i| {
+            let mut c = s.connect();
+            c.write_all(format!("held {i}\n").as_bytes()).unwrap();
+            assert_eq!(recv_line(&mut c), format!("HELD {i}").as_bytes());
+            c
+        })
+        .collect();
+    // The third connects (the kernel's backlog takes it) but is not served while two are open.
+    let mut waiting = s.connect();
+    waiting.write_all(b"third\n").unwrap();
+    waiting.set_timeouts(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 8];
+    let early = std::io::Read::read(&mut waiting, &mut buf);
+    assert!(
+        matches!(&early, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "served past --max-conns: {early:?}"
+    );
+    // A place frees: it is served, nothing was dropped.
+    drop(held.pop());
+    waiting.set_timeouts(Some(PATIENCE));
+    assert_eq!(recv_line(&mut waiting), b"THIRD");
+    drop((held, waiting));
+    let (status, summary) = s.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        summary.contains("served 3 connections (0 errors), 3 messages"),
+        "{summary}"
+    );
+}
+
 /// The checks, one test each, for a model over a transport.
 macro_rules! checks {
     ($name:literal, $concurrent:expr, $bounded:expr, $transport:literal) => {
@@ -517,6 +630,14 @@ macro_rules! checks {
         #[test]
         fn the_drain_cuts_connections_that_outlive_it() {
             super::super::the_drain_cuts_connections_that_outlive_it(M)
+        }
+        #[test]
+        fn timeouts_close_idle_slow_and_unread_connections() {
+            super::super::timeouts_close_idle_slow_and_unread_connections(M)
+        }
+        #[test]
+        fn max_conns_leaves_the_rest_in_the_backlog() {
+            super::super::max_conns_leaves_the_rest_in_the_backlog(M)
         }
         #[test]
         fn metrics_count_what_was_served() {

@@ -10,7 +10,7 @@ use switchboard::access::{parse_network, AccessList};
 use switchboard::codec::Framing;
 use switchboard::service::Builtin;
 use switchboard::transport::SocketOptions;
-use switchboard::{Addr, Model, Server};
+use switchboard::{Addr, Model, Server, Timeouts};
 
 /// Serve a service until SIGINT or SIGTERM, then drain and print a summary.
 #[derive(clap::Args)]
@@ -50,6 +50,18 @@ pub struct Args {
     /// How long open connections may take to finish after SIGINT/SIGTERM (a second signal cuts them at once): seconds, or with a unit (500ms, 1m).
     #[arg(long, default_value = "5", value_parser = parse_duration)]
     drain: Duration,
+    /// The most connections open at once (across every worker); past it the server stops accepting and new clients wait in the kernel's backlog until a place frees.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_conns: u64,
+    /// Close a connection with no byte in either direction for this long (reason timeout); 0 never does. 500ms, 30s, 5m.
+    #[arg(long, value_name = "DUR", default_value = "5m", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Close a connection whose frame was begun but not finished within this (slowloris); 0 never does. Bounds nothing under --frame raw, where every read is a whole frame.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+    frame_timeout: Duration,
+    /// Close a connection that does not take its replies for this long; 0 never does.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+    send_timeout: Duration,
     /// Admit only peers in this network (CIDR such as 10.0.0.0/8 or fd00::/8, or one address); repeatable. With any --allow, only those.
     #[arg(long = "allow", value_name = "CIDR", value_parser = parse_network)]
     allow: Vec<ipnet::IpNet>,
@@ -70,6 +82,11 @@ pub struct Args {
     /// What to record: a row per connection (sessions), or every request and reply too (messages).
     #[arg(long = "record", value_enum, default_value_t = RecordWhat::Sessions)]
     what: RecordWhat,
+}
+
+/// A timeout of 0 means none.
+fn nonzero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
 }
 
 /// `--metrics` takes a TCP address only: it is served over HTTP.
@@ -145,6 +162,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .store(args.record.url())
         .record_messages(args.what == RecordWhat::Messages)
         .access(AccessList::new(args.allow, args.deny, args.allow_uid))
+        .max_conns(args.max_conns as usize)
+        .timeouts(Timeouts {
+            idle: nonzero(args.idle_timeout),
+            frame: nonzero(args.frame_timeout),
+            send: nonzero(args.send_timeout),
+        })
         .metrics(args.metrics)
         .bind()?;
     let local = server.local_addr()?;

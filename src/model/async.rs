@@ -8,12 +8,12 @@
 use super::datagram;
 use crate::service::Peer;
 use crate::session::{CloseReason, Session};
-use crate::shared::Shared;
+use crate::shared::{Shared, PLACE_RECHECK};
 use crate::transport::{unix_peer_name, DatagramSocket, Listener, MAX_DATAGRAM};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinSet;
 
@@ -76,17 +76,32 @@ where
     stop.set_nonblocking(true)?;
     let stop = tokio::net::UnixStream::from_std(stop)?;
     loop {
+        // A place under `--max-conns` first; while none is free, clients wait in the backlog.
+        let room = shared.reserve();
         tokio::select! {
-            _ = stop.readable() => return Ok(()),
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            accepted = accept() => match accepted {
+            _ = stop.readable() => {
+                if room {
+                    shared.release();
+                }
+                return Ok(());
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {
+                if room {
+                    shared.release();
+                }
+            }
+            _ = tokio::time::sleep(PLACE_RECHECK), if !room => {}
+            accepted = accept(), if room => match accepted {
                 Ok((stream, peer)) => {
-                    // Refused: dropping the stream closes it unread.
+                    // Refused: dropping the stream closes it unread (and frees its place).
                     if let Some(peer) = shared.admit(peer, Some(stream.as_raw_fd())) {
                         tasks.spawn(connection(stream, Live::new(peer, shared.clone())));
                     }
                 }
-                Err(e) => super::blocking::accept_failed(e)?,
+                Err(e) => {
+                    shared.release();
+                    super::blocking::accept_failed(e)?
+                }
             },
         }
     }
@@ -152,25 +167,68 @@ async fn drain(tasks: &mut JoinSet<()>, shared: &Shared) {
     }
 }
 
-/// One connection's coroutine: read, answer, write every reply whole, until the peer leaves.
+/// One connection's coroutine: write what is queued, else read and answer, until the peer
+/// leaves, errs or keeps it waiting past a timeout.
+///
+/// One timer per connection, armed at the session's deadline and moved only when that comes
+/// earlier (a frame begun, replies waiting): when it fires, the session says whether a timeout
+/// ran out or the deadline moved on.
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, mut live: Live) {
     let mut buf = vec![0u8; READ_SIZE];
+    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    let timer = tokio::time::sleep_until(far());
+    tokio::pin!(timer);
+    let mut armed = None;
+    // A bad frame: the replies queued before it still go out, then the connection closes.
+    let mut closing = None;
     let reason = loop {
-        if let Some(reason) = live.session.finished() {
+        let session = &mut live.session;
+        if let Some(reason) = session.finished() {
             break reason.clone();
         }
-        let received = match stream.read(&mut buf).await {
-            Ok(0) => live.session.receive_eof(),
-            Ok(n) => live.session.receive(&buf[..n]),
-            Err(e) => break CloseReason::from_io(&e),
-        };
-        if let Err(e) = stream.write_all(live.session.pending()).await {
-            break CloseReason::from_io(&e);
+        if session.pending().is_empty() {
+            if let Some(reason) = closing.take() {
+                break reason;
+            }
         }
-        let written = live.session.pending().len();
-        live.session.advance(written);
-        if let Err(reason) = received {
-            break reason;
+        if let Some(deadline) = session.deadline() {
+            if armed.is_none_or(|a| deadline < a) {
+                armed = Some(deadline);
+                timer.as_mut().reset(deadline.into());
+            }
+        }
+        // Ok(true): the timer fired.
+        let step = if !session.pending().is_empty() {
+            tokio::select! {
+                written = stream.write(session.pending()) => written.map(|n| {
+                    session.advance(n);
+                    false
+                }),
+                () = &mut timer => Ok(true),
+            }
+        } else {
+            tokio::select! {
+                read = stream.read(&mut buf) => read.map(|n| {
+                    let received = match n {
+                        0 => session.receive_eof(),
+                        n => session.receive(&buf[..n]),
+                    };
+                    closing = received.err();
+                    false
+                }),
+                () = &mut timer => Ok(true),
+            }
+        };
+        match step {
+            Ok(false) => {}
+            Ok(true) => {
+                if let Some(reason) = session.expired(Instant::now()) {
+                    break reason;
+                }
+                armed = None; // not yet: armed again at the deadline as it is now
+                timer.as_mut().reset(far());
+            }
+            Err(e) => break CloseReason::from_io(&e),
         }
     };
     live.reason = Some(reason);

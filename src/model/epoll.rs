@@ -12,7 +12,7 @@
 //! queued connection if a worker stops.
 
 use super::datagram;
-use super::reactor::{self, Drain, Status, Table, READ_SIZE};
+use super::reactor::{self, Drain, Status, Table, Timers, READ_SIZE};
 use crate::shared::Shared;
 use crate::sys::Epoll;
 use crate::transport::{DatagramSocket, Listener, MAX_DATAGRAM};
@@ -49,18 +49,23 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
     result
 }
 
-/// A worker's epoll, watching the listening (or datagram) socket `fd` and the stop waker. The
-/// socket is level-triggered, and `exclusive` when workers share it, so one wakes per event.
+/// A worker's epoll, watching the listening (or datagram) socket `fd` and the stop waker.
 fn setup(fd: RawFd, shared: &Shared, exclusive: bool) -> io::Result<Epoll> {
     let epoll = Epoll::new()?;
+    watch_listener(&epoll, fd, exclusive)?;
+    epoll.add(shared.lifecycle.waker_fd(), libc::EPOLLIN as u32, WAKER)?;
+    Ok(epoll)
+}
+
+/// Watches the listening socket: level-triggered, and `exclusive` when workers share it, so
+/// one wakes per event.
+fn watch_listener(epoll: &Epoll, fd: RawFd, exclusive: bool) -> io::Result<()> {
     let exclusive = if exclusive {
         libc::EPOLLEXCLUSIVE as u32
     } else {
         0
     };
-    epoll.add(fd, libc::EPOLLIN as u32 | exclusive, LISTENER)?;
-    epoll.add(shared.lifecycle.waker_fd(), libc::EPOLLIN as u32, WAKER)?;
-    Ok(epoll)
+    epoll.add(fd, libc::EPOLLIN as u32 | exclusive, LISTENER)
 }
 
 /// One reactor: setup, then accept, readable/writable (one drive each, edge-triggered), close.
@@ -75,12 +80,16 @@ pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::
     // Connections whose turn ran out: driven again next round, without waiting for an edge.
     let (mut again, mut again_now): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
     let mut drain = Drain::new(shared);
-    let mut accepting = true;
+    let mut timers = Timers::default();
+    // Accepting until a stop; listening while `--max-conns` leaves room.
+    let (mut accepting, mut listening) = (true, true);
     loop {
         if drain.stopping() {
             if accepting {
                 accepting = false;
-                epoll.delete(listener.as_raw_fd())?;
+                if listening {
+                    epoll.delete(listener.as_raw_fd())?;
+                }
                 epoll.delete(shared.lifecycle.waker_fd())?; // it stays readable: stop watching
             }
             if table.is_empty() {
@@ -91,15 +100,24 @@ pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::
                 return Ok(());
             }
         }
+        // Full: the listener stays readable, so it is not watched until a place frees.
+        if accepting && listening != shared.has_room() {
+            listening = !listening;
+            if listening {
+                watch_listener(&epoll, listener.as_raw_fd(), exclusive)?;
+            } else {
+                epoll.delete(listener.as_raw_fd())?;
+            }
+        }
         let timeout = if again.is_empty() {
-            drain.timeout()
+            reactor::wait_time(&timers, &drain, accepting && !listening)
         } else {
             Some(Default::default())
         };
         let n = epoll.wait(&mut events, timeout)?;
         // Turns that ran out last round go first, then what the kernel reported.
         for token in std::mem::take(&mut again_now) {
-            drive(&mut table, token, &mut buf, &mut again, shared);
+            drive(&mut table, token, &mut buf, &mut again, &mut timers, shared);
         }
         for ev in &events[..n] {
             match ev.u64 {
@@ -109,7 +127,7 @@ pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::
                             break;
                         };
                         let fd = conn.as_raw_fd();
-                        let token = table.insert(conn);
+                        let token = reactor::insert(&mut table, &mut timers, conn);
                         let interest =
                             libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET;
                         // Data that came before the registration is reported by it.
@@ -127,27 +145,38 @@ pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::
                             conn.hung_up();
                         }
                     }
-                    drive(&mut table, token, &mut buf, &mut again, shared);
+                    drive(&mut table, token, &mut buf, &mut again, &mut timers, shared);
                 }
             }
         }
+        timers.expire(&mut table, |table, token, reason| {
+            reactor::close(table, token, reason, shared)
+        });
         std::mem::swap(&mut again, &mut again_now);
     }
 }
 
 /// One turn of a ready connection; closes it when it is done.
-fn drive(table: &mut Table, token: usize, buf: &mut [u8], again: &mut Vec<usize>, shared: &Shared) {
+fn drive(
+    table: &mut Table,
+    token: usize,
+    buf: &mut [u8],
+    again: &mut Vec<usize>,
+    timers: &mut Timers,
+    shared: &Shared,
+) {
     let Some(conn) = table.get_mut(token) else {
         return;
     };
-    match conn.drive(buf) {
+    let status = conn.drive(buf);
+    if let Status::Open { .. } = status {
+        timers.arm(token, conn);
+    }
+    match status {
         Status::Open { again: true } => again.push(token),
         Status::Open { again: false } => {}
-        Status::Closed(reason) => {
-            if let Some(conn) = table.remove(token) {
-                conn.close(&reason, shared); // closing the fd removes it from the epoll
-            }
-        }
+        // Closing the fd removes it from the epoll.
+        Status::Closed(reason) => reactor::close(table, token, reason, shared),
     }
 }
 

@@ -4,12 +4,13 @@
 //! serves that one connection with the blocking loop and exits. A crash in a child costs only
 //! its connection. Processes cost far more than threads to start, so this suits few, long
 //! connections. `--max-children` bounds them: past it, the parent accepts no more until a
-//! child ends, and new connections wait in the kernel's backlog. Children are reaped as they
+//! child ends, and new connections wait in the kernel's backlog (as they do past
+//! `--max-conns`). Children are reaped as they
 //! end (a SIGCHLD pipe wakes the parent's `poll`), so none is left a zombie.
 
 use super::blocking;
 use super::process::Children;
-use crate::shared::Shared;
+use crate::shared::{Shared, PLACE_RECHECK};
 use crate::sys;
 use crate::transport::Listener;
 use std::io;
@@ -23,20 +24,26 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
     let max_children = shared.max_children.max(1);
     while !shared.lifecycle.is_stopping() {
         let below_max = children.len() < max_children;
+        let room = shared.has_room();
         let mut fds = [
             sys::pollin(shared.lifecycle.waker_fd()),
             sys::pollin(children.fd()),
-            sys::pollin(if below_max { listener.as_raw_fd() } else { -1 }), // -1: not watched
+            sys::pollin(if below_max && room {
+                listener.as_raw_fd()
+            } else {
+                -1 // not watched
+            }),
         ];
-        sys::poll(&mut fds, None)?;
+        sys::poll(&mut fds, (!room).then_some(PLACE_RECHECK))?;
         if fds[1].revents != 0 {
             children.reap();
         }
         if fds[2].revents == 0 {
             continue;
         }
-        let (stream, addr) = match listener.accept() {
-            Ok(accepted) => accepted,
+        let (stream, addr) = match shared.accept_with_place(|| listener.accept()) {
+            Ok(Some(accepted)) => accepted,
+            Ok(None) => continue,
             Err(e) => {
                 blocking::accept_failed(e)?;
                 continue;

@@ -7,7 +7,7 @@
 //! which keeps an idle server to a few percent of a core at the price of up to 1 ms of latency.
 //! `select`, `poll` and `epoll` exist to remove exactly this cost.
 
-use super::reactor::{self, Drain, Status, Table, READ_SIZE};
+use super::reactor::{self, Drain, Status, Table, Timers, READ_SIZE};
 use crate::shared::Shared;
 use crate::transport::Listener;
 use std::io;
@@ -24,6 +24,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
     let mut buf = vec![0u8; READ_SIZE];
     let mut drain = Drain::new(shared);
     let mut idle_turns = 0u32;
+    let mut timers = Timers::default();
     loop {
         let accepting = !drain.stopping();
         if !accepting && (table.is_empty() || drain.expired()) {
@@ -33,7 +34,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
         let mut progress = false;
         if accepting {
             while let Some(conn) = reactor::accept(&listener, shared)? {
-                table.insert(conn);
+                reactor::insert(&mut table, &mut timers, conn);
                 progress = true;
             }
         }
@@ -45,14 +46,18 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
             let before = conn.activity();
             match conn.drive(&mut buf) {
                 Status::Closed(reason) => {
-                    if let Some(conn) = table.remove(token) {
-                        conn.close(&reason, shared);
-                    }
+                    reactor::close(&mut table, token, reason, shared);
                     progress = true;
                 }
-                Status::Open { .. } => progress |= conn.activity() != before,
+                Status::Open { .. } => {
+                    progress |= conn.activity() != before;
+                    timers.arm(token, conn);
+                }
             }
         }
+        timers.expire(&mut table, |table, token, reason| {
+            reactor::close(table, token, reason, shared)
+        });
         if progress {
             idle_turns = 0;
         } else if idle_turns < SPIN_TURNS {

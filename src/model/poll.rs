@@ -5,7 +5,7 @@
 //! and one `poll` says which are ready. Level-triggered, so a socket with bytes left is simply
 //! reported again. Its cost grows with the number of connections, ready or not.
 
-use super::reactor::{self, Drain, Status, Table, READ_SIZE};
+use super::reactor::{self, close, Drain, Status, Table, Timers, READ_SIZE};
 use crate::shared::Shared;
 use crate::sys;
 use crate::transport::Listener;
@@ -21,6 +21,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
     let mut drain = Drain::new(shared);
     let mut fds: Vec<libc::pollfd> = Vec::new();
     let mut tokens: Vec<usize> = Vec::new();
+    let mut timers = Timers::default();
     loop {
         let accepting = !drain.stopping();
         if !accepting && (table.is_empty() || drain.expired()) {
@@ -30,8 +31,14 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
         // Setup of this turn: the listener and waker first, then each connection.
         fds.clear();
         tokens.clear();
+        // While `--max-conns` are open the listener is left out (-1), its clients in the backlog.
+        let listening = accepting && shared.has_room();
         if accepting {
-            fds.push(sys::pollin(listener.as_raw_fd()));
+            fds.push(sys::pollin(if listening {
+                listener.as_raw_fd()
+            } else {
+                -1
+            }));
             fds.push(sys::pollin(shared.lifecycle.waker_fd()));
         }
         for (token, conn) in table.iter() {
@@ -49,7 +56,10 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
             });
             tokens.push(token);
         }
-        sys::poll(&mut fds, drain.timeout())?;
+        sys::poll(
+            &mut fds,
+            reactor::wait_time(&timers, &drain, accepting && !listening),
+        )?;
         let conns = if accepting { &fds[2..] } else { &fds[..] };
         // Readable or writable connections: one drive each.
         for (pfd, &token) in conns.iter().zip(&tokens) {
@@ -59,16 +69,18 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
             let Some(conn) = table.get_mut(token) else {
                 continue;
             };
-            if let Status::Closed(reason) = conn.drive(&mut buf) {
-                if let Some(conn) = table.remove(token) {
-                    conn.close(&reason, shared);
-                }
+            match conn.drive(&mut buf) {
+                Status::Open { .. } => timers.arm(token, conn),
+                Status::Closed(reason) => close(&mut table, token, reason, shared),
             }
         }
+        timers.expire(&mut table, |table, token, reason| {
+            close(table, token, reason, shared)
+        });
         // Accept last, so a new connection's token cannot be mistaken for a closed one's.
-        if accepting && fds[0].revents != 0 {
+        if listening && fds[0].revents != 0 {
             while let Some(conn) = reactor::accept(&listener, shared)? {
-                table.insert(conn);
+                reactor::insert(&mut table, &mut timers, conn);
             }
         }
     }

@@ -1,11 +1,14 @@
 //! What the single-threaded reactors share (`nonblocking`, `select`, `poll`, `epoll`): the
 //! connection table, driving one connection's non-blocking reads and writes, accepting, closing,
-//! and the drain after a stop. Each reactor file only says how it learns which socket is ready.
+//! the timeouts, and the drain after a stop. Each reactor file only says how it learns which
+//! socket is ready.
 
 use crate::service::Peer;
 use crate::session::{CloseReason, Session};
-use crate::shared::Shared;
+use crate::shared::{Shared, PLACE_RECHECK};
 use crate::transport::{Listener, Stream};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
@@ -26,6 +29,8 @@ pub(super) struct Conn {
     /// The poller said the peer closed or reset: read until the socket says so too, since
     /// no new readiness will come to report it.
     hung_up: bool,
+    /// The deadline this connection has in the [`Timers`], if any.
+    armed: Option<Instant>,
 }
 
 /// Where a connection stands after its turn.
@@ -122,6 +127,12 @@ impl Conn {
     }
 }
 
+impl Timed for Conn {
+    fn timer(&mut self) -> (&Session, &mut Option<Instant>, u64) {
+        (&self.session, &mut self.armed, self.peer.id)
+    }
+}
+
 impl AsRawFd for Conn {
     fn as_raw_fd(&self) -> RawFd {
         self.stream.as_raw_fd()
@@ -192,12 +203,14 @@ impl<T> Table<T> {
     }
 }
 
-/// Accepts one connection if one is waiting, non-blocking and ready for a reactor. `Ok(None)`:
-/// nothing is waiting, or a transient error was logged and waited out.
+/// Accepts one connection if one is waiting and `--max-conns` leaves room, non-blocking and
+/// ready for a reactor. `Ok(None)`: nothing is waiting, no room, or a transient error was
+/// logged and waited out.
 pub(super) fn accept(listener: &Listener, shared: &Shared) -> io::Result<Option<Conn>> {
     loop {
-        let (stream, addr) = match listener.accept() {
-            Ok(accepted) => accepted,
+        let (stream, addr) = match shared.accept_with_place(|| listener.accept()) {
+            Ok(Some(accepted)) => accepted,
+            Ok(None) => return Ok(None),
             Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
             Err(e) => return super::blocking::accept_failed(e).map(|()| None),
         };
@@ -213,7 +226,123 @@ pub(super) fn accept(listener: &Listener, shared: &Shared) -> io::Result<Option<
             peer,
             opened: Instant::now(),
             hung_up: false,
+            armed: None,
         }));
+    }
+}
+
+/// A connection a reactor times: its session, the deadline armed for it, and its id (tokens
+/// are reused; ids are not).
+pub(super) trait Timed {
+    fn timer(&mut self) -> (&Session, &mut Option<Instant>, u64);
+}
+
+/// The connections' deadlines, earliest first: a reactor waits no longer than the first, and
+/// looks only at the connections whose deadline came, never at every connection each turn.
+///
+/// Each connection has one live entry, armed at its session's deadline. The deadline moves
+/// later as bytes move, and the entry is not touched for that: when it comes due, the
+/// connection is closed if the session says a timeout ran out, else armed again at the new
+/// deadline. Only a deadline that moves earlier (a frame begun, replies waiting) adds an
+/// entry; the old one is skipped when it comes, as are those of closed connections.
+#[derive(Default)]
+pub(super) struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+}
+
+impl Timers {
+    /// After a connection's turn (or its accept): arms its deadline if it is earlier than the
+    /// one armed.
+    pub(super) fn arm<C: Timed>(&mut self, token: usize, conn: &mut C) {
+        let (session, armed, id) = conn.timer();
+        if let Some(deadline) = session.deadline() {
+            if armed.is_none_or(|a| deadline < a) {
+                *armed = Some(deadline);
+                self.heap.push(Reverse((deadline, token, id)));
+            }
+        }
+    }
+
+    /// How long a reactor may wait: until the first deadline, or `other` if sooner.
+    pub(super) fn wait(&self, other: Option<Duration>) -> Option<Duration> {
+        let first = self
+            .heap
+            .peek()
+            .map(|Reverse((at, ..))| at.saturating_duration_since(Instant::now()));
+        match (first, other) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Hands every connection whose timeout ran out to `close`, with the reason; arms the
+    /// others whose entry came due at their later deadline.
+    pub(super) fn expire<C: Timed>(
+        &mut self,
+        table: &mut Table<C>,
+        mut close: impl FnMut(&mut Table<C>, usize, CloseReason),
+    ) {
+        let now = Instant::now();
+        while let Some(&Reverse((at, token, id))) = self.heap.peek() {
+            if at > now {
+                break;
+            }
+            self.heap.pop();
+            let Some(conn) = table.get_mut(token) else {
+                continue;
+            };
+            let (session, armed, conn_id) = conn.timer();
+            if conn_id != id || *armed != Some(at) {
+                continue; // a closed connection's, or one armed again earlier
+            }
+            *armed = None;
+            match session.expired(now) {
+                Some(reason) => close(table, token, reason),
+                None => self.arm(token, conn),
+            }
+        }
+        // Entries of closed connections wait for their time; many short connections would
+        // pile them up, so past twice the live ones the heap keeps only those.
+        if self.heap.len() > 2 * table.len + 64 {
+            let live =
+                std::mem::take(&mut self.heap)
+                    .into_iter()
+                    .filter(|Reverse((at, token, id))| {
+                        table.get_mut(*token).is_some_and(|c| {
+                            let (_, armed, conn_id) = c.timer();
+                            conn_id == *id && *armed == Some(*at)
+                        })
+                    });
+            self.heap = live.collect();
+        }
+    }
+}
+
+/// How long a reactor waits for events: no longer than its timers and drain allow, and, when
+/// `--max-conns` are open and it stopped watching its listener, no longer than it takes to
+/// look for a free place again.
+pub(super) fn wait_time(timers: &Timers, drain: &Drain, full: bool) -> Option<Duration> {
+    let wait = timers.wait(drain.timeout());
+    if full {
+        Some(wait.map_or(PLACE_RECHECK, |w| w.min(PLACE_RECHECK)))
+    } else {
+        wait
+    }
+}
+
+/// Puts a new connection in the table, its first deadline armed; returns its token.
+pub(super) fn insert(table: &mut Table, timers: &mut Timers, conn: Conn) -> usize {
+    let token = table.insert(conn);
+    if let Some(conn) = table.get_mut(token) {
+        timers.arm(token, conn);
+    }
+    token
+}
+
+/// Closes the connection at `token`, for `reason`.
+pub(super) fn close(table: &mut Table, token: usize, reason: CloseReason, shared: &Shared) {
+    if let Some(conn) = table.remove(token) {
+        conn.close(&reason, shared);
     }
 }
 

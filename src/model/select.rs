@@ -5,7 +5,7 @@
 //! is refused with a logged error rather than written past the bitmap's end (which would
 //! corrupt memory); use `poll` or `epoll` for more connections.
 
-use super::reactor::{self, Drain, Status, Table, READ_SIZE};
+use super::reactor::{self, close, Drain, Status, Table, Timers, READ_SIZE};
 use crate::session::CloseReason;
 use crate::shared::Shared;
 use crate::sys::{self, FdSet};
@@ -28,6 +28,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
     let mut table = Table::default();
     let mut buf = vec![0u8; READ_SIZE];
     let mut drain = Drain::new(shared);
+    let mut timers = Timers::default();
     loop {
         let accepting = !drain.stopping();
         if !accepting && (table.is_empty() || drain.expired()) {
@@ -37,8 +38,12 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
         // Setup of this turn: both fd sets, rebuilt from scratch as select overwrites them.
         let (mut read, mut write) = (FdSet::new(), FdSet::new());
         let mut nfds = 0;
-        if accepting {
+        // While `--max-conns` are open the listener is left out, its clients in the backlog.
+        let listening = accepting && shared.has_room();
+        if listening {
             read.insert(listen_fd);
+        }
+        if accepting {
             read.insert(waker_fd);
             nfds = listen_fd.max(waker_fd) + 1;
         }
@@ -52,7 +57,8 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
             }
             nfds = nfds.max(fd + 1);
         }
-        sys::select(nfds, &mut read, &mut write, drain.timeout())?;
+        let wait = reactor::wait_time(&timers, &drain, accepting && !listening);
+        sys::select(nfds, &mut read, &mut write, wait)?;
         // Readable or writable connections: one drive each.
         for token in table.tokens() {
             let Some(conn) = table.get_mut(token) else {
@@ -62,13 +68,15 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
             if !read.contains(fd) && !write.contains(fd) {
                 continue;
             }
-            if let Status::Closed(reason) = conn.drive(&mut buf) {
-                if let Some(conn) = table.remove(token) {
-                    conn.close(&reason, shared);
-                }
+            match conn.drive(&mut buf) {
+                Status::Open { .. } => timers.arm(token, conn),
+                Status::Closed(reason) => close(&mut table, token, reason, shared),
             }
         }
-        if accepting && read.contains(listen_fd) {
+        timers.expire(&mut table, |table, token, reason| {
+            close(table, token, reason, shared)
+        });
+        if listening && read.contains(listen_fd) {
             while let Some(conn) = reactor::accept(&listener, shared)? {
                 if conn.as_raw_fd() >= FdSet::CAPACITY {
                     let why = io::Error::other(format!(
@@ -80,7 +88,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
                     conn.close(&CloseReason::Io(io::ErrorKind::OutOfMemory), shared);
                     continue;
                 }
-                table.insert(conn);
+                reactor::insert(&mut table, &mut timers, conn);
             }
         }
     }

@@ -4,14 +4,17 @@
 //!
 //! Where `epoll` asks "which sockets are ready?" and then makes a read and a write call for
 //! each, here the reads and writes themselves are queued: for a hundred busy connections, one
-//! system call per round instead of two per message. Submissions stay armed where they can: one
-//! multishot accept takes every new connection, and each connection has one multishot receive
-//! that fills buffers from a ring the kernel picks from (provided buffers), handed back as soon
-//! as the session has the bytes. A connection whose replies back up past the session's budget
-//! has its receive cancelled until they drain: backpressure, as in the other models.
+//! system call per round instead of two per message. Submissions stay armed where they can: a
+//! few accepts wait on the listener, each holding a place under `--max-conns` (so the kernel
+//! never accepts past it), and each connection has one multishot receive that fills buffers
+//! from a ring the kernel picks from (provided buffers), handed back as soon as the session has
+//! the bytes. A connection whose replies back up past the session's budget has its receive
+//! cancelled until they drain: backpressure, as in the other models. Timeouts are a heap of
+//! deadlines (as in the reactors) bounding the ring's wait; a connection that runs out is shut
+//! down, which ends its submissions.
 
 use super::datagram;
-use super::reactor::{Drain, Table};
+use super::reactor::{self, Drain, Table, Timed, Timers};
 use crate::service::Peer;
 use crate::session::{CloseReason, Session};
 use crate::shared::Shared;
@@ -28,6 +31,8 @@ const WAKER: u64 = u64::MAX - 1;
 const CANCEL: u64 = u64::MAX - 2;
 /// Submissions the ring holds at once; more are handed to the kernel early.
 const ENTRIES: u32 = 1024;
+/// Accepts waiting on the listener at once: a burst of connections is taken this many a round.
+const ACCEPTS: usize = 16;
 
 /// A connection's two kinds of submission, in the low bit of its token.
 const RECV: u64 = 0;
@@ -56,6 +61,14 @@ struct Conn {
     sending: bool,
     /// Why it will close once its last replies are sent (a bad frame, a failed call).
     closing: Option<CloseReason>,
+    /// Its deadline in the [`Timers`], if any.
+    armed: Option<Instant>,
+}
+
+impl Timed for Conn {
+    fn timer(&mut self) -> (&Session, &mut Option<Instant>, u64) {
+        (&self.session, &mut self.armed, self.peer.id)
+    }
 }
 
 /// Serves until a stop, then drains.
@@ -66,19 +79,20 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
     }
     ring.provide_buffers(BUFFERS, BUFFER_SIZE)?;
     listener.set_nonblocking(true)?;
-    ring.accept_multi(listener.as_raw_fd(), ACCEPT)?;
     ring.poll_readable(shared.lifecycle.waker_fd(), WAKER)?;
     let mut table: Table<Conn> = Table::default();
+    let mut timers = Timers::default();
     let mut done = Vec::new();
     let mut drain = Drain::new(shared);
     let (mut accepting, mut cut) = (true, false);
+    let mut accepts = 0; // in flight, each holding a place
     loop {
         if drain.stopping() {
             if accepting {
                 accepting = false;
-                ring.cancel(ACCEPT, CANCEL)?;
+                ring.cancel_all(ACCEPT, CANCEL)?;
             }
-            if table.is_empty() {
+            if table.is_empty() && accepts == 0 {
                 return Ok(());
             }
             if drain.expired() && !cut {
@@ -89,24 +103,30 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
                 }
             }
         }
-        ring.submit_and_wait(if cut { None } else { drain.timeout() })?;
+        while accepting && accepts < ACCEPTS && shared.reserve() {
+            ring.accept(listener.as_raw_fd(), ACCEPT)?;
+            accepts += 1;
+        }
+        let full = accepting && accepts == 0;
+        let wait = reactor::wait_time(&timers, &drain, full);
+        ring.submit_and_wait(if cut { None } else { wait })?;
         done.clear();
         ring.completions(&mut done);
         for c in &done {
             match c.token {
                 ACCEPT => {
+                    accepts -= 1;
                     match c.io() {
-                        Ok(_) => accepted(
-                            &mut ring,
-                            &mut table,
-                            &listener,
-                            Uring::accepted_fd(c.result),
-                            shared,
-                        )?,
-                        Err(e) => super::blocking::accept_failed(e)?,
-                    }
-                    if !c.more && accepting {
-                        ring.accept_multi(listener.as_raw_fd(), ACCEPT)?; // the kernel ended it
+                        Ok(_) => {
+                            let fd = Uring::accepted_fd(c.result);
+                            accepted(&mut ring, &mut table, &mut timers, &listener, fd, shared)?
+                        }
+                        Err(e) => {
+                            shared.release();
+                            if e.raw_os_error() != Some(libc::ECANCELED) {
+                                super::blocking::accept_failed(e)?;
+                            }
+                        }
                     }
                 }
                 WAKER | CANCEL => {} // the stop is seen at the top of the loop
@@ -119,15 +139,37 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
                         ring.give_back(bid); // the session has copied the bytes
                     }
                     if let Some(conn) = table.get_mut(slot) {
-                        if let Some(reason) = next(&mut ring, conn, slot)? {
-                            let conn = table.remove(slot).expect("present above");
-                            let reason = if cut { CloseReason::Shutdown } else { reason };
-                            shared.closed(&conn.peer, conn.session.stats(), &reason, conn.opened);
+                        match next(&mut ring, conn, slot)? {
+                            Some(reason) => {
+                                let conn = table.remove(slot).expect("present above");
+                                let reason = if cut { CloseReason::Shutdown } else { reason };
+                                shared.closed(
+                                    &conn.peer,
+                                    conn.session.stats(),
+                                    &reason,
+                                    conn.opened,
+                                );
+                            }
+                            None if conn.closing.is_none() => timers.arm(slot, conn),
+                            None => {}
                         }
                     }
                 }
             }
         }
+        // Out of time: shut down, so its receive ends and it closes as any other would.
+        timers.expire(&mut table, |table, slot, reason| {
+            let Some(conn) = table.get_mut(slot) else {
+                return;
+            };
+            conn.session.discard_pending();
+            conn.closing.get_or_insert(reason.clone());
+            let _ = conn.stream.shutdown(Shutdown::Both);
+            if !conn.receiving && !conn.sending {
+                let conn = table.remove(slot).expect("present above");
+                shared.closed(&conn.peer, conn.session.stats(), &reason, conn.opened);
+            }
+        });
     }
 }
 
@@ -135,6 +177,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
 fn accepted(
     ring: &mut Uring,
     table: &mut Table<Conn>,
+    timers: &mut Timers,
     listener: &Listener,
     fd: OwnedFd,
     shared: &Shared,
@@ -169,8 +212,12 @@ fn accepted(
         cancelling: false,
         sending: false,
         closing: None,
+        armed: None,
         stream,
     });
+    if let Some(conn) = table.get_mut(slot) {
+        timers.arm(slot, conn);
+    }
     ring.recv_multi(fd, token(slot, RECV))
 }
 

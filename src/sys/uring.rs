@@ -234,11 +234,12 @@ impl Uring {
         }
     }
 
-    /// Accepts connections on `fd` until cancelled, each completing with `token` (multishot).
-    pub(crate) fn accept_multi(&mut self, fd: RawFd, token: u64) -> io::Result<()> {
+    /// Accepts one connection on `fd`, completing with `token`. Several may be in flight on
+    /// one listener; each takes one connection.
+    pub(crate) fn accept(&mut self, fd: RawFd, token: u64) -> io::Result<()> {
         let flags = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
         self.push(
-            opcode::AcceptMulti::new(types::Fd(fd))
+            opcode::Accept::new(types::Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
                 .flags(flags)
                 .build()
                 .user_data(token),
@@ -257,6 +258,12 @@ impl Uring {
     /// Cancels the submission made with `target`.
     pub(crate) fn cancel(&mut self, target: u64, token: u64) -> io::Result<()> {
         self.push(opcode::AsyncCancel::new(target).build().user_data(token))
+    }
+
+    /// Cancels every submission in flight with the token `target`; completes with `token`.
+    pub(crate) fn cancel_all(&mut self, target: u64, token: u64) -> io::Result<()> {
+        let which = types::CancelBuilder::user_data(target).all();
+        self.push(opcode::AsyncCancel2::new(which).build().user_data(token))
     }
 
     /// The `n` bytes a datagram receive on `slot` completed with.

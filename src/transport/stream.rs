@@ -33,6 +33,24 @@ impl Stream {
         }
     }
 
+    /// Sets how long a blocking read waits for a byte before it fails with `WouldBlock`
+    /// (`SO_RCVTIMEO`); `None` waits forever.
+    pub fn set_read_timeout(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(timeout),
+            Stream::Unix(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    /// Sets how long a blocking write waits for room before it fails with `WouldBlock`
+    /// (`SO_SNDTIMEO`); `None` waits forever.
+    pub fn set_write_timeout(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(timeout),
+            Stream::Unix(s) => s.set_write_timeout(timeout),
+        }
+    }
+
     /// Sets or clears non-blocking mode.
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         match self {
