@@ -38,6 +38,7 @@ pub mod codec;
 pub mod lab;
 mod metrics;
 pub mod model;
+pub mod proxy;
 pub mod server;
 pub mod service;
 pub mod session;

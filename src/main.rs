@@ -111,7 +111,7 @@ fn message(e: &anyhow::Error) -> String {
 fn is_usage(e: &anyhow::Error) -> bool {
     matches!(
         e.downcast_ref::<ServeError>(),
-        Some(ServeError::Unsupported { .. } | ServeError::Store(_))
+        Some(ServeError::Unsupported { .. } | ServeError::Store(_) | ServeError::Invalid(_))
     ) || e.is::<StoreError>()
         || matches!(e.downcast_ref::<BenchError>(), Some(BenchError::Invalid(_)))
         || e.is::<cli::Usage>()

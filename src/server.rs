@@ -44,6 +44,9 @@ pub enum ServeError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An option that does not apply to this address.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Configures and binds a [`Server`].
@@ -85,6 +88,7 @@ pub struct ServerBuilder {
     metrics: Option<std::net::SocketAddr>,
     timeouts: Timeouts,
     max_conns: usize,
+    proxy_protocol: bool,
 }
 
 /// The default bound on connections open at once (`--max-conns`).
@@ -191,6 +195,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Expects every connection to start with a PROXY protocol header, v1 or v2, as a load
+    /// balancer sends it (`--proxy-protocol`): the client it names is the peer the log, the
+    /// store, the service and the access lists see. A connection without a valid header is
+    /// closed (reason `error`). Stream addresses only. Default: off.
+    pub fn proxy_protocol(mut self, on: bool) -> Self {
+        self.proxy_protocol = on;
+        self
+    }
+
     /// Who may connect (`--allow`, `--deny`, `--allow-uid`). Default: anyone.
     pub fn access(mut self, access: AccessList) -> Self {
         self.access = access;
@@ -218,6 +231,11 @@ impl ServerBuilder {
                 serving: Model::serving(&addr),
                 addr,
             });
+        }
+        if self.proxy_protocol && !addr.is_stream() {
+            return Err(ServeError::Invalid(format!(
+                "--proxy-protocol applies to stream addresses (tcp://, unix://), not {addr}: a datagram carries no PROXY header"
+            )));
         }
         let listener = match self.listener.take() {
             Some(l) => l,
@@ -279,10 +297,11 @@ impl ServerBuilder {
             lifecycle: Arc::new(Lifecycle::new(self.drain)?),
             counters: Arc::new(SharedMem::new()?),
             store,
-            access: self.access,
+            access: Arc::new(self.access),
             meters: meters.clone(),
             timeouts: self.timeouts,
             max_conns: self.max_conns.max(1) as u64,
+            proxy_protocol: self.proxy_protocol,
         };
         let mut metrics_addr = None;
         if let (Some(listener), Some(meters)) = (metrics, meters) {
@@ -327,6 +346,7 @@ impl Server {
             metrics: None,
             timeouts: Timeouts::DEFAULT,
             max_conns: DEFAULT_MAX_CONNS,
+            proxy_protocol: false,
         }
     }
 

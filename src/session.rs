@@ -16,7 +16,8 @@
 //! ```
 
 use crate::codec::{Codec, FrameError};
-use crate::service::{Action, Handler, Reply};
+use crate::proxy::{self, ProxyError};
+use crate::service::{Action, Handler, Peer, Reply};
 use bytes::BytesMut;
 use std::fmt;
 use std::io;
@@ -41,8 +42,11 @@ pub enum CloseReason {
     Shutdown,
     /// The peer kept the server waiting past one of its [`Timeouts`].
     Timeout(Expiry),
-    /// The access lists refused the peer: closed before a byte was read.
+    /// The access lists refused the peer: closed before a byte was read (or, behind a proxy,
+    /// before a byte after its PROXY header).
     Denied,
+    /// `--proxy-protocol`: the connection did not start with a valid PROXY header.
+    Proxy(ProxyError),
     /// Another IO error on this connection.
     Io(io::ErrorKind),
 }
@@ -57,14 +61,17 @@ impl CloseReason {
             CloseReason::Timeout(_) => "timeout",
             CloseReason::Denied => "denied",
             CloseReason::Shutdown => "shutdown",
-            CloseReason::Frame(_) | CloseReason::Io(_) => "error",
+            CloseReason::Frame(_) | CloseReason::Proxy(_) | CloseReason::Io(_) => "error",
         }
     }
 
     /// True when the connection ended through a fault of the peer or the network, which the
     /// server's summary counts as an error.
     pub fn is_error(&self) -> bool {
-        matches!(self, CloseReason::Frame(_) | CloseReason::Io(_))
+        matches!(
+            self,
+            CloseReason::Frame(_) | CloseReason::Proxy(_) | CloseReason::Io(_)
+        )
     }
 
     /// The reason an IO error on a connection means.
@@ -93,6 +100,7 @@ impl fmt::Display for CloseReason {
                 f.write_str("replies not taken in time (--send-timeout)")
             }
             CloseReason::Denied => f.write_str("denied by the access lists"),
+            CloseReason::Proxy(e) => write!(f, "bad PROXY header: {e}"),
             CloseReason::Io(kind) => write!(f, "io error: {kind}"),
         }
     }
@@ -174,10 +182,20 @@ pub trait MessageTap: Send {
     fn answered(&mut self, seq: u64, request: &[u8], reply: &[u8]);
 }
 
+/// Opens the service once the PROXY header is read: for the peer it names (`true`: the client
+/// the header named, to be judged by the access lists; `false`: the proxy spoke for itself, as
+/// in a health check, and the peer is the connection's own). Its handler, or why the
+/// connection closes instead ([`CloseReason::Denied`]).
+pub type Opener = Box<dyn FnOnce(&Peer, bool) -> Result<Box<dyn Handler>, CloseReason> + Send>;
+
 /// One connection's codec, service handler and buffers.
 pub struct Session {
+    peer: Peer,
+    opened: Instant,
     codec: Box<dyn Codec>,
-    handler: Box<dyn Handler>,
+    /// `None` until the PROXY header has named the client (`opener` then opens it).
+    handler: Option<Box<dyn Handler>>,
+    opener: Option<Opener>,
     input: BytesMut,
     output: Vec<u8>,
     /// How much of `output` has been written.
@@ -197,9 +215,27 @@ pub type ServiceTimer = Box<dyn FnMut(std::time::Duration) + Send>;
 impl Session {
     /// A session that decodes with `codec` and answers with `handler`.
     pub fn new(codec: Box<dyn Codec>, handler: Box<dyn Handler>) -> Self {
+        Session::build(codec, Some(handler), None)
+    }
+
+    /// A session behind a proxy (`--proxy-protocol`): the connection's first bytes must be a
+    /// PROXY header (v1 or v2), whose client becomes the session's [`peer`](Session::peer);
+    /// `opener` then opens the service for it. Bytes that are not a header close it.
+    pub fn behind_proxy(codec: Box<dyn Codec>, opener: Opener) -> Self {
+        Session::build(codec, None, Some(opener))
+    }
+
+    fn build(
+        codec: Box<dyn Codec>,
+        handler: Option<Box<dyn Handler>>,
+        opener: Option<Opener>,
+    ) -> Self {
         Session {
+            peer: Peer::new(0, "unknown"),
+            opened: Instant::now(),
             codec,
             handler,
+            opener,
             input: BytesMut::new(),
             output: Vec::new(),
             sent: 0,
@@ -214,6 +250,23 @@ impl Session {
                 send: None,
             },
         }
+    }
+
+    /// Who the session is with: the connection's peer, or behind a proxy the client its
+    /// header named.
+    pub fn with_peer(mut self, peer: Peer) -> Self {
+        self.peer = peer;
+        self
+    }
+
+    /// Who the session is with (see [`with_peer`](Session::with_peer)).
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// When the session began.
+    pub fn opened(&self) -> Instant {
+        self.opened
     }
 
     /// Closes the session when the peer keeps it waiting past `timeouts`.
@@ -244,6 +297,10 @@ impl Session {
         let now = Instant::now();
         self.clock.active = now;
         self.input.extend_from_slice(data);
+        if self.opener.is_some() && !self.read_proxy_header()? {
+            self.clock.frame.get_or_insert(now); // a header begun: --frame-timeout bounds it
+            return Ok(());
+        }
         let answered = self.stats.msgs_in;
         while let Some(frame) = self
             .codec
@@ -273,6 +330,9 @@ impl Session {
         if self.done.is_some() {
             return Ok(());
         }
+        if self.opener.is_some() {
+            return Err(CloseReason::Proxy(ProxyError::closed_early()));
+        }
         while let Some(frame) = self
             .codec
             .decode_eof(&mut self.input)
@@ -290,14 +350,33 @@ impl Session {
         Ok(())
     }
 
+    /// Behind a proxy: takes the PROXY header off the input once it is whole, and opens the
+    /// service for the client it names. False while it is incomplete.
+    fn read_proxy_header(&mut self) -> Result<bool, CloseReason> {
+        let Some(header) = proxy::parse(&self.input).map_err(CloseReason::Proxy)? else {
+            return Ok(false);
+        };
+        let _ = self.input.split_to(header.len);
+        let Some(opener) = self.opener.take() else {
+            return Ok(true);
+        };
+        let named = header.client.is_some();
+        if let Some(client) = header.client {
+            self.peer.addr = client;
+        }
+        self.handler = Some(opener(&self.peer, named)?);
+        Ok(true)
+    }
+
     fn answer(&mut self, request: &[u8]) -> Result<Action, CloseReason> {
+        let Some(handler) = self.handler.as_mut() else {
+            return Ok(Action::Close); // never: frames are decoded once the service is open
+        };
         self.stats.msgs_in += 1;
         let start = self.codec.begin(&mut self.output);
         let body = self.output.len();
         let started = self.timer.as_ref().map(|_| std::time::Instant::now());
-        let action = self
-            .handler
-            .call(request, &mut Reply::new(&mut self.output));
+        let action = handler.call(request, &mut Reply::new(&mut self.output));
         if let (Some(timer), Some(started)) = (self.timer.as_mut(), started) {
             timer(started.elapsed());
         }
@@ -523,6 +602,73 @@ mod tests {
             s.expired(Instant::now() + Duration::from_secs(1 << 30)),
             None
         );
+    }
+
+    fn proxied(deny: &'static str) -> Session {
+        Session::behind_proxy(
+            Framing::Line.codec(64),
+            Box::new(move |peer, named| {
+                if named && peer.addr.contains(deny) {
+                    return Err(CloseReason::Denied);
+                }
+                Ok(Upper.open(peer))
+            }),
+        )
+        .with_peer(Peer::new(7, "tcp://127.0.0.1:40000"))
+    }
+
+    #[test]
+    fn behind_a_proxy_the_header_names_the_peer_then_frames_follow() {
+        let mut s = proxied("nobody");
+        let bytes = b"PROXY TCP4 192.0.2.7 198.51.100.1 51000 8079\r\nhi\nthere\n";
+        for chunk in bytes.chunks(5) {
+            s.receive(chunk).unwrap();
+        }
+        assert_eq!(s.peer().addr, "tcp://192.0.2.7:51000");
+        assert_eq!(s.peer().id, 7);
+        assert_eq!(s.pending(), b"HI\nTHERE\n");
+    }
+
+    #[test]
+    fn a_header_begun_is_bounded_by_the_frame_timeout() {
+        let mut s = proxied("nobody").with_timeouts(Timeouts {
+            idle: None,
+            frame: Some(Duration::from_secs(5)),
+            send: None,
+        });
+        s.receive(b"PROXY TCP4 192.0").unwrap();
+        let deadline = s.deadline().expect("the header's frame clock runs");
+        assert_eq!(
+            s.expired(deadline),
+            Some(CloseReason::Timeout(Expiry::Frame))
+        );
+    }
+
+    #[test]
+    fn behind_a_proxy_anything_but_a_header_closes() {
+        let mut s = proxied("nobody");
+        let e = s.receive(b"hello\n").unwrap_err();
+        assert_eq!(e.kind(), "error");
+        assert!(e.to_string().contains("PROXY"), "{e}");
+        assert!(s.pending().is_empty(), "nothing answered");
+
+        let mut s = proxied("nobody");
+        s.receive(b"PROXY TCP4 1.2").unwrap();
+        assert!(matches!(s.receive_eof(), Err(CloseReason::Proxy(_))));
+    }
+
+    #[test]
+    fn the_client_a_header_names_is_judged_not_the_proxy() {
+        let mut s = proxied("192.0.2.");
+        let e = s
+            .receive(b"PROXY TCP4 192.0.2.7 198.51.100.1 51000 8079\r\nhi\n")
+            .unwrap_err();
+        assert_eq!(e, CloseReason::Denied);
+        // The proxy speaking for itself (a health check) is not judged by the lists.
+        let mut s = proxied("127.0.0.1");
+        s.receive(b"PROXY UNKNOWN\r\nhi\n").unwrap();
+        assert_eq!(s.peer().addr, "tcp://127.0.0.1:40000");
+        assert_eq!(s.pending(), b"HI\n");
     }
 
     #[test]

@@ -109,13 +109,15 @@ pub(crate) struct Shared {
     /// Where connections are recorded, if anywhere.
     pub(crate) store: Option<StoreHandle>,
     /// Who may connect.
-    pub(crate) access: AccessList,
+    pub(crate) access: Arc<AccessList>,
     /// What the metrics endpoint adds to the counters, when there is one.
     pub(crate) meters: Option<Arc<SharedMem<Meters>>>,
     /// How long a connection may keep the server waiting.
     pub(crate) timeouts: Timeouts,
     /// `--max-conns`: connections open at once, across every thread and process.
     pub(crate) max_conns: u64,
+    /// `--proxy-protocol`: every connection starts with a PROXY header naming its client.
+    pub(crate) proxy_protocol: bool,
 }
 
 /// While `--max-conns` are open, a model that stopped accepting looks again this often (a
@@ -242,12 +244,17 @@ impl Shared {
     /// the caller closes the connection without reading a byte. A stream's place under
     /// `--max-conns` is given back when it is refused.
     pub(crate) fn admit(&self, addr: String, fd: Option<RawFd>) -> Option<Peer> {
-        let admitted = self.access.admits(&addr, fd);
+        // Behind a proxy the address is the proxy's: the networks judge the client its header
+        // names (in the session); a Unix peer's user is still the socket's own.
+        let admitted = if self.proxy_protocol && !addr.starts_with("unix:") {
+            true
+        } else {
+            self.access.admits(&addr, fd)
+        };
         let peer = self.accepted(addr);
         if admitted {
             return Some(peer);
         }
-        self.counters.denied.fetch_add(1, Relaxed);
         if fd.is_some() {
             self.release();
         }
@@ -260,6 +267,14 @@ impl Shared {
             &CloseReason::Denied,
             Instant::now(),
         );
+        self.refused(&peer);
+        None
+    }
+
+    /// A peer the access lists refused: counted, and logged at most once per address per
+    /// interval across every process of the server.
+    fn refused(&self, peer: &Peer) {
+        self.counters.denied.fetch_add(1, Relaxed);
         // The address without its port: a flood from one host is one line per interval.
         let host = match peer.addr.rsplit_once(':') {
             Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
@@ -268,7 +283,6 @@ impl Shared {
         if self.counters.refusal_due(host) {
             tracing::warn!(peer = %peer.addr, model = %self.model, "denied by the access lists (--allow, --deny, --allow-uid); further refusals of this address are not logged for 10 s");
         }
-        None
     }
 
     /// The same server for a forked worker: the same service, options and counters, with a stop
@@ -311,21 +325,39 @@ impl Shared {
             meters: self.meters.clone(),
             timeouts: self.timeouts,
             max_conns: self.max_conns,
+            proxy_protocol: self.proxy_protocol,
         };
         Ok((worker, writer))
     }
 
-    /// A fresh session for a connection.
-    pub(crate) fn session(&self, peer: &Peer) -> Session {
-        let mut session = Session::new(self.framing.codec(self.max_frame), self.service.open(peer))
-            .with_timeouts(self.timeouts);
+    /// A fresh session for a connection with `peer`; behind a proxy, one that reads the PROXY
+    /// header first and judges the client it names by the access lists.
+    pub(crate) fn session(&self, peer: Peer) -> Session {
+        let codec = self.framing.codec(self.max_frame);
+        let id = peer.id;
+        let mut session = if self.proxy_protocol {
+            let (service, access) = (self.service.clone(), self.access.clone());
+            Session::behind_proxy(
+                codec,
+                Box::new(move |client, named| {
+                    if named && !access.admits(&client.addr, None) {
+                        return Err(CloseReason::Denied);
+                    }
+                    Ok(service.open(client))
+                }),
+            )
+        } else {
+            Session::new(codec, self.service.open(&peer))
+        }
+        .with_peer(peer)
+        .with_timeouts(self.timeouts);
         if let Some(meters) = &self.meters {
             let meters = meters.clone();
             session = session.with_service_timer(Box::new(move |d| meters.served(d)));
         }
         match &self.store {
             Some(store) if store.messages => session.with_tap(Box::new(MessageRecorder {
-                batch: MessageBatch::new(peer.id),
+                batch: MessageBatch::new(id),
                 began: 0,
                 recorder: store.recorder.clone(),
             })),
@@ -360,17 +392,16 @@ impl Shared {
         }
     }
 
-    /// A connection closed: one log line and the server's counters; its place is free.
-    pub(crate) fn closed(
-        &self,
-        peer: &Peer,
-        stats: SessionStats,
-        reason: &CloseReason,
-        opened: Instant,
-    ) {
+    /// A connection closed: one log line and the server's counters; its place is free. One
+    /// refused after its PROXY header is counted and logged as any refusal is.
+    pub(crate) fn closed(&self, session: &Session, reason: &CloseReason) {
+        let (peer, stats, opened) = (session.peer(), session.stats(), session.opened());
         self.release();
         self.count(stats, reason, opened);
         self.record(peer, stats, reason, opened);
+        if *reason == CloseReason::Denied {
+            return self.refused(peer);
+        }
         let ms = opened.elapsed().as_millis() as u64;
         if reason.is_error() {
             tracing::warn!(id = peer.id, peer = %peer.addr, model = %self.model, bytes_in = stats.bytes_in,
@@ -383,13 +414,8 @@ impl Shared {
 
     /// A datagram was answered: counted like a connection of one message, logged at debug
     /// level (a line per datagram would drown the log), or as a warning when it failed.
-    pub(crate) fn answered(
-        &self,
-        peer: &Peer,
-        stats: SessionStats,
-        reason: &CloseReason,
-        opened: Instant,
-    ) {
+    pub(crate) fn answered(&self, session: &Session, reason: &CloseReason) {
+        let (peer, stats, opened) = (session.peer(), session.stats(), session.opened());
         self.count(stats, reason, opened);
         self.record(peer, stats, reason, opened);
         if reason.is_error() {

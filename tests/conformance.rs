@@ -566,6 +566,90 @@ fn max_conns_leaves_the_rest_in_the_backlog(m: Spec) {
     );
 }
 
+fn behind_a_proxy_the_header_names_the_client(m: Spec) {
+    let s = serve(
+        m,
+        &[
+            "--frame",
+            "line",
+            "--proxy-protocol",
+            "--deny",
+            "198.51.100.0/24",
+        ],
+    );
+    // v1 from a client the lists admit; the proxy's own address (loopback) is not judged.
+    let mut c = s.connect();
+    c.write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 51000 8079\r\nhello\n")
+        .unwrap();
+    assert_eq!(recv_line(&mut c), b"HELLO");
+    drop(c);
+    // v2, binary, from an IPv6 client, the header split over two writes.
+    let mut c = s.connect();
+    let v2 = proxy_v2("[2001:db8::9]:40000");
+    c.write_all(&v2[..10]).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    c.write_all(&v2[10..]).unwrap();
+    c.write_all(b"six\n").unwrap();
+    assert_eq!(recv_line(&mut c), b"SIX");
+    drop(c);
+    // A client the lists deny, named by the header: closed before its request is answered.
+    let mut c = s.connect();
+    let _ = c.write_all(b"PROXY TCP4 198.51.100.3 127.0.0.1 51000 8079\r\nno\n");
+    assert!(closed_by_peer(&mut c));
+    // No header: closed, an error, and the server serves on.
+    let mut c = s.connect();
+    let _ = c.write_all(b"hello\n");
+    assert!(closed_by_peer(&mut c));
+    s.wait_log("bad PROXY header");
+    let mut c = s.connect();
+    c.write_all(b"PROXY UNKNOWN\r\nok\n").unwrap();
+    assert_eq!(recv_line(&mut c), b"OK");
+    drop(c);
+    let dir = s.dir.clone();
+    let (status, summary) = s.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        summary.contains("served 4 connections (1 errors)")
+            && summary.contains("1 connections denied"),
+        "{summary}"
+    );
+    let sessions = switchboard_ok(&[
+        "sessions",
+        "--json",
+        "--store",
+        &format!("sqlite://{}/switchboard.db", dir.display()),
+    ]);
+    for peer in [
+        "tcp://192.0.2.7:51000",
+        "tcp://[2001:db8::9]:40000",
+        "tcp://198.51.100.3:51000",
+    ] {
+        assert!(sessions.contains(peer), "{peer} recorded: {sessions}");
+    }
+}
+
+/// A PROXY v2 header naming `client` (to 127.0.0.1:8079), as HAProxy's send-proxy-v2 sends.
+fn proxy_v2(client: &str) -> Vec<u8> {
+    let client: std::net::SocketAddr = client.parse().unwrap();
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.push(0x21); // version 2, PROXY
+    match client {
+        std::net::SocketAddr::V4(a) => {
+            h.extend_from_slice(&[0x11, 0, 12]);
+            h.extend_from_slice(&a.ip().octets());
+            h.extend_from_slice(&[127, 0, 0, 1]);
+        }
+        std::net::SocketAddr::V6(a) => {
+            h.extend_from_slice(&[0x21, 0, 36]);
+            h.extend_from_slice(&a.ip().octets());
+            h.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+        }
+    }
+    h.extend_from_slice(&client.port().to_be_bytes());
+    h.extend_from_slice(&8079u16.to_be_bytes());
+    h
+}
+
 /// The checks, one test each, for a model over a transport.
 macro_rules! checks {
     ($name:literal, $concurrent:expr, $bounded:expr, $transport:literal) => {
@@ -638,6 +722,10 @@ macro_rules! checks {
         #[test]
         fn max_conns_leaves_the_rest_in_the_backlog() {
             super::super::max_conns_leaves_the_rest_in_the_backlog(M)
+        }
+        #[test]
+        fn behind_a_proxy_the_header_names_the_client() {
+            super::super::behind_a_proxy_the_header_names_the_client(M)
         }
         #[test]
         fn metrics_count_what_was_served() {

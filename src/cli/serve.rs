@@ -62,6 +62,9 @@ pub struct Args {
     /// Close a connection that does not take its replies for this long; 0 never does.
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
     send_timeout: Duration,
+    /// Every connection starts with a PROXY protocol header (v1 or v2), as HAProxy's send-proxy and nginx's proxy_protocol send it: the client it names is the peer the log, the store and --allow/--deny see. A connection without a valid header is closed (reason error).
+    #[arg(long)]
+    proxy_protocol: bool,
     /// Admit only peers in this network (CIDR such as 10.0.0.0/8 or fd00::/8, or one address); repeatable. With any --allow, only those.
     #[arg(long = "allow", value_name = "CIDR", value_parser = parse_network)]
     allow: Vec<ipnet::IpNet>,
@@ -163,6 +166,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .record_messages(args.what == RecordWhat::Messages)
         .access(AccessList::new(args.allow, args.deny, args.allow_uid))
         .max_conns(args.max_conns as usize)
+        .proxy_protocol(args.proxy_protocol)
         .timeouts(Timeouts {
             idle: nonzero(args.idle_timeout),
             frame: nonzero(args.frame_timeout),

@@ -6,7 +6,6 @@
 //! makes its code read like the `threads` model's.
 
 use super::datagram;
-use crate::service::Peer;
 use crate::session::{CloseReason, Session};
 use crate::shared::{Shared, PLACE_RECHECK};
 use crate::transport::{unix_peer_name, DatagramSocket, Listener, MAX_DATAGRAM};
@@ -95,7 +94,8 @@ where
                 Ok((stream, peer)) => {
                     // Refused: dropping the stream closes it unread (and frees its place).
                     if let Some(peer) = shared.admit(peer, Some(stream.as_raw_fd())) {
-                        tasks.spawn(connection(stream, Live::new(peer, shared.clone())));
+                        let session = shared.session(peer);
+                        tasks.spawn(connection(stream, Live { session, shared: shared.clone(), reason: None }));
                     }
                 }
                 Err(e) => {
@@ -238,28 +238,13 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, mut live: 
 /// its task (then as cut by the shutdown).
 struct Live {
     session: Session,
-    peer: Peer,
     shared: Arc<Shared>,
-    opened: Instant,
     reason: Option<CloseReason>,
-}
-
-impl Live {
-    fn new(peer: Peer, shared: Arc<Shared>) -> Self {
-        Live {
-            session: shared.session(&peer),
-            peer,
-            shared,
-            opened: Instant::now(),
-            reason: None,
-        }
-    }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
         let reason = self.reason.take().unwrap_or(CloseReason::Shutdown);
-        self.shared
-            .closed(&self.peer, self.session.stats(), &reason, self.opened);
+        self.shared.closed(&self.session, &reason);
     }
 }

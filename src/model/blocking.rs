@@ -86,7 +86,7 @@ pub(super) fn serve_connection(conn: Accepted, shared: &Shared) {
         peer,
         registration: _registration,
     } = conn;
-    serve_stream(&stream, &peer, shared, || shared.lifecycle.is_forced());
+    serve_stream(&stream, peer, shared, || shared.lifecycle.is_forced());
 }
 
 /// The connection loop: read, answer, write every reply whole, until the peer leaves, errs,
@@ -95,8 +95,7 @@ pub(super) fn serve_connection(conn: Accepted, shared: &Shared) {
 /// The timeouts are the socket's own: a write that makes no progress for `--send-timeout`
 /// fails (`SO_SNDTIMEO`), and a read waits at most until the session's deadline
 /// (`SO_RCVTIMEO`, see [`ReadTimeout`]).
-pub(super) fn serve_stream(stream: &Stream, peer: &Peer, shared: &Shared, cut: impl Fn() -> bool) {
-    let opened = Instant::now();
+pub(super) fn serve_stream(stream: &Stream, peer: Peer, shared: &Shared, cut: impl Fn() -> bool) {
     let _span = tracing::debug_span!("conn", id = peer.id, peer = %peer.addr).entered();
     let mut session = shared.session(peer);
     let mut buf = vec![0; READ_SIZE];
@@ -138,7 +137,7 @@ pub(super) fn serve_stream(stream: &Stream, peer: &Peer, shared: &Shared, cut: i
     } else {
         reason
     };
-    shared.closed(peer, session.stats(), &reason, opened);
+    shared.closed(&session, &reason);
 }
 
 /// The read timeout set on a blocking socket, kept near the session's deadline with few

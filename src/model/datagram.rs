@@ -12,25 +12,21 @@ use crate::transport::{datagram_peer_name, DatagramSocket, MAX_DATAGRAM};
 use socket2::SockAddr;
 use std::io::{self, ErrorKind};
 use std::os::fd::AsRawFd;
-use std::time::Instant;
 
 /// Answers one datagram from `from`, sending the reply back on `socket`.
 pub(super) fn answer(socket: &DatagramSocket, datagram: &[u8], from: &SockAddr, shared: &Shared) {
-    let opened = Instant::now();
     // Refused: not answered (a datagram has no connection to close).
     let Some(peer) = shared.admit(datagram_peer_name(from), None) else {
         return;
     };
-    let mut session = shared.session(&peer);
+    let id = peer.id;
+    let mut session = shared.session(peer);
     let mut outcome = session
         .receive(datagram)
         .and_then(|()| session.receive_eof());
     if outcome.is_ok() && !session.pending().is_empty() {
         if from.as_socket().is_none() && from.as_pathname().is_none() {
-            tracing::debug!(
-                id = peer.id,
-                "an unnamed unixgram sender cannot be answered"
-            );
+            tracing::debug!(id, "an unnamed unixgram sender cannot be answered");
         } else {
             match socket.send_to(session.pending(), from) {
                 Ok(n) => session.advance(n),
@@ -39,7 +35,7 @@ pub(super) fn answer(socket: &DatagramSocket, datagram: &[u8], from: &SockAddr, 
         }
     }
     let reason = outcome.err().unwrap_or(CloseReason::Eof);
-    shared.answered(&peer, session.stats(), &reason, opened);
+    shared.answered(&session, &reason);
 }
 
 /// Receives (with `recv`) every datagram waiting on a non-blocking socket, handing each to

@@ -65,7 +65,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
                     return 1;
                 }
             };
-            blocking::serve_stream(&stream, &peer, &child, || sys::stop_signals() > 0);
+            blocking::serve_stream(&stream, peer, &child, || sys::stop_signals() > 0);
             child.finish(writer); // its record is written before it exits
             0
         });

@@ -3,7 +3,6 @@
 //! the timeouts, and the drain after a stop. Each reactor file only says how it learns which
 //! socket is ready.
 
-use crate::service::Peer;
 use crate::session::{CloseReason, Session};
 use crate::shared::{Shared, PLACE_RECHECK};
 use crate::transport::{Listener, Stream};
@@ -20,12 +19,10 @@ pub(super) const READ_SIZE: usize = 64 * 1024;
 /// starve the others.
 const TURN: usize = 16;
 
-/// One connection of a reactor: its socket, session and who it is with.
+/// One connection of a reactor: its socket and session (which knows who it is with).
 pub(super) struct Conn {
     pub(super) stream: Stream,
     session: Session,
-    peer: Peer,
-    opened: Instant,
     /// The poller said the peer closed or reset: read until the socket says so too, since
     /// no new readiness will come to report it.
     hung_up: bool,
@@ -123,13 +120,13 @@ impl Conn {
 
     /// Logs the close and counts it; dropping the connection closes the socket.
     pub(super) fn close(self, reason: &CloseReason, shared: &Shared) {
-        shared.closed(&self.peer, self.session.stats(), reason, self.opened);
+        shared.closed(&self.session, reason);
     }
 }
 
 impl Timed for Conn {
     fn timer(&mut self) -> (&Session, &mut Option<Instant>, u64) {
-        (&self.session, &mut self.armed, self.peer.id)
+        (&self.session, &mut self.armed, self.session.peer().id)
     }
 }
 
@@ -222,9 +219,7 @@ pub(super) fn accept(listener: &Listener, shared: &Shared) -> io::Result<Option<
         let _ = stream.set_nodelay(shared.nodelay);
         return Ok(Some(Conn {
             stream,
-            session: shared.session(&peer),
-            peer,
-            opened: Instant::now(),
+            session: shared.session(peer),
             hung_up: false,
             armed: None,
         }));

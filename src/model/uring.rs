@@ -15,7 +15,6 @@
 
 use super::datagram;
 use super::reactor::{self, Drain, Table, Timed, Timers};
-use crate::service::Peer;
 use crate::session::{CloseReason, Session};
 use crate::shared::Shared;
 use crate::sys::uring::{Completion, Uring};
@@ -51,8 +50,6 @@ const BUFFER_SIZE: usize = 16 * 1024;
 struct Conn {
     stream: Stream,
     session: Session,
-    peer: Peer,
-    opened: Instant,
     /// The multishot receive is armed.
     receiving: bool,
     /// A cancel of that receive was asked for.
@@ -67,7 +64,7 @@ struct Conn {
 
 impl Timed for Conn {
     fn timer(&mut self) -> (&Session, &mut Option<Instant>, u64) {
-        (&self.session, &mut self.armed, self.peer.id)
+        (&self.session, &mut self.armed, self.session.peer().id)
     }
 }
 
@@ -143,12 +140,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
                             Some(reason) => {
                                 let conn = table.remove(slot).expect("present above");
                                 let reason = if cut { CloseReason::Shutdown } else { reason };
-                                shared.closed(
-                                    &conn.peer,
-                                    conn.session.stats(),
-                                    &reason,
-                                    conn.opened,
-                                );
+                                shared.closed(&conn.session, &reason);
                             }
                             None if conn.closing.is_none() => timers.arm(slot, conn),
                             None => {}
@@ -167,7 +159,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
             let _ = conn.stream.shutdown(Shutdown::Both);
             if !conn.receiving && !conn.sending {
                 let conn = table.remove(slot).expect("present above");
-                shared.closed(&conn.peer, conn.session.stats(), &reason, conn.opened);
+                shared.closed(&conn.session, &reason);
             }
         });
     }
@@ -205,9 +197,7 @@ fn accepted(
         return Ok(()); // refused: dropping the stream closes it unread
     };
     let slot = table.insert(Conn {
-        session: shared.session(&peer),
-        peer,
-        opened: Instant::now(),
+        session: shared.session(peer),
         receiving: true,
         cancelling: false,
         sending: false,
