@@ -22,17 +22,19 @@ apt_install() {
 # python3 runs the plan's own Python client and drives a pseudo-terminal in the tests;
 # Chromium renders the lab's page; a TrueType font draws the lab's plots; systemd's
 # systemd-socket-activate passes serve a listening socket; promtool (Debian's prometheus)
-# checks the metrics.
+# checks the metrics; HAProxy sends the PROXY protocol.
 missing=()
 command -v python3 >/dev/null || missing+=(python3)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v systemd-socket-activate >/dev/null || missing+=(systemd)
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v haproxy >/dev/null || missing+=(haproxy)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 if command -v chromium >/dev/null; then export SWITCHBOARD_REQUIRE_CHROMIUM=1; fi
 if command -v systemd-socket-activate >/dev/null; then export SWITCHBOARD_REQUIRE_ACTIVATION=1; fi
 if command -v promtool >/dev/null; then export SWITCHBOARD_REQUIRE_PROMTOOL=1; fi
+if command -v haproxy >/dev/null; then export SWITCHBOARD_REQUIRE_HAPROXY=1; fi
 for component in rustfmt clippy; do
   cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$component"
 done
@@ -48,9 +50,9 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
-echo "== cargo fuzz: every target for a few seconds (codecs, session)"
+echo "== cargo fuzz: every target for a few seconds (codecs, session, proxy)"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
-for target in codecs session; do
+for target in codecs session proxy; do
   # The stable toolchain builds without a sanitizer; a crash or a failed check still fails.
   if ! cargo fuzz run -O --sanitizer none "$target" -- -max_total_time=10 >"/tmp/switchboard-fuzz-$target.log" 2>&1; then
     tail -40 "/tmp/switchboard-fuzz-$target.log"
