@@ -66,7 +66,7 @@ impl AccessList {
         }
         let (scheme, rest) = peer.split_once("://").unwrap_or(("", peer));
         match scheme {
-            "tcp" | "udp" => rest
+            "tcp" | "tls" | "udp" => rest
                 .parse::<std::net::SocketAddr>()
                 .map(|sa| self.admits_ip(sa.ip()))
                 .unwrap_or(false),

@@ -1,4 +1,5 @@
-//! Addresses: `tcp://HOST:PORT`, `udp://HOST:PORT`, `unix:///path`, `unixgram:///path`.
+//! Addresses: `tcp://HOST:PORT`, `tls://HOST:PORT`, `udp://HOST:PORT`, `unix:///path`,
+//! `unixgram:///path`.
 //!
 //! One string names both the transport and where it lives, so every command takes the same
 //! form for a server, a client and a load generator.
@@ -10,7 +11,7 @@ use std::str::FromStr;
 
 /// The forms an address may take, quoted in every parse error.
 pub const ACCEPTED_FORMS: &str =
-    "tcp://HOST:PORT, udp://HOST:PORT, unix:///PATH or unixgram:///PATH (e.g. tcp://127.0.0.1:8079, tcp://[::1]:0)";
+    "tcp://HOST:PORT, tls://HOST:PORT, udp://HOST:PORT, unix:///PATH or unixgram:///PATH (e.g. tcp://127.0.0.1:8079, tcp://[::1]:0)";
 
 /// Where a server listens or a client connects.
 ///
@@ -28,6 +29,14 @@ pub const ACCEPTED_FORMS: &str =
 pub enum Addr {
     /// A TCP stream socket (IPv4 or IPv6). Port 0 asks the kernel for a free port.
     Tcp(SocketAddr),
+    /// TLS over TCP: `host` is the name as written, which a client checks the server's
+    /// certificate against.
+    Tls {
+        /// Where the TCP socket is.
+        addr: SocketAddr,
+        /// The host as written (`localhost`, `127.0.0.1`).
+        host: String,
+    },
     /// A UDP datagram socket.
     Udp(SocketAddr),
     /// A Unix-domain stream socket at a filesystem path.
@@ -58,13 +67,22 @@ pub enum AddrError {
 impl Addr {
     /// True for the connection-oriented transports (TCP and Unix streams).
     pub fn is_stream(&self) -> bool {
-        matches!(self, Addr::Tcp(_) | Addr::Unix(_))
+        matches!(self, Addr::Tcp(_) | Addr::Tls { .. } | Addr::Unix(_))
+    }
+
+    /// The TCP socket address of a `tcp://` or `tls://` address.
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            Addr::Tcp(sa) | Addr::Tls { addr: sa, .. } => Some(*sa),
+            _ => None,
+        }
     }
 
     /// The scheme, as written before `://`.
     pub fn scheme(&self) -> &'static str {
         match self {
             Addr::Tcp(_) => "tcp",
+            Addr::Tls { .. } => "tls",
             Addr::Udp(_) => "udp",
             Addr::Unix(_) => "unix",
             Addr::UnixGram(_) => "unixgram",
@@ -81,6 +99,14 @@ impl FromStr for Addr {
             .ok_or_else(|| AddrError::Form(input.to_string()))?;
         match scheme {
             "tcp" => Ok(Addr::Tcp(parse_host_port(input, rest)?)),
+            "tls" => Ok(Addr::Tls {
+                addr: parse_host_port(input, rest)?,
+                host: rest
+                    .rsplit_once(':')
+                    .map_or(rest, |(host, _)| host)
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .to_string(),
+            }),
             "udp" => Ok(Addr::Udp(parse_host_port(input, rest)?)),
             "unix" => Ok(Addr::Unix(parse_path(input, rest)?)),
             "unixgram" => Ok(Addr::UnixGram(parse_path(input, rest)?)),
@@ -127,7 +153,9 @@ fn parse_path(input: &str, rest: &str) -> Result<PathBuf, AddrError> {
 impl fmt::Display for Addr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Addr::Tcp(sa) | Addr::Udp(sa) => write!(f, "{}://{sa}", self.scheme()),
+            Addr::Tcp(sa) | Addr::Udp(sa) | Addr::Tls { addr: sa, .. } => {
+                write!(f, "{}://{sa}", self.scheme())
+            }
             Addr::Unix(p) | Addr::UnixGram(p) => write!(f, "{}://{}", self.scheme(), p.display()),
         }
     }
@@ -142,6 +170,8 @@ mod tests {
         for s in [
             "tcp://127.0.0.1:8079",
             "tcp://[::1]:0",
+            "tls://127.0.0.1:8443",
+            "tls://[::1]:8443",
             "udp://127.0.0.1:9",
             "unix:///tmp/a.sock",
             "unixgram:///tmp/b.sock",
@@ -155,6 +185,17 @@ mod tests {
         let a: Addr = "tcp://localhost:80".parse().unwrap();
         match a {
             Addr::Tcp(sa) => assert!(sa.ip().is_loopback()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn tls_keeps_the_host_as_written() {
+        match "tls://localhost:8443".parse::<Addr>().unwrap() {
+            Addr::Tls { addr, host } => {
+                assert!(addr.ip().is_loopback());
+                assert_eq!(host, "localhost");
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -47,6 +47,7 @@ pub mod shutdown;
 pub mod store;
 mod sys;
 pub use sys::RawStderr;
+pub mod tls;
 pub mod transport;
 
 pub use addr::Addr;

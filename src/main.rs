@@ -115,6 +115,11 @@ fn is_usage(e: &anyhow::Error) -> bool {
     ) || e.is::<StoreError>()
         || matches!(e.downcast_ref::<BenchError>(), Some(BenchError::Invalid(_)))
         || e.is::<cli::Usage>()
+        || e.is::<switchboard::tls::TlsError>()
+        || matches!(
+            e.downcast_ref::<switchboard::client::ClientError>(),
+            Some(switchboard::client::ClientError::TlsConfig(_))
+        )
 }
 
 #[cfg(test)]

@@ -89,6 +89,7 @@ pub struct ServerBuilder {
     timeouts: Timeouts,
     max_conns: usize,
     proxy_protocol: bool,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The default bound on connections open at once (`--max-conns`).
@@ -204,6 +205,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Speaks TLS on a `tls://` address with this configuration (see
+    /// [`crate::tls::server_config`]). Required by, and only for, `tls://`. Default: none.
+    pub fn tls(mut self, config: Option<Arc<rustls::ServerConfig>>) -> Self {
+        self.tls = config;
+        self
+    }
+
     /// Who may connect (`--allow`, `--deny`, `--allow-uid`). Default: anyone.
     pub fn access(mut self, access: AccessList) -> Self {
         self.access = access;
@@ -231,6 +239,20 @@ impl ServerBuilder {
                 serving: Model::serving(&addr),
                 addr,
             });
+        }
+        match (&addr, &self.tls) {
+            (Addr::Tls { .. }, None) => {
+                return Err(ServeError::Invalid(format!(
+                    "{addr} needs a certificate and its key: --tls-cert PEM --tls-key PEM"
+                )))
+            }
+            (Addr::Tls { .. }, Some(_)) | (_, None) => {}
+            (Addr::Tcp(_), Some(_)) if self.listener.is_some() => {} // passed by the system
+            (_, Some(_)) => {
+                return Err(ServeError::Invalid(format!(
+                    "--tls-cert and --tls-key serve tls:// addresses, not {addr}"
+                )))
+            }
         }
         if self.proxy_protocol && !addr.is_stream() {
             return Err(ServeError::Invalid(format!(
@@ -302,6 +324,7 @@ impl ServerBuilder {
             timeouts: self.timeouts,
             max_conns: self.max_conns.max(1) as u64,
             proxy_protocol: self.proxy_protocol,
+            tls: self.tls.clone(),
         };
         let mut metrics_addr = None;
         if let (Some(listener), Some(meters)) = (metrics, meters) {
@@ -347,12 +370,19 @@ impl Server {
             timeouts: Timeouts::DEFAULT,
             max_conns: DEFAULT_MAX_CONNS,
             proxy_protocol: false,
+            tls: None,
         }
     }
 
     /// The address bound, with the real port when port 0 was asked for.
     pub fn local_addr(&self) -> io::Result<Addr> {
-        self.listener.local_addr()
+        Ok(match self.listener.local_addr()? {
+            Addr::Tcp(sa) if self.shared.tls.is_some() => Addr::Tls {
+                addr: sa,
+                host: sa.ip().to_string(),
+            },
+            addr => addr,
+        })
     }
 
     /// Where `GET /metrics` is served, with the real port, if it is.

@@ -47,6 +47,8 @@ pub enum CloseReason {
     Denied,
     /// `--proxy-protocol`: the connection did not start with a valid PROXY header.
     Proxy(ProxyError),
+    /// TLS failed: a handshake the server refused, bytes that are not TLS, a bad record.
+    Tls(String),
     /// Another IO error on this connection.
     Io(io::ErrorKind),
 }
@@ -61,7 +63,10 @@ impl CloseReason {
             CloseReason::Timeout(_) => "timeout",
             CloseReason::Denied => "denied",
             CloseReason::Shutdown => "shutdown",
-            CloseReason::Frame(_) | CloseReason::Proxy(_) | CloseReason::Io(_) => "error",
+            CloseReason::Frame(_)
+            | CloseReason::Proxy(_)
+            | CloseReason::Tls(_)
+            | CloseReason::Io(_) => "error",
         }
     }
 
@@ -70,7 +75,10 @@ impl CloseReason {
     pub fn is_error(&self) -> bool {
         matches!(
             self,
-            CloseReason::Frame(_) | CloseReason::Proxy(_) | CloseReason::Io(_)
+            CloseReason::Frame(_)
+                | CloseReason::Proxy(_)
+                | CloseReason::Tls(_)
+                | CloseReason::Io(_)
         )
     }
 
@@ -101,6 +109,7 @@ impl fmt::Display for CloseReason {
             }
             CloseReason::Denied => f.write_str("denied by the access lists"),
             CloseReason::Proxy(e) => write!(f, "bad PROXY header: {e}"),
+            CloseReason::Tls(e) => write!(f, "TLS: {e}"),
             CloseReason::Io(kind) => write!(f, "io error: {kind}"),
         }
     }
@@ -182,6 +191,13 @@ pub trait MessageTap: Send {
     fn answered(&mut self, seq: u64, request: &[u8], reply: &[u8]);
 }
 
+/// A session's TLS connection (rustls, sans-IO like the session).
+struct Tls {
+    conn: rustls::ServerConnection,
+    /// The close_notify is queued.
+    closing: bool,
+}
+
 /// Opens the service once the PROXY header is read: for the peer it names (`true`: the client
 /// the header named, to be judged by the access lists; `false`: the proxy spoke for itself, as
 /// in a health check, and the peer is the connection's own). Its handler, or why the
@@ -196,6 +212,9 @@ pub struct Session {
     /// `None` until the PROXY header has named the client (`opener` then opens it).
     handler: Option<Box<dyn Handler>>,
     opener: Option<Opener>,
+    /// TLS, when the server speaks it: what is read is decrypted into `input`, what is
+    /// answered encrypted into `output`.
+    tls: Option<Box<Tls>>,
     input: BytesMut,
     output: Vec<u8>,
     /// How much of `output` has been written.
@@ -236,6 +255,7 @@ impl Session {
             codec,
             handler,
             opener,
+            tls: None,
             input: BytesMut::new(),
             output: Vec::new(),
             sent: 0,
@@ -250,6 +270,23 @@ impl Session {
                 send: None,
             },
         }
+    }
+
+    /// Speaks TLS through `conn`: the bytes a model reads are decrypted before they are
+    /// decoded, and the bytes [`pending`](Session::pending) are encrypted records.
+    pub fn with_tls(mut self, mut conn: rustls::ServerConnection) -> Self {
+        conn.set_buffer_limit(None); // the output budget bounds what is queued
+        self.tls = Some(Box::new(Tls {
+            conn,
+            closing: false,
+        }));
+        self
+    }
+
+    /// A session that ends at once, for `reason` (it could not be set up).
+    pub fn failed(mut self, reason: CloseReason) -> Self {
+        self.done = Some(reason);
+        self
     }
 
     /// Who the session is with: the connection's peer, or behind a proxy the client its
@@ -296,11 +333,97 @@ impl Session {
         }
         let now = Instant::now();
         self.clock.active = now;
-        self.input.extend_from_slice(data);
-        if self.opener.is_some() && !self.read_proxy_header()? {
-            self.clock.frame.get_or_insert(now); // a header begun: --frame-timeout bounds it
-            return Ok(());
+        let mark = self.output.len();
+        let result = match self.take_in(data, now) {
+            Ok(true) => self.answer_all(now),
+            other => other.map(drop),
+        };
+        // Replies, and TLS's own records (its handshake, an alert before a close), go out.
+        self.seal(mark);
+        if self.clock.send.is_none() && !self.pending().is_empty() {
+            self.clock.send = Some(now);
         }
+        result
+    }
+
+    /// Moves bytes from the wire into the input: after the PROXY header, through TLS. False
+    /// while the PROXY header is incomplete (the input holds its start, not frames).
+    fn take_in(&mut self, data: &[u8], now: Instant) -> Result<bool, CloseReason> {
+        if self.opener.is_some() {
+            self.input.extend_from_slice(data);
+            if !self.read_proxy_header()? {
+                self.clock.frame.get_or_insert(now); // a header begun: --frame-timeout bounds it
+                return Ok(false);
+            }
+            if self.tls.is_some() {
+                let rest = self.input.split(); // the first of TLS's bytes
+                self.decrypt(&rest, now)?;
+            }
+            return Ok(true);
+        }
+        if self.tls.is_some() {
+            self.decrypt(data, now)?;
+        } else {
+            self.input.extend_from_slice(data);
+        }
+        Ok(true)
+    }
+
+    /// TLS: hands `data` to rustls and appends what it decrypts to the input. While the
+    /// handshake is not done, `--frame-timeout` bounds it as it bounds a frame.
+    fn decrypt(&mut self, mut data: &[u8], now: Instant) -> Result<(), CloseReason> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(());
+        };
+        while !data.is_empty() {
+            match tls.conn.read_tls(&mut data) {
+                Ok(0) => return Err(CloseReason::Tls("rustls took no bytes".into())),
+                Ok(_) => {}
+                Err(e) => return Err(CloseReason::Io(e.kind())),
+            }
+            let state = tls
+                .conn
+                .process_new_packets()
+                .map_err(|e| CloseReason::Tls(e.to_string()))?;
+            let n = state.plaintext_bytes_to_read();
+            if n > 0 {
+                let start = self.input.len();
+                self.input.resize(start + n, 0);
+                std::io::Read::read_exact(&mut tls.conn.reader(), &mut self.input[start..])
+                    .map_err(|e| CloseReason::Io(e.kind()))?;
+            }
+        }
+        if tls.conn.is_handshaking() {
+            self.clock.frame.get_or_insert(now);
+        }
+        Ok(())
+    }
+
+    /// TLS: encrypts the replies queued since `mark` in place, and appends what else rustls has
+    /// to send (handshake records, alerts, the close_notify once the session is done). A no-op
+    /// without TLS.
+    fn seal(&mut self, mark: usize) {
+        let Some(tls) = self.tls.as_mut() else {
+            return;
+        };
+        if self.output.len() > mark {
+            // No buffer limit is set: rustls takes every byte.
+            let _ = std::io::Write::write_all(&mut tls.conn.writer(), &self.output[mark..]);
+            self.output.truncate(mark);
+        }
+        if self.done.is_some() && !tls.closing {
+            tls.closing = true;
+            tls.conn.send_close_notify();
+        }
+        while tls.conn.wants_write() {
+            if tls.conn.write_tls(&mut self.output).is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Decodes every whole frame of the input and answers it.
+    fn answer_all(&mut self, now: Instant) -> Result<(), CloseReason> {
         let answered = self.stats.msgs_in;
         while let Some(frame) = self
             .codec
@@ -312,15 +435,15 @@ impl Session {
                 break;
             }
         }
+        if self.tls.as_ref().is_some_and(|t| t.conn.is_handshaking()) {
+            return Ok(()); // the handshake's clock runs on
+        }
         // The bytes left begin a frame: now, unless they continue the one begun before.
         self.clock.frame = match self.clock.frame {
             _ if self.input.is_empty() => None,
             Some(began) if self.stats.msgs_in == answered => Some(began),
             _ => Some(now),
         };
-        if self.clock.send.is_none() && !self.pending().is_empty() {
-            self.clock.send = Some(now);
-        }
         Ok(())
     }
 
@@ -333,6 +456,18 @@ impl Session {
         if self.opener.is_some() {
             return Err(CloseReason::Proxy(ProxyError::closed_early()));
         }
+        let mark = self.output.len();
+        let result = self.answer_eof();
+        self.done.get_or_insert(CloseReason::Eof);
+        self.clock.frame = None;
+        self.seal(mark);
+        if self.clock.send.is_none() && !self.pending().is_empty() {
+            self.clock.send = Some(Instant::now());
+        }
+        result
+    }
+
+    fn answer_eof(&mut self) -> Result<(), CloseReason> {
         while let Some(frame) = self
             .codec
             .decode_eof(&mut self.input)
@@ -341,11 +476,6 @@ impl Session {
             if self.answer(&frame)? == Action::Close {
                 break;
             }
-        }
-        self.done = Some(CloseReason::Eof);
-        self.clock.frame = None;
-        if self.clock.send.is_none() && !self.pending().is_empty() {
-            self.clock.send = Some(Instant::now());
         }
         Ok(())
     }

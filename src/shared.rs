@@ -118,6 +118,8 @@ pub(crate) struct Shared {
     pub(crate) max_conns: u64,
     /// `--proxy-protocol`: every connection starts with a PROXY header naming its client.
     pub(crate) proxy_protocol: bool,
+    /// `tls://`: every connection speaks TLS with this configuration.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// While `--max-conns` are open, a model that stopped accepting looks again this often (a
@@ -326,13 +328,20 @@ impl Shared {
             timeouts: self.timeouts,
             max_conns: self.max_conns,
             proxy_protocol: self.proxy_protocol,
+            tls: self.tls.clone(),
         };
         Ok((worker, writer))
     }
 
     /// A fresh session for a connection with `peer`; behind a proxy, one that reads the PROXY
     /// header first and judges the client it names by the access lists.
-    pub(crate) fn session(&self, peer: Peer) -> Session {
+    pub(crate) fn session(&self, mut peer: Peer) -> Session {
+        if self.tls.is_some() {
+            // Named by the scheme it speaks, so the store tells TLS sessions apart.
+            if let Some(rest) = peer.addr.strip_prefix("tcp://") {
+                peer.addr = format!("tls://{rest}");
+            }
+        }
         let codec = self.framing.codec(self.max_frame);
         let id = peer.id;
         let mut session = if self.proxy_protocol {
@@ -351,6 +360,12 @@ impl Shared {
         }
         .with_peer(peer)
         .with_timeouts(self.timeouts);
+        if let Some(config) = &self.tls {
+            session = match rustls::ServerConnection::new(config.clone()) {
+                Ok(conn) => session.with_tls(conn),
+                Err(e) => session.failed(CloseReason::Tls(e.to_string())),
+            };
+        }
         if let Some(meters) = &self.meters {
             let meters = meters.clone();
             session = session.with_service_timer(Box::new(move |d| meters.served(d)));

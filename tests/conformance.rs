@@ -628,6 +628,105 @@ fn behind_a_proxy_the_header_names_the_client(m: Spec) {
     }
 }
 
+fn tls_is_served_to_python_and_openssl(m: Spec) {
+    if m.transport != "tcp" {
+        return; // tls:// is TLS over TCP
+    }
+    let dir = scratch("tls");
+    let Some(t) = tls_files(&dir) else {
+        return;
+    };
+    let (cert, key) = (t.cert.display().to_string(), t.key.display().to_string());
+    let s = ServerProcess::start_in(
+        &dir,
+        "tls://127.0.0.1:0",
+        &[
+            "--model",
+            m.name,
+            "--frame",
+            "line",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
+    );
+    let port = s.addr.rsplit(':').next().unwrap().to_string();
+    let python = |line: &str| {
+        let script = format!(
+            r#"
+import socket, ssl
+ctx = ssl.create_default_context(cafile={ca:?})
+with ctx.wrap_socket(socket.create_connection(("127.0.0.1", {port})), server_hostname="localhost") as s:
+    s.sendall(b"{line}\n")
+    reply = b""
+    while not reply.endswith(b"\n"):
+        chunk = s.recv(100)
+        if not chunk:
+            break
+        reply += chunk
+    print(reply.decode(), end="")
+"#,
+            ca = t.ca.display().to_string()
+        );
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(python("hello from python"), "HELLO FROM PYTHON\n");
+
+    // openssl s_client, as a person would try a TLS server by hand.
+    let mut client = Command::new("openssl")
+        .args(["s_client", "-quiet", "-verify_return_error", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-CAfile")
+        .arg(&t.ca)
+        .args(["-servername", "localhost"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    client
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"from openssl\n")
+        .unwrap();
+    let mut reply = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(client.stdout.take().unwrap()),
+        &mut reply,
+    )
+    .unwrap();
+    let _ = client.kill();
+    let _ = client.wait();
+    assert_eq!(reply, "FROM OPENSSL\n");
+
+    // Garbage on the TLS port: that connection is closed, the server serves on.
+    let mut garbage = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    garbage.set_read_timeout(Some(PATIENCE)).unwrap();
+    garbage.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    assert!(closed_by_peer(&mut garbage));
+    drop(garbage);
+    assert_eq!(python("still served"), "STILL SERVED\n");
+
+    let (status, summary) = s.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        summary.contains("served 4 connections (1 errors), 3 messages"),
+        "{summary}"
+    );
+}
+
 /// A PROXY v2 header naming `client` (to 127.0.0.1:8079), as HAProxy's send-proxy-v2 sends.
 fn proxy_v2(client: &str) -> Vec<u8> {
     let client: std::net::SocketAddr = client.parse().unwrap();
@@ -726,6 +825,10 @@ macro_rules! checks {
         #[test]
         fn behind_a_proxy_the_header_names_the_client() {
             super::super::behind_a_proxy_the_header_names_the_client(M)
+        }
+        #[test]
+        fn tls_is_served_to_python_and_openssl() {
+            super::super::tls_is_served_to_python_and_openssl(M)
         }
         #[test]
         fn metrics_count_what_was_served() {

@@ -45,7 +45,7 @@ use tally::{Failure, Tally};
 use tokio::net::{TcpStream, UnixStream};
 
 /// What to measure and how: the options of `switchboard bench`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct BenchConfig {
     /// The server.
     pub addr: Addr,
@@ -77,6 +77,9 @@ pub struct BenchConfig {
     pub reconnect: bool,
     /// Run the load generator's threads on these CPUs only.
     pub cpus: Option<Vec<usize>>,
+    /// How a `tls://` server is trusted (see [`crate::tls::client_config`]). `None`: no
+    /// certificate is.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl BenchConfig {
@@ -96,6 +99,7 @@ impl BenchConfig {
             timeout: Duration::from_secs(5),
             reconnect: false,
             cpus: None,
+            tls: None,
         }
     }
 
@@ -151,7 +155,7 @@ impl BenchConfig {
 fn default_threads(addr: &Addr) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let local = match addr {
-        Addr::Tcp(sa) | Addr::Udp(sa) => sa.ip().is_loopback(),
+        Addr::Tcp(sa) | Addr::Tls { addr: sa, .. } | Addr::Udp(sa) => sa.ip().is_loopback(),
         Addr::Unix(_) | Addr::UnixGram(_) => true,
     };
     if local {
@@ -305,6 +309,7 @@ pub(crate) struct Plan {
     pub(crate) expect: Expect,
     pub(crate) depth: usize,
     pub(crate) timeout: Duration,
+    pub(crate) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Plan {
@@ -447,10 +452,15 @@ fn probe(config: &BenchConfig) -> Result<(), BenchError> {
         Addr::Unix(path) => std::os::unix::net::UnixStream::connect(path)
             .map(drop)
             .map_err(|e| unreachable(e.to_string())),
-        // A datagram server shows it is there only by answering.
-        Addr::Udp(_) | Addr::UnixGram(_) => {
-            let mut client = crate::client::Client::connect(&config.addr, config.framing)
-                .map_err(|e| unreachable(e.to_string()))?;
+        // A datagram server shows it is there only by answering; a TLS one by a handshake
+        // this client's trust accepts.
+        Addr::Udp(_) | Addr::UnixGram(_) | Addr::Tls { .. } => {
+            let mut client = crate::client::Client::connect_tls(
+                &config.addr,
+                config.framing,
+                config.tls.clone(),
+            )
+            .map_err(|e| unreachable(e.to_string()))?;
             client.set_timeout(config.timeout);
             let mut body = Vec::new();
             config.payload.body(u64::MAX, 0, &mut body);
@@ -486,6 +496,7 @@ fn generate(
         expect: config.expect,
         depth: config.depth,
         timeout: config.timeout,
+        tls: config.tls.clone(),
     });
     for id in (first..config.conns).step_by(threads) {
         let (plan, tally, addr) = (plan.clone(), tally.clone(), config.addr.clone());
@@ -529,6 +540,26 @@ async fn connection(conn: &Conn<'_>, addr: &Addr, mut schedule: Option<Schedule>
                 }
                 Err(f) => Err(f),
             },
+            Addr::Tls { addr: sa, host } => {
+                let handshake = async {
+                    let s = TcpStream::connect(sa).await?;
+                    let _ = s.set_nodelay(true);
+                    let config = match &conn.plan.tls {
+                        Some(config) => config.clone(),
+                        None => crate::tls::client_config(None, false).map_err(io::Error::other)?,
+                    };
+                    tokio_rustls::TlsConnector::from(config)
+                        .connect(crate::tls::server_name(host), s)
+                        .await
+                };
+                match connect(handshake, conn.plan.timeout).await {
+                    Ok(s) => {
+                        connected(started.elapsed());
+                        drive(s, conn, schedule.as_mut()).await
+                    }
+                    Err(f) => Err(f),
+                }
+            }
             Addr::Unix(path) => match connect(UnixStream::connect(path), conn.plan.timeout).await {
                 Ok(s) => {
                     connected(started.elapsed());

@@ -69,6 +69,8 @@ pub struct Args {
     json: bool,
     #[command(flatten)]
     record: RecordArgs,
+    #[command(flatten)]
+    trust: super::TrustArgs,
 }
 
 impl Args {
@@ -117,7 +119,8 @@ impl Observer for Bar {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let config = args.config();
+    let mut config = args.config();
+    config.tls = args.trust.config(&args.addr)?;
     // A store that cannot be used is found before the run, not after it.
     let mut store = match args.record.url() {
         Some(url) => Some(switchboard::store::open(&url)?),

@@ -74,6 +74,33 @@ impl RecordArgs {
     }
 }
 
+/// How a client trusts a `tls://` server.
+#[derive(clap::Args)]
+pub struct TrustArgs {
+    /// tls://: trust the CA certificate(s) in this PEM file (the server's own, if self-signed).
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<std::path::PathBuf>,
+    /// tls://: accept any certificate. The connection is encrypted, but to whom is not checked: for a test server only.
+    #[arg(long, conflicts_with = "ca")]
+    pub insecure: bool,
+}
+
+impl TrustArgs {
+    /// The client's TLS configuration, for a `tls://` address (said loudly when insecure).
+    pub fn config(
+        &self,
+        addr: &Addr,
+    ) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, switchboard::tls::TlsError> {
+        if !matches!(addr, Addr::Tls { .. }) {
+            return Ok(None);
+        }
+        if self.insecure {
+            eprintln!("warning: --insecure: the server's certificate is not checked; anyone on the path can pose as {addr}");
+        }
+        switchboard::tls::client_config(self.ca.as_deref(), self.insecure).map(Some)
+    }
+}
+
 /// How `connect` and `send` talk to a server.
 #[derive(clap::Args)]
 pub struct TalkArgs {
@@ -83,11 +110,13 @@ pub struct TalkArgs {
     /// How long to wait for each reply: seconds, or with a unit (500ms, 10s, 1m).
     #[arg(long, default_value = "10", value_parser = parse_duration)]
     pub timeout: Duration,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 impl TalkArgs {
     pub fn connect(&self, addr: &Addr) -> Result<Client, ClientError> {
-        let mut client = Client::connect(addr, self.frame)?;
+        let mut client = Client::connect_tls(addr, self.frame, self.trust.config(addr)?)?;
         client.set_timeout(self.timeout);
         Ok(client)
     }

@@ -17,7 +17,7 @@ use switchboard::{Addr, Model, Server, Timeouts};
 #[command(
     long_about = "Serve a service until SIGINT or SIGTERM, then drain and print a summary.\n\n\
     Started by systemd with socket activation (LISTEN_PID and LISTEN_FDS set), it serves the socket the system passed instead of binding ADDR.",
-    after_help = "Examples:\n  switchboard serve\n  switchboard serve tcp://0.0.0.0:9000 --model iterative\n  switchboard serve unix:///tmp/sb.sock --frame line --service echo"
+    after_help = "Examples:\n  switchboard serve\n  switchboard serve tcp://0.0.0.0:9000 --model iterative\n  switchboard serve unix:///tmp/sb.sock --frame line --service echo\n  switchboard serve tls://0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem"
 )]
 pub struct Args {
     /// Where to listen.
@@ -62,6 +62,15 @@ pub struct Args {
     /// Close a connection that does not take its replies for this long; 0 never does.
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
     send_timeout: Duration,
+    /// tls://: the server's certificate chain (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// tls://: the certificate's private key (PEM: PKCS#8, RSA or EC).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// tls://: require a client certificate signed by the CA in this PEM file (mutual TLS).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// Every connection starts with a PROXY protocol header (v1 or v2), as HAProxy's send-proxy and nginx's proxy_protocol send it: the client it names is the peer the log, the store and --allow/--deny see. A connection without a valid header is closed (reason error).
     #[arg(long)]
     proxy_protocol: bool,
@@ -149,7 +158,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = args.workers {
         builder = builder.workers(n as usize);
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(switchboard::tls::server_config(
+            cert,
+            key,
+            args.tls_client_ca.as_deref(),
+        )?),
+        _ => None,
+    };
     let server = builder
+        .tls(tls)
         .addr(args.addr)
         .model(args.model)
         .service_arc(service.clone())

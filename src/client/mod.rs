@@ -47,6 +47,28 @@ pub enum ClientError {
     /// The connection failed.
     #[error("connection failed: {0}")]
     Io(#[from] io::Error),
+    /// The TLS handshake or a record failed.
+    #[error("TLS: {0}{hint}", hint = tls_hint(.0))]
+    Tls(rustls::Error),
+    /// A CA file could not be used.
+    #[error(transparent)]
+    TlsConfig(#[from] crate::tls::TlsError),
+}
+
+/// What to do about a certificate the client does not trust.
+fn tls_hint(e: &rustls::Error) -> &'static str {
+    use rustls::{CertificateError, OtherError};
+    match e {
+        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(other)))
+            if other.to_string().contains("CaUsedAsEndEntity") =>
+        {
+            " (the server's certificate is a CA's, as `openssl req -x509` makes by default: make it with -addext basicConstraints=critical,CA:FALSE, or sign a server certificate with it; --insecure skips the check)"
+        }
+        rustls::Error::InvalidCertificate(_) => {
+            " (pass --ca FILE with the CA that signed the server's certificate, or --insecure for a test server's self-signed one)"
+        }
+        _ => "",
+    }
 }
 
 /// A connection to a server that sends requests and reads replies in one framing.
@@ -60,13 +82,38 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to a stream address.
+    /// Connects to an address; a `tls://` one trusts no certificate (see
+    /// [`connect_tls`](Client::connect_tls)).
     pub fn connect(addr: &Addr, framing: Framing) -> Result<Client, ClientError> {
+        Client::connect_tls(addr, framing, None)
+    }
+
+    /// Connects to an address, with this TLS configuration for a `tls://` one (see
+    /// [`crate::tls::client_config`]).
+    pub fn connect_tls(
+        addr: &Addr,
+        framing: Framing,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Result<Client, ClientError> {
         let connect_err = |source| ClientError::Connect {
             addr: addr.clone(),
             source,
         };
         let transport = match addr {
+            Addr::Tls { addr: sa, host } => {
+                let s = TcpStream::connect(sa).map_err(connect_err)?;
+                s.set_nodelay(true).map_err(connect_err)?;
+                let config = match tls {
+                    Some(config) => config,
+                    None => crate::tls::client_config(None, false)?,
+                };
+                let conn = rustls::ClientConnection::new(config, crate::tls::server_name(host))
+                    .map_err(ClientError::Tls)?;
+                Transport::Tls(Box::new(TlsStream {
+                    stream: Stream::Tcp(s),
+                    conn,
+                }))
+            }
             Addr::Tcp(sa) => {
                 let s = TcpStream::connect(sa).map_err(connect_err)?;
                 s.set_nodelay(true).map_err(connect_err)?;
@@ -128,10 +175,9 @@ impl Client {
     pub fn request(&mut self, msg: &[u8]) -> Result<Vec<u8>, ClientError> {
         let mut out = Vec::with_capacity(msg.len() + 4);
         self.codec.encode(msg, &mut out)?;
-        let stream = match &self.transport {
-            Transport::Stream(stream) => stream,
-            Transport::Datagram { socket, .. } => return self.datagram_request(socket, &out),
-        };
+        if let Transport::Datagram { socket, .. } = &self.transport {
+            return self.datagram_request(socket, &out);
+        }
         let mut sent = 0;
         let mut raw_reply = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
@@ -160,8 +206,8 @@ impl Client {
             } else {
                 deadline - now
             };
-            let mut fd = sys::pollin(stream.as_raw_fd());
-            if sent < out.len() {
+            let mut fd = sys::pollin(self.transport.fd());
+            if sent < out.len() || self.transport.wants_write() {
                 fd.events |= libc::POLLOUT;
             }
             if sys::poll(std::slice::from_mut(&mut fd), Some(wait))? == 0 {
@@ -170,14 +216,14 @@ impl Client {
                 }
                 continue;
             }
-            if sent < out.len() {
-                match (&*stream).write(&out[sent..]) {
+            if sent < out.len() || self.transport.wants_write() {
+                match self.transport.write(&out[sent..]) {
                     Ok(n) => sent += n,
                     Err(e) if would_block(&e) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
-            match (&*stream).read(&mut buf) {
+            match self.transport.read(&mut buf) {
                 Ok(0) => {
                     return match reply_so_far(
                         &mut *self.codec,
@@ -193,7 +239,7 @@ impl Client {
                 }
                 Ok(n) => self.input.extend_from_slice(&buf[..n]),
                 Err(e) if would_block(&e) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(tls_or_io(e)),
             }
         }
     }
@@ -227,17 +273,92 @@ impl Client {
 
     /// Shuts the writing side of a stream: the server sees end of stream, and its replies
     /// still arrive. (A datagram client has nothing to shut.)
-    pub fn shutdown_write(&self) -> io::Result<()> {
-        match &self.transport {
+    pub fn shutdown_write(&mut self) -> io::Result<()> {
+        match &mut self.transport {
             Transport::Stream(stream) => stream.shutdown(std::net::Shutdown::Write),
+            Transport::Tls(tls) => {
+                // TLS's own end first (close_notify), then the socket's.
+                tls.conn.send_close_notify();
+                tls.flush()?;
+                tls.stream.shutdown(std::net::Shutdown::Write)
+            }
             Transport::Datagram { .. } => Ok(()),
         }
+    }
+}
+
+/// A TLS connection driven by hand over a non-blocking socket: rustls is sans-IO, so the
+/// client moves its records to and from the socket as the server's session does.
+struct TlsStream {
+    stream: Stream,
+    conn: rustls::ClientConnection,
+}
+
+impl TlsStream {
+    /// Writes the records rustls has queued until they are out or the socket is full.
+    fn flush(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut &self.stream) {
+                Ok(_) => {}
+                Err(e) if would_block(&e) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Encrypts what of `data` rustls takes, and sends what it can.
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = if data.is_empty() || self.conn.is_handshaking() {
+            0 // the request waits for the handshake
+        } else {
+            self.conn.writer().write(data)?
+        };
+        self.flush()?;
+        Ok(n)
+    }
+
+    /// Reads records off the socket and returns what they decrypt to: `WouldBlock` until
+    /// some plaintext is here, 0 at the end of the stream.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.conn.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            let got = self.conn.read_tls(&mut &self.stream)?; // WouldBlock goes to the caller
+            if got == 0 {
+                return Ok(0);
+            }
+            self.conn
+                .process_new_packets()
+                .map_err(|e| io::Error::new(ErrorKind::InvalidData, TlsFailure(e)))?;
+            self.flush()?; // the handshake's answers
+        }
+    }
+}
+
+/// A rustls error carried through `io::Error`, to be told apart from the socket's.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TlsFailure(rustls::Error);
+
+fn tls_or_io(e: io::Error) -> ClientError {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<TlsFailure>())
+    {
+        Some(TlsFailure(tls)) => ClientError::Tls(tls.clone()),
+        None => e.into(),
     }
 }
 
 /// What a client talks over.
 enum Transport {
     Stream(Stream),
+    Tls(Box<TlsStream>),
     /// A connected datagram socket, and the socket file a Unix one had to bind.
     Datagram {
         socket: Socket,
@@ -249,7 +370,37 @@ impl Transport {
     fn set_nonblocking(&self) -> io::Result<()> {
         match self {
             Transport::Stream(s) => s.set_nonblocking(true),
+            Transport::Tls(tls) => tls.stream.set_nonblocking(true),
             Transport::Datagram { socket, .. } => socket.set_nonblocking(true),
+        }
+    }
+
+    fn fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Transport::Stream(s) => s.as_raw_fd(),
+            Transport::Tls(tls) => tls.stream.as_raw_fd(),
+            Transport::Datagram { socket, .. } => socket.as_raw_fd(),
+        }
+    }
+
+    /// TLS records wait to be sent (the handshake, before any request).
+    fn wants_write(&self) -> bool {
+        matches!(self, Transport::Tls(tls) if tls.conn.wants_write() || tls.conn.is_handshaking())
+    }
+
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Stream(s) => (&*s).write(data),
+            Transport::Tls(tls) => tls.write(data),
+            Transport::Datagram { socket, .. } => socket.send(data),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Stream(s) => (&*s).read(buf),
+            Transport::Tls(tls) => tls.read(buf),
+            Transport::Datagram { socket, .. } => (&*socket).read(buf),
         }
     }
 }

@@ -45,7 +45,9 @@ impl DatagramSocket {
                     .map_err(io_err)?;
                 (socket, Some(std::process::id()))
             }
-            Addr::Tcp(_) | Addr::Unix(_) => return Err(BindError::Stream(addr.clone())),
+            Addr::Tcp(_) | Addr::Tls { .. } | Addr::Unix(_) => {
+                return Err(BindError::Stream(addr.clone()))
+            }
         };
         let addr = match socket.local_addr().map_err(io_err)?.as_socket() {
             Some(sa) => Addr::Udp(sa),

@@ -77,7 +77,8 @@ impl Listener {
     pub fn bind(addr: &Addr, opts: &SocketOptions) -> Result<Listener, BindError> {
         let io_err = |source: io::Error| BindError::from_io(addr, source);
         match addr {
-            Addr::Tcp(sa) => {
+            // TLS is the session's: the socket is a TCP listener like any other.
+            Addr::Tcp(sa) | Addr::Tls { addr: sa, .. } => {
                 let socket =
                     Socket::new(Domain::for_address(*sa), Type::STREAM, Some(Protocol::TCP))
                         .map_err(io_err)?;
