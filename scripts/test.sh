@@ -22,19 +22,22 @@ apt_install() {
 # python3 runs the plan's own Python client and drives a pseudo-terminal in the tests;
 # Chromium renders the lab's page; a TrueType font draws the lab's plots; systemd's
 # systemd-socket-activate passes serve a listening socket; promtool (Debian's prometheus)
-# checks the metrics; HAProxy sends the PROXY protocol.
+# checks the metrics; HAProxy sends the PROXY protocol; openssl makes the TLS tests'
+# certificates and is one of their clients.
 missing=()
 command -v python3 >/dev/null || missing+=(python3)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v systemd-socket-activate >/dev/null || missing+=(systemd)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v haproxy >/dev/null || missing+=(haproxy)
+command -v openssl >/dev/null || missing+=(openssl)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 if command -v chromium >/dev/null; then export SWITCHBOARD_REQUIRE_CHROMIUM=1; fi
 if command -v systemd-socket-activate >/dev/null; then export SWITCHBOARD_REQUIRE_ACTIVATION=1; fi
 if command -v promtool >/dev/null; then export SWITCHBOARD_REQUIRE_PROMTOOL=1; fi
 if command -v haproxy >/dev/null; then export SWITCHBOARD_REQUIRE_HAPROXY=1; fi
+if command -v openssl >/dev/null; then export SWITCHBOARD_REQUIRE_OPENSSL=1; fi
 for component in rustfmt clippy; do
   cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$component"
 done
