@@ -46,6 +46,12 @@ pub struct Args {
     /// Another server to measure: 'NAME=COMMAND {port}' ({port} is replaced by a free loopback port). Repeatable.
     #[arg(long = "reference", value_parser = LabServer::reference)]
     references: Vec<LabServer>,
+    /// Measure every model over TLS too (as MODEL+tls, beside it), with this certificate chain (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Leave out the plan's own stack (Python's socketserver.ThreadingTCPServer), run by default where python3 is installed.
     #[arg(long)]
     no_python: bool,
@@ -144,6 +150,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 return Err(super::Usage(format!("model `{m}` cannot run here: {why}")).into());
             }
         }
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        // Checked now: a file that cannot be used fails once, not in every cell.
+        switchboard::tls::server_config(cert, key, None)?;
+        config.servers = config
+            .servers
+            .iter()
+            .flat_map(|s| match s {
+                LabServer::Model(m) => vec![s.clone(), LabServer::tls(*m, cert, key)],
+                _ => vec![s.clone()],
+            })
+            .collect();
     }
     let out = args
         .out

@@ -99,7 +99,7 @@ impl LabConfig {
                     let mut group = Vec::new();
                     for server in &self.servers {
                         // `iterative` serves one client at a time: it gets one connection.
-                        let conns = if *server == LabServer::Model(Model::Iterative) {
+                        let conns = if server.model() == Some(Model::Iterative) {
                             1
                         } else {
                             conns
@@ -361,10 +361,7 @@ fn measure(
     let started = crate::store::now_us();
     let mut m = Measurement {
         server: key.server.name().to_string(),
-        model: match key.server {
-            LabServer::Model(model) => Some(model),
-            LabServer::Reference { .. } => None,
-        },
+        model: key.server.model(),
         conns: key.conns,
         size: key.size,
         depth: key.depth,
@@ -385,6 +382,15 @@ fn measure(
     std::thread::sleep(Duration::from_millis(100));
     let memory_before = proc::memory(server.pgid());
     let mut bench = BenchConfig::new(server.addr.clone());
+    if let LabServer::Tls { .. } = key.server {
+        match crate::tls::client_config(None, true) {
+            Ok(tls) => bench.tls = Some(tls),
+            Err(e) => {
+                m.report = Err(e.to_string());
+                return m;
+            }
+        }
+    }
     bench.conns = key.conns;
     bench.depth = key.depth;
     bench.payload = bench::Payload::Letters(key.size);
@@ -437,7 +443,7 @@ fn summarize(config: &LabConfig, key: &CellKey, ms: &[Measurement], server_cores
     let of = |f: fn(&Report) -> f64| median(ok.iter().map(|r| f(r)).collect());
     let msgs: Vec<f64> = ok.iter().map(|r| r.msgs_per_s).collect();
     let mut notes = Vec::new();
-    if let LabServer::Model(model) = key.server {
+    if let Some(model) = key.server.model() {
         // What the defaults of `serve` make of the server's cores: the figures depend on it.
         let cores = if server_cores > 0 {
             server_cores

@@ -17,6 +17,19 @@ const START: Duration = Duration::from_secs(30);
 pub enum LabServer {
     /// `switchboard serve --model MODEL`.
     Model(Model),
+    /// `switchboard serve tls://... --model MODEL` with this certificate and key, named
+    /// `MODEL+tls`; the load generator speaks TLS to it (without checking the certificate: it
+    /// is the lab's own server).
+    Tls {
+        /// The model.
+        model: Model,
+        /// Its name, `MODEL+tls`.
+        name: String,
+        /// The certificate chain (PEM).
+        cert: std::path::PathBuf,
+        /// Its private key (PEM).
+        key: std::path::PathBuf,
+    },
     /// Another server: `command`, with `{port}` replaced by a free loopback port.
     Reference {
         /// Its name in the tables and plots.
@@ -31,7 +44,25 @@ impl LabServer {
     pub fn name(&self) -> &str {
         match self {
             LabServer::Model(m) => m.name(),
-            LabServer::Reference { name, .. } => name,
+            LabServer::Tls { name, .. } | LabServer::Reference { name, .. } => name,
+        }
+    }
+
+    /// `model` over TLS with this certificate and key.
+    pub fn tls(model: Model, cert: &Path, key: &Path) -> LabServer {
+        LabServer::Tls {
+            model,
+            name: format!("{model}+tls"),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        }
+    }
+
+    /// The model of a `switchboard serve` server.
+    pub fn model(&self) -> Option<Model> {
+        match self {
+            LabServer::Model(model) | LabServer::Tls { model, .. } => Some(*model),
+            LabServer::Reference { .. } => None,
         }
     }
 
@@ -86,6 +117,20 @@ impl Running {
             LabServer::Model(model) => {
                 let mut c = Command::new(exe);
                 c.args(["serve", "tcp://127.0.0.1:0", "--model", model.name()])
+                    .args(serve_args)
+                    .env("RUST_LOG", "error")
+                    .stdout(Stdio::piped());
+                (c, None)
+            }
+            LabServer::Tls {
+                model, cert, key, ..
+            } => {
+                let mut c = Command::new(exe);
+                c.args(["serve", "tls://127.0.0.1:0", "--model", model.name()])
+                    .arg("--tls-cert")
+                    .arg(cert)
+                    .arg("--tls-key")
+                    .arg(key)
                     .args(serve_args)
                     .env("RUST_LOG", "error")
                     .stdout(Stdio::piped());
