@@ -258,6 +258,65 @@ fn a_reference_command_joins_the_matrix_and_a_broken_one_is_noted() {
 }
 
 #[test]
+fn with_a_certificate_every_model_is_measured_over_tls_beside_itself() {
+    let dir = scratch("lab-tls");
+    let Some(t) = tls_files(&dir) else {
+        return;
+    };
+    let out = dir.join("out");
+    let run = Command::new(bin())
+        .current_dir(&dir)
+        .args([
+            "lab",
+            "--models",
+            "epoll",
+            "--conns",
+            "4",
+            "--rounds",
+            "1",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "100ms",
+            "--no-python",
+            "--no-store",
+            "--no-pin",
+            "--tls-cert",
+        ])
+        .arg(&t.cert)
+        .arg("--tls-key")
+        .arg(&t.key)
+        .arg("--out")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let cells: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let names: Vec<&str> = cells.iter().filter_map(|c| c["model"].as_str()).collect();
+    assert_eq!(names, ["epoll", "epoll+tls"]);
+    for cell in &cells {
+        assert!(cell["msgs_per_s"].as_f64().unwrap() > 0.0, "{cell}");
+        assert_eq!(cell["errors"], 0, "{cell}");
+    }
+    // A key that is not the certificate's fails at once, as `serve` would.
+    let bad = Command::new(bin())
+        .args(["lab", "--models", "epoll", "--no-store", "--tls-cert"])
+        .arg(&t.cert)
+        .arg("--tls-key")
+        .arg(&t.client_key)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("does not go with"));
+}
+
+#[test]
 fn bad_lab_options_are_usage_errors() {
     for args in [
         &["lab", "--models", "nosuch"][..],
