@@ -425,6 +425,8 @@ pub struct Summary {
     pub connections: u64,
     /// Connections the access lists refused.
     pub denied: u64,
+    /// Connections closed by `--idle-timeout`, `--frame-timeout` or `--send-timeout`.
+    pub timeouts: u64,
     /// Connections that ended in an error (a bad frame, an IO error).
     pub errors: u64,
     /// Bytes received.
@@ -449,6 +451,9 @@ impl fmt::Display for Summary {
             self.bytes_out,
             self.elapsed.as_secs_f64()
         )?;
+        if self.timeouts > 0 {
+            write!(f, "; {} connections timed out", self.timeouts)?;
+        }
         if self.denied > 0 {
             write!(f, "; {} connections denied", self.denied)?;
         }

@@ -30,6 +30,8 @@ pub(crate) struct Counters {
     messages: AtomicU64,
     /// Connections refused by the access lists (numbered with the others, not served).
     denied: AtomicU64,
+    /// Connections closed by one of their timeouts.
+    timeouts: AtomicU64,
     /// Places taken under `--max-conns`: connections open, and accepts about to happen.
     places: AtomicU64,
     /// When a refused address was last logged: slots of (address hash << 32 | seconds), so
@@ -84,6 +86,7 @@ impl Counters {
         Summary {
             connections: self.connections.load(Relaxed) - denied,
             denied,
+            timeouts: self.timeouts.load(Relaxed),
             errors: self.errors.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
@@ -448,6 +451,9 @@ impl Shared {
         c.messages.fetch_add(stats.msgs_in, Relaxed);
         if reason.is_error() {
             c.errors.fetch_add(1, Relaxed);
+        }
+        if let CloseReason::Timeout(_) = reason {
+            c.timeouts.fetch_add(1, Relaxed);
         }
         // Last: a scrape that sees this close sees everything the connection counted.
         if let Some(meters) = &self.meters {
