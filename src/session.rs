@@ -458,7 +458,9 @@ impl Session {
         }
         let mark = self.output.len();
         let result = self.answer_eof();
-        self.done.get_or_insert(CloseReason::Eof);
+        if result.is_ok() {
+            self.done.get_or_insert(CloseReason::Eof); // a bad last frame closes as the error
+        }
         self.clock.frame = None;
         self.seal(mark);
         if self.clock.send.is_none() && !self.pending().is_empty() {
