@@ -112,6 +112,51 @@ fn tcp(sa: SocketAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// A header naming `client`, as HAProxy's send-proxy (v1) or send-proxy-v2 (v2) sends it.
+    fn header_for(client: SocketAddr, v2: bool) -> Vec<u8> {
+        let server: SocketAddr = match client {
+            SocketAddr::V4(_) => "127.0.0.1:8079".parse().unwrap(),
+            SocketAddr::V6(_) => "[::1]:8079".parse().unwrap(),
+        };
+        if v2 {
+            return v2_header(v2::Command::Proxy, (client, server));
+        }
+        v1::Addresses::from((client, server))
+            .to_string()
+            .into_bytes()
+    }
+
+    proptest! {
+        #[test]
+        fn any_client_in_either_version_is_named_and_its_bytes_follow(
+            ip in any::<std::net::IpAddr>(),
+            port in any::<u16>(),
+            v2 in any::<bool>(),
+            payload in prop::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let client = SocketAddr::new(ip, port);
+            let header = header_for(client, v2);
+            let mut bytes = header.clone();
+            bytes.extend_from_slice(&payload);
+            let parsed = parse(&bytes).unwrap().unwrap();
+            prop_assert_eq!(parsed.len, header.len());
+            prop_assert_eq!(parsed.client, Some(format!("tcp://{client}")));
+            for cut in 0..header.len() {
+                prop_assert_eq!(parse(&header[..cut]), Ok(None));
+            }
+        }
+
+        #[test]
+        fn bytes_that_cannot_begin_a_header_never_wait(bytes in prop::collection::vec(any::<u8>(), 1..64)) {
+            let could_begin = V2_SIGNATURE.starts_with(&bytes[..bytes.len().min(12)])
+                || V1_PREFIX.starts_with(&bytes[..bytes.len().min(6)]);
+            if !could_begin {
+                prop_assert!(parse(&bytes).is_err());
+            }
+        }
+    }
 
     fn v2_header(command: v2::Command, addresses: impl Into<v2::Addresses>) -> Vec<u8> {
         v2::Builder::with_addresses(v2::Version::Two | command, v2::Protocol::Stream, addresses)
