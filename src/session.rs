@@ -23,6 +23,10 @@ use std::fmt;
 use std::io;
 use std::time::{Duration, Instant};
 
+/// A session's input or output buffer larger than this is freed once it is empty (smaller ones
+/// are kept for the next message): an idle connection holds at most this much of each.
+pub const KEEP_BUFFER: usize = 1024;
+
 /// Replies queued past this many bytes make [`Session::wants_read`] false: a model stops
 /// reading from a peer that does not read its replies, so it holds only this much of our memory.
 pub const OUTPUT_BUDGET: usize = 1 << 20;
@@ -340,6 +344,9 @@ impl Session {
         };
         // Replies, and TLS's own records (its handshake, an alert before a close), go out.
         self.seal(mark);
+        if self.input.is_empty() && self.input.capacity() > KEEP_BUFFER {
+            self.input = BytesMut::new(); // idle: the memory goes back
+        }
         if self.clock.send.is_none() && !self.pending().is_empty() {
             self.clock.send = Some(now);
         }
@@ -538,7 +545,11 @@ impl Session {
         let now = Instant::now();
         self.clock.active = now;
         if self.sent == self.output.len() {
-            self.output.clear();
+            if self.output.capacity() > KEEP_BUFFER {
+                self.output = Vec::new();
+            } else {
+                self.output.clear();
+            }
             self.sent = 0;
             self.clock.send = None;
         } else {
@@ -801,6 +812,25 @@ mod tests {
         s.receive(b"PROXY UNKNOWN\r\nhi\n").unwrap();
         assert_eq!(s.peer().addr, "tcp://127.0.0.1:40000");
         assert_eq!(s.pending(), b"HI\n");
+    }
+
+    #[test]
+    fn an_idle_session_keeps_small_buffers_only() {
+        let mut s = session(Framing::Raw);
+        s.receive(&vec![b'a'; 64 * 1024]).unwrap();
+        assert!(
+            s.input.capacity() <= KEEP_BUFFER,
+            "input freed once answered"
+        );
+        let n = s.pending().len();
+        s.advance(n);
+        assert!(s.output.capacity() <= KEEP_BUFFER, "output freed once sent");
+        s.receive(b"small").unwrap();
+        s.advance(5);
+        assert!(
+            s.output.capacity() > 0,
+            "a small buffer is kept for the next reply"
+        );
     }
 
     #[test]

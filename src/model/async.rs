@@ -13,11 +13,43 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinSet;
 
 /// Bytes asked of each read.
 const READ_SIZE: usize = 64 * 1024;
+
+thread_local! {
+    /// The read buffer of a runtime thread, lent to each task as it reads: a task waiting for
+    /// its peer holds no buffer of its own (64 KiB each would be most of an idle connection's
+    /// memory).
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_SIZE]);
+}
+
+/// A stream a task can wait on until it is readable, then read without waiting, into the
+/// thread's buffer.
+trait Ready: AsyncWrite + Unpin {
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send;
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl Ready for tokio::net::TcpStream {
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
+        tokio::net::TcpStream::readable(self)
+    }
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        tokio::net::TcpStream::try_read(self, buf)
+    }
+}
+
+impl Ready for tokio::net::UnixStream {
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
+        tokio::net::UnixStream::readable(self)
+    }
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        tokio::net::UnixStream::try_read(self, buf)
+    }
+}
 
 /// Serves until a stop on a tokio runtime, then drains.
 pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> {
@@ -67,7 +99,7 @@ async fn accept_loop<S, A, F>(
     tasks: &mut JoinSet<()>,
 ) -> io::Result<()>
 where
-    S: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static,
+    S: Ready + AsRawFd + Send + 'static,
     F: Fn() -> A,
     A: std::future::Future<Output = io::Result<(S, String)>>,
 {
@@ -173,8 +205,7 @@ async fn drain(tasks: &mut JoinSet<()>, shared: &Shared) {
 /// One timer per connection, armed at the session's deadline and moved only when that comes
 /// earlier (a frame begun, replies waiting): when it fires, the session says whether a timeout
 /// ran out or the deadline moved on.
-async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, mut live: Live) {
-    let mut buf = vec![0u8; READ_SIZE];
+async fn connection<S: Ready>(mut stream: S, mut live: Live) {
     let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     let timer = tokio::time::sleep_until(far());
     tokio::pin!(timer);
@@ -208,13 +239,19 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, mut live: 
             }
         } else {
             tokio::select! {
-                read = stream.read(&mut buf) => read.map(|n| {
-                    let received = match n {
-                        0 => session.receive_eof(),
-                        n => session.receive(&buf[..n]),
-                    };
-                    closing = received.err();
-                    false
+                ready = stream.readable() => ready.and_then(|()| {
+                    READ_BUF.with_borrow_mut(|buf| match stream.try_read(buf) {
+                        Ok(n) => {
+                            let received = match n {
+                                0 => session.receive_eof(),
+                                n => session.receive(&buf[..n]),
+                            };
+                            closing = received.err();
+                            Ok(false)
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                        Err(e) => Err(e),
+                    })
                 }),
                 () = &mut timer => Ok(true),
             }

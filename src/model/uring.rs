@@ -129,6 +129,9 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
                 WAKER | CANCEL => {} // the stop is seen at the top of the loop
                 token => {
                     let slot = (token >> 1) as usize;
+                    if token & 1 == SEND {
+                        ring.sent(slot); // its buffer is free again
+                    }
                     if let Some(conn) = table.get_mut(slot) {
                         completed(&ring, conn, token & 1, c);
                     }

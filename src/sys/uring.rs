@@ -9,8 +9,10 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-/// Bytes of each slot's send buffer.
+/// The most bytes one send carries (the rest go in the next).
 const BUF_SIZE: usize = 32 * 1024;
+/// Send buffers kept for reuse once their sends complete; more in flight at once are freed.
+const SPARE_SENDS: usize = 64;
 
 /// One finished submission.
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +43,8 @@ impl Completion {
 /// a submission on them is in flight.
 struct Slot {
     recv: Box<[u8]>,
-    send: Box<[u8]>,
+    /// The bytes of the send in flight, lent from the ring's spare buffers until it completes.
+    send: Vec<u8>,
     /// For a datagram receive: the sender's address and the message header pointing at it.
     from: Box<libc::sockaddr_storage>,
     iov: Box<libc::iovec>,
@@ -52,7 +55,7 @@ impl Slot {
     fn new(recv_size: usize) -> Self {
         Slot {
             recv: vec![0; recv_size].into_boxed_slice(),
-            send: vec![0; BUF_SIZE].into_boxed_slice(),
+            send: Vec::new(),
             // SAFETY: all-zero bytes are a valid sockaddr_storage, iovec and msghdr.
             from: Box::new(unsafe { std::mem::zeroed() }),
             iov: Box::new(unsafe { std::mem::zeroed() }),
@@ -110,6 +113,9 @@ const BUF_GROUP: u16 = 0;
 pub(crate) struct Uring {
     ring: IoUring,
     slots: Vec<Slot>,
+    /// Send buffers not in flight, lent to the next sends: memory for replies is held while
+    /// they travel, not by every connection.
+    spare: Vec<Vec<u8>>,
     provided: Option<BufRing>,
     in_flight: usize,
 }
@@ -128,6 +134,7 @@ impl Uring {
         Ok(Uring {
             ring,
             slots: Vec::new(),
+            spare: Vec::new(),
             provided: None,
             in_flight: 0,
         })
@@ -281,10 +288,15 @@ impl Uring {
         data: &[u8],
         token: u64,
     ) -> io::Result<usize> {
-        let buf = &mut self.slot(slot, 0).send;
-        let n = data.len().min(buf.len());
-        buf[..n].copy_from_slice(&data[..n]);
-        let entry = opcode::Send::new(types::Fd(fd), buf.as_ptr(), n as u32)
+        let mut buf = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BUF_SIZE));
+        let n = data.len().min(BUF_SIZE);
+        buf.extend_from_slice(&data[..n]);
+        let slot = self.slot(slot, 0);
+        slot.send = buf;
+        let entry = opcode::Send::new(types::Fd(fd), slot.send.as_ptr(), n as u32)
             .flags(libc::MSG_NOSIGNAL)
             .build();
         self.push(entry.user_data(token))?;
@@ -322,6 +334,17 @@ impl Uring {
         unsafe {
             *storage.view_as::<libc::sockaddr_storage>() = *s.from;
             socket2::SockAddr::new(storage, s.msg.msg_namelen)
+        }
+    }
+
+    /// The send on `slot` completed: its buffer goes back to the spares (a few are kept).
+    pub(crate) fn sent(&mut self, slot: usize) {
+        if let Some(s) = self.slots.get_mut(slot) {
+            let mut buf = std::mem::take(&mut s.send);
+            if self.spare.len() < SPARE_SENDS && buf.capacity() > 0 {
+                buf.clear();
+                self.spare.push(buf);
+            }
         }
     }
 
