@@ -317,6 +317,51 @@ fn with_a_certificate_every_model_is_measured_over_tls_beside_itself() {
 }
 
 #[test]
+fn an_open_loop_lab_sends_at_its_rate() {
+    let dir = scratch("lab-rate");
+    let out = dir.join("out");
+    let run = Command::new(bin())
+        .current_dir(&dir)
+        .args([
+            "lab",
+            "--models",
+            "epoll",
+            "--conns",
+            "20",
+            "--rate",
+            "400",
+            "--rounds",
+            "1",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--no-python",
+            "--no-store",
+            "--no-pin",
+            "--out",
+        ])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let cells: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let rate = cells[0]["msgs_per_s"].as_f64().unwrap();
+    assert!(
+        (300.0..=500.0).contains(&rate),
+        "sent on schedule, not as fast as it could: {rate}"
+    );
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.contains("open loop, 400 requests/s"), "{md}");
+}
+
+#[test]
 fn bad_lab_options_are_usage_errors() {
     for args in [
         &["lab", "--models", "nosuch"][..],

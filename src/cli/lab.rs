@@ -43,6 +43,9 @@ pub struct Args {
     /// Each measurement's warm-up.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     warmup: Duration,
+    /// Open loop: this many requests per second in all, spread over each cell's connections (default: closed loop). A low rate over many connections measures mostly idle ones: --conns 1000,10000 --rate 1000.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Another server to measure: 'NAME=COMMAND {port}' ({port} is replaced by a free loopback port). Repeatable.
     #[arg(long = "reference", value_parser = LabServer::reference)]
     references: Vec<LabServer>,
@@ -185,6 +188,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.rounds = args.rounds as usize;
     config.duration = args.duration;
     config.warmup = args.warmup;
+    if let Some(rate) = args.rate {
+        if !(rate > 0.0 && rate.is_finite()) {
+            return Err(
+                super::Usage(format!("--rate {rate}: give requests per second above 0")).into(),
+            );
+        }
+        config.rate = Some(rate);
+    }
     if args.no_pin {
         config.pin = false;
     } else if args.pin {
@@ -194,6 +205,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(url) => vec!["--store".into(), url.full()],
         None => vec!["--no-store".into()],
     };
+    // Every connection of the largest cell gets a place (past `--max-conns` they would wait).
+    let most = config.conns.iter().copied().max().unwrap_or(0);
+    if most > switchboard::server::DEFAULT_MAX_CONNS {
+        config
+            .serve_args
+            .extend(["--max-conns".into(), most.to_string()]);
+    }
+
     let store = match args.record.url() {
         Some(url) => Some(switchboard::store::open(&url)?),
         None => None,

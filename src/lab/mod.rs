@@ -53,6 +53,10 @@ pub struct LabConfig {
     pub exe: PathBuf,
     /// Arguments added to every `switchboard serve` (`--no-store`, or a store).
     pub serve_args: Vec<String>,
+    /// Open loop: requests per second in all, per cell, spread over its connections (a low
+    /// rate over many connections measures connections that are mostly idle). `None`: closed
+    /// loop.
+    pub rate: Option<f64>,
 }
 
 impl LabConfig {
@@ -74,6 +78,7 @@ impl LabConfig {
             pin: cores().len() >= 2,
             exe,
             serve_args: vec!["--no-store".into()],
+            rate: None,
         }
     }
 
@@ -393,6 +398,7 @@ fn measure(
     }
     bench.conns = key.conns;
     bench.depth = key.depth;
+    bench.rate = config.rate;
     bench.payload = bench::Payload::Letters(key.size);
     bench.duration = config.duration;
     bench.warmup = config.warmup;

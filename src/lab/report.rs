@@ -189,12 +189,16 @@ fn when(results: &LabResults) -> String {
 fn setup(results: &LabResults) -> String {
     let m = &results.machine;
     let c = &results.config;
+    let load = match c.rate {
+        Some(rate) => format!("open loop, {rate} requests/s in all per cell"),
+        None => "closed loop".to_string(),
+    };
     let pinned = match (&m.server_cores, &m.bench_cores) {
         (Some(s), Some(b)) => format!("servers pinned to cores {s:?}, load generator to {b:?}"),
         _ => "not pinned: servers and load generator share the cores".to_string(),
     };
     format!(
-        "{} ({} cores, {}), Linux {}, {}; {} round(s) per cell of {:.1} s after {:.1} s warm-up, servers interleaved round by round, medians; {pinned}",
+        "{} ({} cores, {}), Linux {}, {}; {load}; {} round(s) per cell of {:.1} s after {:.1} s warm-up, servers interleaved round by round, medians; {pinned}",
         m.host,
         m.cores,
         m.cpu,
@@ -254,7 +258,7 @@ fn page(
     let _ = writeln!(h, "<p>{}</p>", escape(&setup(results)));
     let _ = writeln!(
         h,
-        "<p>Each server is a fresh process on a loopback port, loaded by <code>switchboard bench</code> (closed loop, every reply checked). \
+        "<p>Each server is a fresh process on a loopback port, loaded by <code>switchboard bench</code> (every reply checked). \
          CPU per reply is the server's own CPU time (all its processes and threads) over the replies of the window; memory per connection is \
          the growth of its proportional set size while the cell's connections are open.</p>"
     );
