@@ -39,6 +39,7 @@ pub mod lab;
 mod metrics;
 pub mod model;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod service;
 pub mod session;

@@ -298,8 +298,18 @@ impl ServerBuilder {
         let metrics = match self.metrics {
             Some(sa) => {
                 let addr = Addr::Tcp(sa);
-                let listener = std::net::TcpListener::bind(sa)
-                    .map_err(|source| BindError::from_io(&addr, source))?;
+                // SO_REUSEPORT: a server started by a reload binds it beside this one.
+                let bind = || -> io::Result<std::net::TcpListener> {
+                    use socket2::{Domain, Protocol, Socket, Type};
+                    let s =
+                        Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP))?;
+                    s.set_reuse_address(true)?;
+                    s.set_reuse_port(true)?;
+                    s.bind(&sa.into())?;
+                    s.listen(128)?;
+                    Ok(s.into())
+                };
+                let listener = bind().map_err(|source| BindError::from_io(&addr, source))?;
                 Some(listener)
             }
             None => None,
@@ -383,6 +393,12 @@ impl Server {
             },
             addr => addr,
         })
+    }
+
+    /// The listening (or datagram) socket's fd, valid until [`run`](Server::run) returns: what
+    /// a reload hands to the new server ([`crate::reload`]).
+    pub fn listener_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.listener)
     }
 
     /// Where `GET /metrics` is served, with the real port, if it is.

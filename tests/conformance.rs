@@ -727,6 +727,97 @@ with ctx.wrap_socket(socket.create_connection(("127.0.0.1", {port})), server_hos
     );
 }
 
+fn sighup_reloads_without_refusing_anyone(m: Spec) {
+    let pid_file = scratch("reload").join("sb.pid");
+    let mut s = serve(
+        m,
+        &[
+            "--frame",
+            "line",
+            "--drain",
+            "10",
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+        ],
+    );
+    let old = s.child.id();
+    // Clients open, use and close connections without pause while the reload happens.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (addr, stop) = (s.addr.clone(), stop.clone());
+        thread::spawn(move || {
+            let (mut served, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && served < 20_000 {
+                let attempt = dial(&addr).and_then(|mut c| {
+                    c.write_all(format!("request {served}\n").as_bytes())?;
+                    Ok(recv_line(&mut c))
+                });
+                match attempt {
+                    Ok(reply) if reply == format!("REQUEST {served}").as_bytes() => served += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (served, failed)
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    s.signal(libc::SIGHUP);
+    // The new server announces itself on the same stdout and in the pid file.
+    assert_eq!(s.next_line(), format!("listening on {}", s.addr));
+    let new: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(new as u32, old, "the pid file names the new server");
+    // The old one drains and exits cleanly (its summary is on the stdout it shares with the
+    // new one, which keeps it open); the load goes on against the new one.
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let summary = s.next_line();
+    assert!(
+        summary.starts_with("served ") && summary.contains("(0 errors)"),
+        "{summary}"
+    );
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (served, failed) = load.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "refused or lost during the reload: {failed:?}"
+    );
+    assert!(served > 10, "the load ran: {served}");
+    let mut c = dial(&s.addr).unwrap();
+    c.write_all(b"after\n").unwrap();
+    assert_eq!(recv_line(&mut c), b"AFTER");
+    drop(c);
+    // SAFETY: kill(2) on the server our server started; it has not been waited for by us.
+    assert_eq!(unsafe { libc::kill(new, libc::SIGTERM) }, 0);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while std::path::Path::new(&format!("/proc/{new}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new server did not stop"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !pid_file.exists(),
+        "the new server removes its pid file at exit"
+    );
+    if let Some(path) = s.unix_path() {
+        assert!(!path.exists(), "and its socket file");
+    }
+    // The store shows the hand-over: two instances, every connection recorded once.
+    let stats = switchboard_ok(&[
+        "stats",
+        "--store",
+        &format!("sqlite://{}/switchboard.db", s.dir.display()),
+    ]);
+    let all = format!("all 2 instances: {} sessions", served + 1);
+    assert!(stats.contains(&all), "{all}: {stats}");
+}
+
 /// A PROXY v2 header naming `client` (to 127.0.0.1:8079), as HAProxy's send-proxy-v2 sends.
 fn proxy_v2(client: &str) -> Vec<u8> {
     let client: std::net::SocketAddr = client.parse().unwrap();
@@ -829,6 +920,10 @@ macro_rules! checks {
         #[test]
         fn tls_is_served_to_python_and_openssl() {
             super::super::tls_is_served_to_python_and_openssl(M)
+        }
+        #[test]
+        fn sighup_reloads_without_refusing_anyone() {
+            super::super::sighup_reloads_without_refusing_anyone(M)
         }
         #[test]
         fn metrics_count_what_was_served() {

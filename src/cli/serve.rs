@@ -2,7 +2,7 @@
 
 use super::{parse_addr, parse_duration, parse_size, RecordArgs, DEFAULT_ADDR};
 use anyhow::Context;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,7 +16,8 @@ use switchboard::{Addr, Model, Server, Timeouts};
 #[derive(clap::Args)]
 #[command(
     long_about = "Serve a service until SIGINT or SIGTERM, then drain and print a summary.\n\n\
-    Started by systemd with socket activation (LISTEN_PID and LISTEN_FDS set), it serves the socket the system passed instead of binding ADDR.",
+    Started by systemd with socket activation (LISTEN_PID and LISTEN_FDS set), it serves the socket the system passed instead of binding ADDR.\n\n\
+    SIGHUP reloads without refusing anyone: a new copy of the server (the same executable path and arguments, so a new binary there is picked up) takes over the listening socket, announces itself on stdout and in the --pid-file, and once it serves this one stops accepting and drains.",
     after_help = "Examples:\n  switchboard serve\n  switchboard serve tcp://0.0.0.0:9000 --model iterative\n  switchboard serve unix:///tmp/sb.sock --frame line --service echo\n  switchboard serve tls://0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem"
 )]
 pub struct Args {
@@ -96,6 +97,26 @@ pub struct Args {
     what: RecordWhat,
 }
 
+/// SIGHUP: a new copy of this server takes over the socket; once it serves, this one stops
+/// accepting and drains. If it cannot start, this one serves on.
+fn reload(stop: &switchboard::StopHandle, listening: std::os::fd::RawFd) {
+    if stop.is_stopping() {
+        tracing::info!("SIGHUP while stopping: ignored");
+        return;
+    }
+    tracing::info!("SIGHUP: starting a new server on the same socket");
+    match switchboard::reload::start_successor(listening, Duration::from_secs(30)) {
+        Ok(next) => {
+            tracing::info!(
+                pid = next.pid,
+                "SIGHUP: the new server is serving; no longer accepting, draining open connections"
+            );
+            stop.stop();
+        }
+        Err(e) => tracing::error!(error = %e, "SIGHUP: the new server did not start; serving on"),
+    }
+}
+
 /// A timeout of 0 means none.
 fn nonzero(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
@@ -145,13 +166,18 @@ enum RecordWhat {
 pub fn run(args: Args) -> anyhow::Result<()> {
     // Handlers first: a signal that comes as soon as `listening on` is printed must stop the
     // server gracefully, not kill it.
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("cannot install signal handlers")?;
     let signals_handle = signals.handle();
     let service = args.service.service();
     let mut builder = Server::builder();
-    // Socket activation: a socket the system passed is served instead of ADDR.
-    if let Some(listener) = switchboard::transport::inherited()? {
+    switchboard::reload::remember_executable();
+    // A reload: the old server handed this one its socket; or socket activation: the system
+    // passed one. Either is served instead of ADDR.
+    if let Some(listener) = switchboard::transport::handed_over()? {
+        tracing::info!(addr = %listener.local_addr()?, "serving the socket the previous server handed over (SIGHUP reload)");
+        builder = builder.listener(listener);
+    } else if let Some(listener) = switchboard::transport::inherited()? {
         tracing::info!(addr = %listener.local_addr()?, "serving the socket the system passed (socket activation); ADDR is not bound");
         builder = builder.listener(listener);
     }
@@ -204,13 +230,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     io::stdout().flush()?;
     tracing::info!(addr = %local, model = %args.model, service = service.name(), frame = %args.frame, "serving");
+    switchboard::reload::serving(); // a server that handed this one its socket now drains
     let stop = server.stop_handle();
+    let listening = server.listener_fd();
     // Wait until the thread runs: a process model must not fork while a thread is still
     // starting (the child would inherit std's thread-start lock, held).
     let (started, settled) = std::sync::mpsc::sync_channel(1);
     std::thread::spawn(move || {
         let _ = started.send(());
         for signal in signals.forever() {
+            if signal == SIGHUP {
+                reload(&stop, listening);
+                continue;
+            }
             let name = if signal == SIGINT {
                 "SIGINT"
             } else {

@@ -36,16 +36,39 @@ pub fn inherited() -> Result<Option<Listener>, BindError> {
     let socket: Socket = crate::sys::take_inherited_fd(FIRST_FD)
         .map_err(passed_err)?
         .into();
-    listener(socket).map(Some)
+    listener(socket, false).map(Some)
 }
 
-/// What kind of socket was passed decides the listener.
-fn listener(socket: Socket) -> Result<Listener, BindError> {
+/// Set by a switchboard that hands its socket (fd 3) to a new copy of itself on SIGHUP; the
+/// value is the fd of a pipe on which the new copy says it is serving.
+pub(crate) const HANDOVER: &str = "SWITCHBOARD_HANDOVER";
+
+/// The socket a switchboard handed this process on SIGHUP (see [`crate::reload`]), if one did.
+/// This process then owns the socket file of a Unix socket, and removes it at its exit.
+pub fn handed_over() -> Result<Option<Listener>, BindError> {
+    let Ok(ready) = std::env::var(HANDOVER) else {
+        return Ok(None);
+    };
+    std::env::remove_var(HANDOVER);
+    if let Ok(fd) = ready.trim().parse::<i32>() {
+        if let Ok(fd) = crate::sys::take_inherited_fd(fd) {
+            crate::reload::set_ready_pipe(fd);
+        }
+    }
+    let socket: Socket = crate::sys::take_inherited_fd(FIRST_FD)
+        .map_err(passed_err)?
+        .into();
+    listener(socket, true).map(Some)
+}
+
+/// What kind of socket was passed decides the listener; an `owned` Unix socket file is removed
+/// when the listener is dropped.
+fn listener(socket: Socket, owned: bool) -> Result<Listener, BindError> {
     let kind = socket.r#type().map_err(passed_err)?;
     let domain = socket.domain().map_err(passed_err)?;
     let local = socket.local_addr().map_err(passed_err)?;
     if kind == Type::DGRAM {
-        return DatagramSocket::from_inherited(socket).map(Listener::Datagram);
+        return DatagramSocket::from_inherited(socket, owned).map(Listener::Datagram);
     }
     if kind != Type::STREAM {
         return Err(passed_err(io::Error::other(
@@ -62,11 +85,12 @@ fn listener(socket: Socket) -> Result<Listener, BindError> {
             .as_pathname()
             .map(|p| p.to_path_buf())
             .ok_or_else(|| passed_err(io::Error::other("a Unix socket without a path")))?;
-        // The system made the socket file and keeps it: it is never removed here.
+        // The system made the socket file and keeps it: it is removed here only when a
+        // switchboard handed it over.
         return Ok(Listener::Unix {
             listener: socket.into(),
             path,
-            owner: 0,
+            owner: if owned { std::process::id() } else { 0 },
         });
     }
     Ok(Listener::Tcp(socket.into()))

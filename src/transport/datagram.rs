@@ -62,7 +62,7 @@ impl DatagramSocket {
 
     /// A bound datagram socket the system passed (socket activation); its socket file, if
     /// any, is the system's and is never removed here.
-    pub(crate) fn from_inherited(socket: Socket) -> Result<DatagramSocket, BindError> {
+    pub(crate) fn from_inherited(socket: Socket, owned: bool) -> Result<DatagramSocket, BindError> {
         let local = socket.local_addr().map_err(|source| BindError::Io {
             addr: Addr::Unix("/proc/self/fd/3".into()),
             source,
@@ -75,7 +75,7 @@ impl DatagramSocket {
         Ok(DatagramSocket {
             socket,
             addr,
-            owner: None,
+            owner: owned.then(std::process::id),
         })
     }
 
@@ -133,7 +133,7 @@ impl AsRawFd for DatagramSocket {
 impl Drop for DatagramSocket {
     fn drop(&mut self) {
         if let (Some(owner), Addr::UnixGram(path)) = (self.owner, &self.addr) {
-            if owner == std::process::id() {
+            if super::listener::owns_socket_file(owner) {
                 let _ = std::fs::remove_file(path);
             }
         }

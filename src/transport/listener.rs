@@ -157,10 +157,20 @@ impl AsRawFd for Listener {
     }
 }
 
+/// Set once this process handed its socket to a successor (SIGHUP): the socket file is the
+/// successor's now, and stays when this process's listener is dropped.
+pub(crate) static HANDED_OVER: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// True when this process still owns a socket file created by `owner`.
+pub(crate) fn owns_socket_file(owner: u32) -> bool {
+    owner == std::process::id() && !HANDED_OVER.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
         if let Listener::Unix { path, owner, .. } = self {
-            if *owner == std::process::id() {
+            if owns_socket_file(*owner) {
                 let _ = std::fs::remove_file(path);
             }
         }

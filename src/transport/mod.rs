@@ -7,9 +7,11 @@ mod datagram;
 mod listener;
 mod stream;
 
-pub use activation::inherited;
+pub(crate) use activation::HANDOVER;
+pub use activation::{handed_over, inherited};
 pub(crate) use datagram::client_socket_path;
 pub use datagram::{datagram_peer_name, DatagramSocket, MAX_DATAGRAM};
+pub(crate) use listener::HANDED_OVER;
 pub use listener::{unix_peer_name, BindError, Listener};
 pub use stream::Stream;
 

@@ -150,13 +150,7 @@ impl ServerProcess {
 
     /// Connects over the server's transport; reads and writes time out after the patience.
     pub fn connect(&self) -> TestConn {
-        let conn = if let Some(path) = self.addr.strip_prefix("unix://") {
-            TestConn::Unix(UnixStream::connect(path).expect("connect to the server"))
-        } else {
-            TestConn::Tcp(TcpStream::connect(self.sockaddr()).expect("connect to the server"))
-        };
-        conn.set_timeouts(Some(PATIENCE));
-        conn
+        dial(&self.addr).expect("connect to the server")
     }
 
     /// The socket file of a Unix server.
@@ -218,6 +212,16 @@ impl Drop for ServerProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Connects to a `tcp://` or `unix://` address; reads and writes time out after the patience.
+pub fn dial(addr: &str) -> std::io::Result<TestConn> {
+    let conn = match addr.strip_prefix("unix://") {
+        Some(path) => TestConn::Unix(UnixStream::connect(path)?),
+        None => TestConn::Tcp(TcpStream::connect(addr.trim_start_matches("tcp://"))?),
+    };
+    conn.set_timeouts(Some(PATIENCE));
+    Ok(conn)
 }
 
 /// A connection to a test server over TCP or a Unix socket, for checks that run over both.

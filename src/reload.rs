@@ -1,0 +1,109 @@
+//! Restarts that drop nothing: on SIGHUP a server starts a new copy of itself (the same
+//! executable path and arguments, so a new binary put in its place is what starts: an upgrade
+//! in place) and hands it the listening socket as fd 3, as systemd's socket activation passes
+//! one. Only once the new copy says it is serving does the old one stop accepting and drain its
+//! connections; clients that connect meanwhile wait in the socket's one backlog, which both
+//! processes accept from, so none is refused. This is nginx's binary upgrade, made one signal.
+
+use crate::transport::{HANDED_OVER, HANDOVER};
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+/// The fd the new copy finds the listening socket at (`SD_LISTEN_FDS_START`).
+const SOCKET_FD: RawFd = 3;
+/// The fd of the pipe the new copy says it is serving on.
+const READY_FD: RawFd = 4;
+
+static EXECUTABLE: OnceLock<PathBuf> = OnceLock::new();
+static READY: Mutex<Option<OwnedFd>> = Mutex::new(None);
+
+/// Notes this process's executable path, at start: `/proc/self/exe` names the file that was
+/// run, which an upgrade in place may since have replaced; the path is what starts the new one.
+pub fn remember_executable() {
+    if let Ok(exe) = std::env::current_exe() {
+        let _ = EXECUTABLE.set(exe);
+    }
+}
+
+/// A successor said it is serving: this process must stop accepting and drain.
+#[derive(Debug)]
+pub struct Successor {
+    /// Its process id.
+    pub pid: u32,
+}
+
+/// Starts a new copy of this process, hands it the socket `listening` and waits (at most
+/// `patience`) until it says it is serving. Until it has, nothing changes here: a copy that
+/// fails to start, exits or says nothing in time is an error, and this process serves on.
+pub fn start_successor(listening: RawFd, patience: Duration) -> io::Result<Successor> {
+    let exe = EXECUTABLE
+        .get()
+        .cloned()
+        .map_or_else(std::env::current_exe, Ok)?;
+    let (ready_read, ready_write) = crate::sys::pipe()?;
+    // Copies above the fds the child's are moved to, so neither is overwritten by the other.
+    let socket = crate::sys::dup_above(listening, 10)?;
+    let ready = crate::sys::dup_above(ready_write.as_raw_fd(), 10)?;
+    drop(ready_write);
+    let (socket_fd, ready_fd) = (socket.as_raw_fd(), ready.as_raw_fd());
+    let mut command = Command::new(&exe);
+    command
+        .args(std::env::args_os().skip(1))
+        .env(HANDOVER, READY_FD.to_string())
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDS")
+        .stdin(Stdio::null());
+    // SAFETY: between fork and exec the child only calls dup2, which is async-signal-safe;
+    // dup2 leaves the copies without close-on-exec, so they (and only they) cross the exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(socket_fd, SOCKET_FD) < 0 || libc::dup2(ready_fd, READY_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", exe.display())))?;
+    drop((socket, ready)); // the child has its own; the pipe now ends when the child's does
+    let pid = child.id();
+    let mut fds = [crate::sys::pollin(ready_read.as_raw_fd())];
+    let said = crate::sys::poll(&mut fds, Some(patience))? > 0
+        && matches!(
+            (&std::fs::File::from(ready_read)).read(&mut [0u8; 1]),
+            Ok(1)
+        );
+    if !said {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(io::Error::other(format!(
+            "the new server ({}, pid {pid}) did not say it was serving within {patience:?}; its log says why",
+            exe.display()
+        )));
+    }
+    // The socket file (of a Unix socket) is the successor's now.
+    HANDED_OVER.store(true, Ordering::SeqCst);
+    Ok(Successor { pid })
+}
+
+/// Called by [`crate::transport::handed_over`] with the pipe to say "serving" on.
+pub(crate) fn set_ready_pipe(fd: OwnedFd) {
+    if let Ok(mut ready) = READY.lock() {
+        *ready = Some(fd);
+    }
+}
+
+/// Says "serving" to the server that handed this one its socket, if one did; its drain begins.
+pub fn serving() {
+    let fd = READY.lock().ok().and_then(|mut r| r.take());
+    if let Some(fd) = fd {
+        let _ = std::io::Write::write_all(&mut std::fs::File::from(fd), b"1");
+    }
+}
