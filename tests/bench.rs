@@ -328,6 +328,44 @@ fn a_server_that_is_not_there_is_one_clear_error() {
 }
 
 #[test]
+fn connections_past_the_open_file_limit_are_a_clear_error_and_sources_are_used() {
+    let dir = scratch("bench-sources");
+    let s = ServerProcess::start_in(&dir, "tcp://127.0.0.1:0", &["--model", "epoll"]);
+    // More connections than one process may have files: said before anything is tried.
+    let out = bench(
+        &s.addr,
+        &["--no-store", "--conns", "1000000", "--rate", "10"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("open files") && err.contains("several bench processes"),
+        "{err}"
+    );
+    // --source: connections come from the addresses given, in turn.
+    let (code, report) = bench_json(&s.addr, &["--source", "127.0.0.2", "--source", "127.0.0.3"]);
+    clean(code, &report);
+    assert_eq!(
+        report["sources"],
+        serde_json::json!(["127.0.0.2", "127.0.0.3"])
+    );
+    drop(s.terminate());
+    let sessions = switchboard_ok(&[
+        "sessions",
+        "--json",
+        "--store",
+        &format!("sqlite://{}/switchboard.db", dir.display()),
+    ]);
+    for source in ["tcp://127.0.0.2:", "tcp://127.0.0.3:"] {
+        assert!(sessions.contains(source), "{source}: {sessions}");
+    }
+    // Only the probe before the run (a bare connect, no message) came from elsewhere.
+    for line in sessions.lines().filter(|l| l.contains("tcp://127.0.0.1:")) {
+        assert!(line.contains("\"msgs_in\":0"), "{line}");
+    }
+}
+
+#[test]
 fn bad_options_are_usage_errors() {
     let s = ServerProcess::tcp("threads", &["--no-store"]);
     for args in [

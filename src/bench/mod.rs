@@ -80,7 +80,18 @@ pub struct BenchConfig {
     /// How a `tls://` server is trusted (see [`crate::tls::client_config`]). `None`: no
     /// certificate is.
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// TCP: the local addresses connections are made from, in turn (empty: the kernel's
+    /// choice). Each gives about 28,000 ports to one server; [`run`] spreads connections to a
+    /// loopback IPv4 server over 127.0.0.x by itself when one address has too few.
+    pub sources: Vec<std::net::IpAddr>,
 }
+
+/// Connections one source address is given to one server: the kernel's ephemeral ports
+/// (32768-60999 by default) less a margin for other sockets.
+pub const CONNS_PER_SOURCE: usize = 25_000;
+
+/// Open files kept for other uses than connections (the store, the runtime, stdio).
+const SPARE_FILES: u64 = 64;
 
 impl BenchConfig {
     /// The defaults of `switchboard bench`, against `addr`.
@@ -100,6 +111,7 @@ impl BenchConfig {
             reconnect: false,
             cpus: None,
             tls: None,
+            sources: Vec::new(),
         }
     }
 
@@ -242,6 +254,8 @@ pub struct Report {
     pub rate: Option<f64>,
     /// Load generator threads.
     pub threads: usize,
+    /// The local addresses connections were made from (empty: the kernel's choice).
+    pub sources: Vec<String>,
     /// Correct replies in the window.
     pub msgs: u64,
     /// Correct replies per second.
@@ -310,6 +324,7 @@ pub(crate) struct Plan {
     pub(crate) depth: usize,
     pub(crate) timeout: Duration,
     pub(crate) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    pub(crate) sources: Vec<std::net::IpAddr>,
 }
 
 impl Plan {
@@ -327,6 +342,22 @@ impl Plan {
 pub fn run(config: &BenchConfig, observer: &mut dyn Observer) -> Result<Report, BenchError> {
     config.check()?;
     crate::sys::raise_fd_limit();
+    let limit = crate::sys::fd_limit();
+    if config.conns as u64 + SPARE_FILES > limit {
+        return Err(BenchError::Invalid(format!(
+            "--conns {} needs {} open files and this process may have {limit} (RLIMIT_NOFILE, raised to its hard limit): run several bench processes with a share of the connections each, or raise the hard limit (ulimit -Hn)",
+            config.conns,
+            config.conns as u64 + SPARE_FILES
+        )));
+    }
+    let spread;
+    let config = match spread_sources(config)? {
+        Some(c) => {
+            spread = c;
+            &spread
+        }
+        None => config,
+    };
     probe(config)?;
     let threads = config.threads.min(config.conns);
     let t0 = Instant::now();
@@ -405,6 +436,39 @@ fn merged(tallies: &[Arc<Mutex<Tally>>]) -> Tally {
     all.unwrap_or_else(|| Tally::new(Instant::now(), Instant::now()))
 }
 
+/// A copy of `config` with its connections spread over enough loopback source addresses, when
+/// one address has too few ports for them; an error when the server's address has no others.
+fn spread_sources(config: &BenchConfig) -> Result<Option<BenchConfig>, BenchError> {
+    let needed = config.conns.div_ceil(CONNS_PER_SOURCE);
+    let server = match &config.addr {
+        Addr::Tcp(sa) | Addr::Tls { addr: sa, .. } => *sa,
+        _ => return Ok(None),
+    };
+    if needed <= 1 || config.sources.len() >= needed {
+        return Ok(None);
+    }
+    if !config.sources.is_empty() {
+        return Err(BenchError::Invalid(format!(
+            "{} connections need {needed} source addresses (about {CONNS_PER_SOURCE} each), and {} were given",
+            config.conns,
+            config.sources.len()
+        )));
+    }
+    match server.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_loopback() && needed < 255 => {
+            let mut spread = config.clone();
+            spread.sources = (1..=needed as u8)
+                .map(|n| std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, n)))
+                .collect();
+            Ok(Some(spread))
+        }
+        _ => Err(BenchError::Invalid(format!(
+            "{} connections to one server need {needed} source addresses (about {CONNS_PER_SOURCE} ports each); only a 127.0.0.0/8 server gets them by itself: give addresses this machine has with --source",
+            config.conns
+        ))),
+    }
+}
+
 fn report(config: &BenchConfig, threads: usize, t: &Tally) -> Report {
     let secs = config.duration.as_secs_f64();
     let us = |q: f64| t.latency.value_at_quantile(q) / 1000;
@@ -421,6 +485,7 @@ fn report(config: &BenchConfig, threads: usize, t: &Tally) -> Report {
         warmup_secs: config.warmup.as_secs_f64(),
         rate: config.rate,
         threads,
+        sources: config.sources.iter().map(|ip| ip.to_string()).collect(),
         msgs: t.replies,
         msgs_per_s,
         mb_per_s: msgs_per_s * config.payload.len() as f64 / 1e6,
@@ -497,6 +562,7 @@ fn generate(
         depth: config.depth,
         timeout: config.timeout,
         tls: config.tls.clone(),
+        sources: config.sources.clone(),
     });
     for id in (first..config.conns).step_by(threads) {
         let (plan, tally, addr) = (plan.clone(), tally.clone(), config.addr.clone());
@@ -532,7 +598,7 @@ async fn connection(conn: &Conn<'_>, addr: &Addr, mut schedule: Option<Schedule>
         let started = Instant::now();
         let connected = |took: Duration| conn.lock().connected(took);
         let result = match addr {
-            Addr::Tcp(sa) => match connect(TcpStream::connect(sa), conn.plan.timeout).await {
+            Addr::Tcp(sa) => match connect(tcp_connect(conn, *sa), conn.plan.timeout).await {
                 Ok(s) => {
                     connected(started.elapsed());
                     let _ = s.set_nodelay(true);
@@ -590,6 +656,21 @@ async fn connection(conn: &Conn<'_>, addr: &Addr, mut schedule: Option<Schedule>
             schedule.restart(Instant::now());
         }
     }
+}
+
+/// A TCP connection to `server`, from this connection's source address if there are several.
+async fn tcp_connect(conn: &Conn<'_>, server: std::net::SocketAddr) -> io::Result<TcpStream> {
+    let sources = &conn.plan.sources;
+    if sources.is_empty() {
+        return TcpStream::connect(server).await;
+    }
+    let source = sources[conn.id as usize % sources.len()];
+    let socket = match source {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind((source, 0).into())?;
+    socket.connect(server).await
 }
 
 async fn connect<S>(

@@ -71,6 +71,9 @@ pub struct Args {
     record: RecordArgs,
     #[command(flatten)]
     trust: super::TrustArgs,
+    /// TCP: connect from this local address (repeatable; connections take them in turn). Each gives about 25,000 connections to one server; past that, to a 127.0.0.0/8 server, 127.0.0.1, .2, ... are used by themselves.
+    #[arg(long = "source", value_name = "IP")]
+    sources: Vec<std::net::IpAddr>,
 }
 
 impl Args {
@@ -92,6 +95,7 @@ impl Args {
         config.expect = self.expect;
         config.timeout = self.timeout;
         config.reconnect = self.reconnect;
+        config.sources = self.sources.clone();
         config
     }
 }
@@ -228,8 +232,17 @@ fn summary(r: &Report) -> String {
             r.mismatches
         )
     };
+    let from = match r.sources.as_slice() {
+        [] => String::new(),
+        [one] => format!(" from {one}"),
+        many => format!(
+            " from {} source addresses ({})",
+            many.len(),
+            many.join(", ")
+        ),
+    };
     format!(
-        "bench {} ({}): {} connections x {} B, {load}; {:.1} s measured after {:.1} s warm-up, {} thread{}\n\
+        "bench {} ({}): {} connections x {} B{from}, {load}; {:.1} s measured after {:.1} s warm-up, {} thread{}\n\
          throughput  {} msgs/s, {:.2} MB/s ({} replies, {checked})\n\
          latency     p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs{since}\n\
          connect     {} made, p50 {} µs, max {} µs\n\

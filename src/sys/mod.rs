@@ -171,6 +171,20 @@ pub(crate) fn raise_fd_limit() {
     }
 }
 
+/// The most files this process may have open (the soft limit, after [`raise_fd_limit`]).
+pub(crate) fn fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes a live rlimit struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    }
+}
+
 /// A value in memory shared with every process forked after it is made (`MAP_SHARED`), so the
 /// workers of the process models count into the same counters. `T` must be plain data: atomics,
 /// no pointers (a pointer would mean different things in different processes).
