@@ -325,7 +325,13 @@ pub(crate) struct Plan {
     pub(crate) timeout: Duration,
     pub(crate) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     pub(crate) sources: Vec<std::net::IpAddr>,
+    /// Connects in flight at once on this thread: thousands of connections opened together
+    /// would overflow the server's backlog and wait out SYN retransmits (seconds each).
+    pub(crate) connecting: tokio::sync::Semaphore,
 }
+
+/// Connects (and TLS handshakes) in flight at once per load generator thread.
+const CONNECTS_AT_ONCE: usize = 64;
 
 impl Plan {
     /// The sequence number (and its modulus) a reply's body carries, where it can be read.
@@ -563,6 +569,7 @@ fn generate(
         timeout: config.timeout,
         tls: config.tls.clone(),
         sources: config.sources.clone(),
+        connecting: tokio::sync::Semaphore::new(CONNECTS_AT_ONCE),
     });
     for id in (first..config.conns).step_by(threads) {
         let (plan, tally, addr) = (plan.clone(), tally.clone(), config.addr.clone());
@@ -595,8 +602,13 @@ fn generate(
 /// and, with `reconnect`, connects again.
 async fn connection(conn: &Conn<'_>, addr: &Addr, mut schedule: Option<Schedule>, reconnect: bool) {
     loop {
+        // A place among the connects in flight, given back once this one is made.
+        let permit = std::cell::Cell::new(conn.plan.connecting.acquire().await.ok());
         let started = Instant::now();
-        let connected = |took: Duration| conn.lock().connected(took);
+        let connected = |took: Duration| {
+            drop(permit.take());
+            conn.lock().connected(took)
+        };
         let result = match addr {
             Addr::Tcp(sa) => match connect(tcp_connect(conn, *sa), conn.plan.timeout).await {
                 Ok(s) => {
