@@ -742,25 +742,38 @@ fn sighup_reloads_without_refusing_anyone(m: Spec) {
     );
     let old = s.child.id();
     // Clients open, use and close connections without pause while the reload happens.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let served = std::sync::Arc::new(AtomicU32::new(0));
     let load = {
-        let (addr, stop) = (s.addr.clone(), stop.clone());
+        let (addr, stop, served) = (s.addr.clone(), stop.clone(), served.clone());
         thread::spawn(move || {
-            let (mut served, mut failed) = (0u32, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) && served < 20_000 {
+            let mut failed = Vec::new();
+            while !stop.load(SeqCst) && served.load(SeqCst) < 20_000 {
+                let n = served.load(SeqCst);
                 let attempt = dial(&addr).and_then(|mut c| {
-                    c.write_all(format!("request {served}\n").as_bytes())?;
+                    c.write_all(format!("request {n}\n").as_bytes())?;
                     Ok(recv_line(&mut c))
                 });
                 match attempt {
-                    Ok(reply) if reply == format!("REQUEST {served}").as_bytes() => served += 1,
+                    Ok(reply) if reply == format!("REQUEST {n}").as_bytes() => {
+                        served.fetch_add(1, SeqCst);
+                    }
                     other => failed.push(format!("{other:?}")),
                 }
             }
-            (served, failed)
+            failed
         })
     };
-    thread::sleep(Duration::from_millis(300));
+    // Waits (bounded) until the load has served `n` more requests.
+    let served_more = |n: u32| {
+        let (from, deadline) = (served.load(SeqCst), std::time::Instant::now() + PATIENCE);
+        while served.load(SeqCst) < from + n {
+            assert!(std::time::Instant::now() < deadline, "the load stalled");
+            thread::sleep(Duration::from_millis(10));
+        }
+    };
+    served_more(3);
     s.signal(libc::SIGHUP);
     // The new server announces itself on the same stdout and in the pid file.
     assert_eq!(s.next_line(), format!("listening on {}", s.addr));
@@ -779,14 +792,14 @@ fn sighup_reloads_without_refusing_anyone(m: Spec) {
         summary.starts_with("served ") && summary.contains("(0 errors)"),
         "{summary}"
     );
-    thread::sleep(Duration::from_millis(300));
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (served, failed) = load.join().unwrap();
+    served_more(3);
+    stop.store(true, SeqCst);
+    let failed = load.join().unwrap();
+    let served = served.load(SeqCst);
     assert!(
         failed.is_empty(),
         "refused or lost during the reload: {failed:?}"
     );
-    assert!(served > 10, "the load ran: {served}");
     let mut c = dial(&s.addr).unwrap();
     c.write_all(b"after\n").unwrap();
     assert_eq!(recv_line(&mut c), b"AFTER");
