@@ -681,6 +681,9 @@ async fn tcp_connect(conn: &Conn<'_>, server: std::net::SocketAddr) -> io::Resul
         std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
+    // The port is chosen at connect, by the whole address pair, as without a bind: so
+    // loopback's TIME_WAIT sockets of earlier runs can be reused rather than exhaust the ports.
+    crate::sys::bind_address_no_port(std::os::fd::AsRawFd::as_raw_fd(&socket));
     socket.bind((source, 0).into())?;
     socket.connect(server).await
 }

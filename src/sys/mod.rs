@@ -171,6 +171,22 @@ pub(crate) fn raise_fd_limit() {
     }
 }
 
+/// `IP_BIND_ADDRESS_NO_PORT`: a socket bound to an address before `connect` gets its port at
+/// connect, chosen for the whole address pair. Best effort (an old kernel ignores it).
+pub(crate) fn bind_address_no_port(fd: RawFd) {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads a live c_int of the size given.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// The most files this process may have open (the soft limit, after [`raise_fd_limit`]).
 pub(crate) fn fd_limit() -> u64 {
     let mut lim = libc::rlimit {
