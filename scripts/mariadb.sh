@@ -9,6 +9,7 @@
 # may also create databases named `switchboard_...` (tests that need one of their own).
 # Starting again over the same DIR reuses its data and, unless PORT is given, its port.
 set -euo pipefail
+trap 'echo "mariadb.sh: line $LINENO failed (exit $?)" >&2' ERR
 cmd=${1:?usage: mariadb.sh start DIR [PORT] | stop DIR}
 dir=$(mkdir -p "${2:?usage: mariadb.sh start DIR [PORT] | stop DIR}" && cd "$2" && pwd)
 
@@ -37,7 +38,8 @@ export PATH=$PATH:/usr/sbin
 
 port=${3:-$(cat "$dir/port" 2>/dev/null || python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 if [ ! -d "$dir/data/mysql" ]; then
-  mariadb-install-db --user=root --datadir="$dir/data" --auth-root-authentication-method=socket >"$dir/install.log" 2>&1
+  mariadb-install-db --user=root --datadir="$dir/data" --auth-root-authentication-method=socket >"$dir/install.log" 2>&1 ||
+    { echo "mariadb-install-db failed:"; tail -20 "$dir/install.log"; exit 1; } >&2
 fi
 mariadbd --user=root --datadir="$dir/data" --port="$port" --bind-address=127.0.0.1 \
   --socket="$dir/sock" --pid-file="$dir/mariadb.pid" --log-error="$dir/mariadb.log" \
