@@ -350,12 +350,7 @@ fn connections_past_the_open_file_limit_are_a_clear_error_and_sources_are_used()
         serde_json::json!(["127.0.0.2", "127.0.0.3"])
     );
     drop(s.terminate());
-    let sessions = switchboard_ok(&[
-        "sessions",
-        "--json",
-        "--store",
-        &format!("sqlite://{}/switchboard.db", dir.display()),
-    ]);
+    let sessions = ask_store(&dir, &["sessions", "--json"]);
     for source in ["tcp://127.0.0.2:", "tcp://127.0.0.3:"] {
         assert!(sessions.contains(source), "{source}: {sessions}");
     }

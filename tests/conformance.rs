@@ -371,12 +371,7 @@ fn the_access_lists_refuse_before_reading_and_admit_the_rest(m: Spec) {
         summary.contains("served 0 connections") && summary.contains("3 connections denied"),
         "{summary}"
     );
-    let stats = switchboard_ok(&[
-        "stats",
-        "--json",
-        "--store",
-        &format!("sqlite://{}/switchboard.db", dir.display()),
-    ]);
+    let stats = ask_store(&dir, &["stats", "--json"]);
     assert!(
         stats.contains("\"denied\":3"),
         "recorded as denied: {stats}"
@@ -517,12 +512,7 @@ fn timeouts_close_idle_slow_and_unread_connections(m: Spec) {
         summary.contains("(0 errors)"),
         "a timeout is not an error: {summary}"
     );
-    let sessions = switchboard_ok(&[
-        "sessions",
-        "--json",
-        "--store",
-        &format!("sqlite://{}/switchboard.db", dir.display()),
-    ]);
+    let sessions = ask_store(&dir, &["sessions", "--json"]);
     assert_eq!(
         sessions.matches("\"reason\":\"timeout\"").count(),
         3,
@@ -613,12 +603,7 @@ fn behind_a_proxy_the_header_names_the_client(m: Spec) {
             && summary.contains("1 connections denied"),
         "{summary}"
     );
-    let sessions = switchboard_ok(&[
-        "sessions",
-        "--json",
-        "--store",
-        &format!("sqlite://{}/switchboard.db", dir.display()),
-    ]);
+    let sessions = ask_store(&dir, &["sessions", "--json"]);
     for peer in [
         "tcp://192.0.2.7:51000",
         "tcp://[2001:db8::9]:40000",
@@ -636,21 +621,7 @@ fn tls_is_served_to_python_and_openssl(m: Spec) {
     let Some(t) = tls_files(&dir) else {
         return;
     };
-    let (cert, key) = (t.cert.display().to_string(), t.key.display().to_string());
-    let s = ServerProcess::start_in(
-        &dir,
-        "tls://127.0.0.1:0",
-        &[
-            "--model",
-            m.name,
-            "--frame",
-            "line",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-        ],
-    );
+    let s = serve_tls(&dir, &t, m.name, &[]);
     let port = s.addr.rsplit(':').next().unwrap().to_string();
     let python = |line: &str| {
         let script = format!(
@@ -822,11 +793,7 @@ fn sighup_reloads_without_refusing_anyone(m: Spec) {
         assert!(!path.exists(), "and its socket file");
     }
     // The store shows the hand-over: two instances, every connection recorded once.
-    let stats = switchboard_ok(&[
-        "stats",
-        "--store",
-        &format!("sqlite://{}/switchboard.db", s.dir.display()),
-    ]);
+    let stats = ask_store(&s.dir, &["stats"]);
     let all = format!("all 2 instances: {} sessions", served + 1);
     assert!(stats.contains(&all), "{all}: {stats}");
 }

@@ -126,12 +126,7 @@ fn behind_haproxy_the_clients_own_address_is_seen() {
         !log.contains("bad PROXY header"),
         "HAProxy's health checks speak the PROXY protocol too:\n{log}"
     );
-    let sessions = switchboard_ok(&[
-        "sessions",
-        "--json",
-        "--store",
-        &format!("sqlite://{}/switchboard.db", dir.display()),
-    ]);
+    let sessions = ask_store(&dir, &["sessions", "--json"]);
     assert!(
         sessions.contains("\"peer\":\"tcp://127.0.0.23:"),
         "the client's own address is recorded: {sessions}"

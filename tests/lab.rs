@@ -76,15 +76,40 @@ fn inked_share(png: &Path) -> f64 {
     inked as f64 / (pixels.len() / channels) as f64
 }
 
+/// Runs `switchboard lab ARGS... --out DIR/out` in `dir`; returns the output directory, stdout
+/// and the cells of results.json. The run must succeed.
+fn lab(dir: &Path, args: &[&str]) -> (PathBuf, String, Vec<Value>) {
+    let out = dir.join("out");
+    let run = Command::new(bin())
+        .current_dir(dir)
+        .arg("lab")
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let cells =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    (
+        out,
+        String::from_utf8_lossy(&run.stdout).into_owned(),
+        cells,
+    )
+}
+
 #[test]
 fn a_small_lab_writes_every_file_and_a_page_a_browser_renders() {
     let dir = scratch("lab");
-    let out = dir.join("lab-out");
     let store = format!("sqlite://{}/lab.db", dir.display());
-    let run = Command::new(bin())
-        .current_dir(&dir)
-        .args([
-            "lab",
+    let (out, stdout, cells) = lab(
+        &dir,
+        &[
             "--models",
             "epoll,threads",
             "--conns",
@@ -97,20 +122,11 @@ fn a_small_lab_writes_every_file_and_a_page_a_browser_renders() {
             "200ms",
             "--store",
             &store,
-            "--out",
-        ])
-        .arg(&out)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "{stderr}");
-    let stdout = String::from_utf8_lossy(&run.stdout);
+        ],
+    );
     assert!(stdout.contains("| epoll | 8 |"), "the tables: {stdout}");
 
     // results.json: one object per cell with the documented fields.
-    let cells: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let python = Command::new("python3").arg("--version").output().is_ok();
     assert_eq!(cells.len(), if python { 6 } else { 4 }, "{cells:?}");
     for cell in &cells {
@@ -155,7 +171,7 @@ fn a_small_lab_writes_every_file_and_a_page_a_browser_renders() {
                 std::fs::metadata(&f)
                     .map(|m| m.len() > 1000)
                     .unwrap_or(false),
-                "{} missing or empty; {stderr}",
+                "{} missing or empty",
                 f.display()
             );
         }
@@ -171,7 +187,7 @@ fn a_small_lab_writes_every_file_and_a_page_a_browser_renders() {
 
     // Every measurement is a bench_runs row of one lab run.
     let runs = Command::new(bin())
-        .args(["runs", "--store", &store, "--lab", "lab-out", "--json"])
+        .args(["runs", "--store", &store, "--lab", "out", "--json"])
         .output()
         .unwrap();
     let rows: Vec<Value> = String::from_utf8_lossy(&runs.stdout)
@@ -204,16 +220,14 @@ fn a_small_lab_writes_every_file_and_a_page_a_browser_renders() {
 #[test]
 fn a_reference_command_joins_the_matrix_and_a_broken_one_is_noted() {
     let dir = scratch("lab-ref");
-    let out = dir.join("out");
     // The reference: switchboard itself under another name, on the port the lab gives it.
     let reference = format!(
         "mine={} serve tcp://127.0.0.1:{{port}} --model poll --no-store",
         bin()
     );
-    let run = Command::new(bin())
-        .current_dir(&dir)
-        .args([
-            "lab",
+    let (_, _, cells) = lab(
+        &dir,
+        &[
             "--models",
             "epoll",
             "--conns",
@@ -231,19 +245,8 @@ fn a_reference_command_joins_the_matrix_and_a_broken_one_is_noted() {
             &reference,
             "--reference",
             "broken=false {port}",
-            "--out",
-        ])
-        .arg(&out)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+        ],
     );
-    let cells: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let by = |name: &str| cells.iter().find(|c| c["model"] == name).unwrap().clone();
     let mine = by("mine");
     assert_eq!(mine["reference"], true);
@@ -263,11 +266,10 @@ fn with_a_certificate_every_model_is_measured_over_tls_beside_itself() {
     let Some(t) = tls_files(&dir) else {
         return;
     };
-    let out = dir.join("out");
-    let run = Command::new(bin())
-        .current_dir(&dir)
-        .args([
-            "lab",
+    let (cert, key) = (t.cert.display().to_string(), t.key.display().to_string());
+    let (_, _, cells) = lab(
+        &dir,
+        &[
             "--models",
             "epoll",
             "--conns",
@@ -282,22 +284,11 @@ fn with_a_certificate_every_model_is_measured_over_tls_beside_itself() {
             "--no-store",
             "--no-pin",
             "--tls-cert",
-        ])
-        .arg(&t.cert)
-        .arg("--tls-key")
-        .arg(&t.key)
-        .arg("--out")
-        .arg(&out)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+            &cert,
+            "--tls-key",
+            &key,
+        ],
     );
-    let cells: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let names: Vec<&str> = cells.iter().filter_map(|c| c["model"].as_str()).collect();
     assert_eq!(names, ["epoll", "epoll+tls"]);
     for cell in &cells {
@@ -319,11 +310,9 @@ fn with_a_certificate_every_model_is_measured_over_tls_beside_itself() {
 #[test]
 fn an_open_loop_lab_sends_at_its_rate() {
     let dir = scratch("lab-rate");
-    let out = dir.join("out");
-    let run = Command::new(bin())
-        .current_dir(&dir)
-        .args([
-            "lab",
+    let (out, _, cells) = lab(
+        &dir,
+        &[
             "--models",
             "epoll",
             "--conns",
@@ -339,19 +328,8 @@ fn an_open_loop_lab_sends_at_its_rate() {
             "--no-python",
             "--no-store",
             "--no-pin",
-            "--out",
-        ])
-        .arg(&out)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+        ],
     );
-    let cells: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let rate = cells[0]["msgs_per_s"].as_f64().unwrap();
     assert!(
         (300.0..=500.0).contains(&rate),

@@ -9,22 +9,6 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Instant;
 
-fn serve_tls(dir: &std::path::Path, t: &TlsFiles, extra: &[&str]) -> ServerProcess {
-    let (cert, key) = (t.cert.display().to_string(), t.key.display().to_string());
-    let mut args = vec![
-        "--model",
-        "epoll",
-        "--frame",
-        "line",
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-    ];
-    args.extend_from_slice(extra);
-    ServerProcess::start_in(dir, "tls://127.0.0.1:0", &args)
-}
-
 /// `switchboard ARGS...`: its exit code, stdout and stderr.
 fn switchboard(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin()).args(args).output().unwrap();
@@ -42,7 +26,7 @@ fn mutual_tls_serves_only_clients_with_a_certificate_the_ca_signed() {
         return;
     };
     let ca = t.ca.display().to_string();
-    let s = serve_tls(&dir, &t, &["--tls-client-ca", &ca]);
+    let s = serve_tls(&dir, &t, "epoll", &["--tls-client-ca", &ca]);
     let port = s.addr.rsplit(':').next().unwrap().to_string();
     let python = |with_cert: bool| {
         let load = if with_cert {
@@ -171,7 +155,7 @@ fn connect_send_and_bench_speak_tls() {
     let Some(t) = tls_files(&dir) else {
         return;
     };
-    let s = serve_tls(&dir, &t, &[]);
+    let s = serve_tls(&dir, &t, "epoll", &[]);
     let port = s.addr.rsplit(':').next().unwrap().to_string();
     let addr = format!("tls://localhost:{port}");
     let ca = t.ca.display().to_string();
@@ -236,7 +220,7 @@ fn a_handshake_that_never_finishes_is_cut_by_the_frame_timeout() {
     let Some(t) = tls_files(&dir) else {
         return;
     };
-    let s = serve_tls(&dir, &t, &["--frame-timeout", "500ms"]);
+    let s = serve_tls(&dir, &t, "epoll", &["--frame-timeout", "500ms"]);
     let port = s.addr.rsplit(':').next().unwrap().to_string();
     // A ClientHello's first bytes (a handshake record header), then nothing.
     let mut stalled = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();

@@ -552,6 +552,38 @@ pub fn promtool_accepts(body: &str) {
     );
 }
 
+/// `switchboard ARGS... --store sqlite://DIR/switchboard.db`: what the default store of a server
+/// run in `dir` recorded (`sessions --json`, `stats`, ...).
+pub fn ask_store(dir: &std::path::Path, args: &[&str]) -> String {
+    let store = format!("sqlite://{}/switchboard.db", dir.display());
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--store", &store]);
+    switchboard_ok(&all)
+}
+
+/// `switchboard serve tls://127.0.0.1:0 --model MODEL --frame line` with the certificate of
+/// `t`, in `dir`, and `extra` options.
+pub fn serve_tls(
+    dir: &std::path::Path,
+    t: &TlsFiles,
+    model: &str,
+    extra: &[&str],
+) -> ServerProcess {
+    let (cert, key) = (t.cert.display().to_string(), t.key.display().to_string());
+    let mut args = vec![
+        "--model",
+        model,
+        "--frame",
+        "line",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ];
+    args.extend_from_slice(extra);
+    ServerProcess::start_in(dir, "tls://127.0.0.1:0", &args)
+}
+
 /// Certificates for the TLS tests, made by `openssl`: a CA, a server certificate it signed for
 /// `localhost` and 127.0.0.1, and a client certificate it signed (for mutual TLS).
 pub struct TlsFiles {
