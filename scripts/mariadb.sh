@@ -8,6 +8,9 @@
 # only, and has a database `switchboard` with a user `switchboard` (password `switchboard`), who
 # may also create databases named `switchboard_...` (tests that need one of their own).
 # Starting again over the same DIR reuses its data and, unless PORT is given, its port.
+# MARIADB_BIND=ADDR listens on ADDR instead, and MARIADB_CLIENTS=PATTERN (a MySQL host pattern
+# such as 10.77.0.%; default: the listening address) says where the user may connect from:
+# scripts/fleet.sh runs it so, on a host of its own.
 set -euo pipefail
 trap 'echo "mariadb.sh: line $LINENO failed (exit $?)" >&2' ERR
 cmd=${1:?usage: mariadb.sh start DIR [PORT] | stop DIR}
@@ -35,13 +38,15 @@ if ! command -v mariadbd >/dev/null && [ ! -x /usr/sbin/mariadbd ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server mariadb-client >/dev/null
 fi
 export PATH=$PATH:/usr/sbin
+bind=${MARIADB_BIND:-127.0.0.1}
+clients=${MARIADB_CLIENTS:-$bind}
 
 port=${3:-$(cat "$dir/port" 2>/dev/null || python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 if [ ! -d "$dir/data/mysql" ]; then
   mariadb-install-db --user=root --datadir="$dir/data" --auth-root-authentication-method=socket >"$dir/install.log" 2>&1 ||
     { echo "mariadb-install-db failed:"; tail -20 "$dir/install.log"; exit 1; } >&2
 fi
-mariadbd --user=root --datadir="$dir/data" --port="$port" --bind-address=127.0.0.1 \
+mariadbd --user=root --datadir="$dir/data" --port="$port" --bind-address="$bind" \
   --socket="$dir/sock" --pid-file="$dir/mariadb.pid" --log-error="$dir/mariadb.log" \
   --skip-name-resolve --innodb-buffer-pool-size=64M >/dev/null 2>&1 &
 for _ in $(seq 150); do
@@ -51,7 +56,7 @@ done
 mariadb-admin --socket="$dir/sock" -uroot ping >/dev/null 2>&1 || { echo "MariaDB did not start; see $dir/mariadb.log" >&2; exit 1; }
 mariadb --socket="$dir/sock" -uroot -e "
   CREATE DATABASE IF NOT EXISTS switchboard;
-  CREATE USER IF NOT EXISTS 'switchboard'@'127.0.0.1' IDENTIFIED BY 'switchboard';
-  GRANT ALL ON \`switchboard%\`.* TO 'switchboard'@'127.0.0.1';"
+  CREATE USER IF NOT EXISTS 'switchboard'@'$clients' IDENTIFIED BY 'switchboard';
+  GRANT ALL ON \`switchboard%\`.* TO 'switchboard'@'$clients';"
 echo "$port" >"$dir/port"
-echo "mysql://switchboard:switchboard@127.0.0.1:$port/switchboard"
+echo "mysql://switchboard:switchboard@$bind:$port/switchboard"

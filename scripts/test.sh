@@ -23,7 +23,7 @@ apt_install() {
 # Chromium renders the lab's page; a TrueType font draws the lab's plots; systemd's
 # systemd-socket-activate passes serve a listening socket; promtool (Debian's prometheus)
 # checks the metrics; HAProxy sends the PROXY protocol; openssl makes the TLS tests'
-# certificates and is one of their clients.
+# certificates and is one of their clients; iproute2 makes the fleet's network namespaces.
 missing=()
 command -v python3 >/dev/null || missing+=(python3)
 command -v chromium >/dev/null || missing+=(chromium)
@@ -31,6 +31,7 @@ command -v systemd-socket-activate >/dev/null || missing+=(systemd)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v ip >/dev/null || missing+=(iproute2)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 if command -v chromium >/dev/null; then export SWITCHBOARD_REQUIRE_CHROMIUM=1; fi
@@ -38,6 +39,11 @@ if command -v systemd-socket-activate >/dev/null; then export SWITCHBOARD_REQUIR
 if command -v promtool >/dev/null; then export SWITCHBOARD_REQUIRE_PROMTOOL=1; fi
 if command -v haproxy >/dev/null; then export SWITCHBOARD_REQUIRE_HAPROXY=1; fi
 if command -v openssl >/dev/null; then export SWITCHBOARD_REQUIRE_OPENSSL=1; fi
+# The fleet test makes network namespaces: root and iproute2 (and HAProxy, above).
+if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && command -v haproxy >/dev/null &&
+  ip netns list >/dev/null 2>&1; then
+  export SWITCHBOARD_REQUIRE_FLEET=1
+fi
 for component in rustfmt clippy; do
   cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$component"
 done
