@@ -328,7 +328,7 @@ fn a_server_that_is_not_there_is_one_clear_error() {
 }
 
 #[test]
-fn connections_past_the_open_file_limit_are_a_clear_error_and_sources_are_used() {
+fn connections_past_what_processes_can_hold_are_a_clear_error_and_sources_are_used() {
     let dir = scratch("bench-sources");
     let s = ServerProcess::start_in(&dir, "tcp://127.0.0.1:0", &["--model", "epoll"]);
     // More connections than one process may have files: said before anything is tried.
@@ -339,7 +339,7 @@ fn connections_past_the_open_file_limit_are_a_clear_error_and_sources_are_used()
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("open files") && err.contains("several bench processes"),
+        err.contains("open files") && err.contains("at most 32"),
         "{err}"
     );
     // --source: connections come from the addresses given, in turn.
@@ -357,6 +357,67 @@ fn connections_past_the_open_file_limit_are_a_clear_error_and_sources_are_used()
     // Only the probe before the run (a bare connect, no message) came from elsewhere.
     for line in sessions.lines().filter(|l| l.contains("tcp://127.0.0.1:")) {
         assert!(line.contains("\"msgs_in\":0"), "{line}");
+    }
+}
+
+#[test]
+fn connections_past_one_process_are_spread_over_processes_and_sources() {
+    let dir = scratch("bench-shards");
+    let s = ServerProcess::start_in(&dir, "tcp://127.0.0.1:0", &["--model", "epoll"]);
+    // Open files for 136 connections per process (200 less the 64 kept for other uses):
+    // 500 connections take 4 processes, each from a loopback address of its own.
+    let mut bench = Command::new(bin());
+    bench
+        .args(["bench", &s.addr, "--json", "--no-store", "--conns", "500"])
+        .args(["--rate", "2000", "--duration", "1s", "--warmup", "500ms"])
+        .stdin(Stdio::null());
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        bench.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 200,
+                rlim_max: 200,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let out = bench.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("so 4 processes run them: 125 connections from 127.0.0.1, 127.0.0.2, 127.0.0.3, 127.0.0.4"),
+        "{err}"
+    );
+    let report: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {err}"));
+    clean(out.status.code(), &report);
+    assert_eq!(n(&report, "processes"), 4.0, "{report}");
+    assert_eq!(n(&report, "connected"), 500.0, "{report}");
+    assert_eq!(n(&report, "conns"), 500.0, "{report}");
+    assert_eq!(
+        report["sources"],
+        serde_json::json!(["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"])
+    );
+    // About 2,000 a second in all over the 1 s window, from one histogram of every reply.
+    assert!((1500.0..2500.0).contains(&n(&report, "msgs")), "{report}");
+    assert!(n(&report, "p50_us") <= n(&report, "p99_us"), "{report}");
+    let (_, summary) = s.terminate();
+    // Each process's 125 connections and its probe.
+    assert!(
+        summary.starts_with("served 504 connections (0 errors)"),
+        "{summary}"
+    );
+    let sessions = ask_store(&dir, &["sessions", "--json", "--last", "1000"]);
+    for source in 1..=4 {
+        let from = format!("\"peer\":\"tcp://127.0.0.{source}:");
+        let with_messages = sessions
+            .lines()
+            .filter(|l| l.contains(&from) && !l.contains("\"msgs_in\":0"))
+            .count();
+        assert_eq!(with_messages, 125, "from 127.0.0.{source}");
     }
 }
 

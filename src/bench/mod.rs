@@ -24,6 +24,7 @@
 mod datagram;
 mod payload;
 mod schedule;
+pub mod shard;
 mod stream;
 mod tally;
 
@@ -252,8 +253,11 @@ pub struct Report {
     pub warmup_secs: f64,
     /// Open loop: the requests per second asked for; `null` in a closed loop.
     pub rate: Option<f64>,
-    /// Load generator threads.
+    /// Load generator threads, in all.
     pub threads: usize,
+    /// Load generator processes: 1, or more when the connections need more open files than
+    /// one process may have.
+    pub processes: usize,
     /// The local addresses connections were made from (empty: the kernel's choice).
     pub sources: Vec<String>,
     /// Correct replies in the window.
@@ -345,25 +349,39 @@ impl Plan {
 
 /// Runs the load `config` describes and reports it. `observer` is told of the window's edges
 /// and of progress a few times a second.
+///
+/// The connections must fit in this process's open files ([`conns_per_process`]); the
+/// `switchboard` command spreads more over several processes ([`shard`]).
 pub fn run(config: &BenchConfig, observer: &mut dyn Observer) -> Result<Report, BenchError> {
-    config.check()?;
+    let (config, threads, tally) = measure(config, observer)?;
+    Ok(report(&config, threads, 1, &tally))
+}
+
+/// How many connections one process can hold: its open-file limit (raised to the hard
+/// limit) less a few files for other uses.
+pub fn conns_per_process() -> usize {
     crate::sys::raise_fd_limit();
-    let limit = crate::sys::fd_limit();
-    if config.conns as u64 + SPARE_FILES > limit {
+    crate::sys::fd_limit().saturating_sub(SPARE_FILES) as usize
+}
+
+/// Runs the load; the configuration it ran (with the source addresses it spread over), its
+/// threads and their counts merged.
+fn measure(
+    config: &BenchConfig,
+    observer: &mut dyn Observer,
+) -> Result<(BenchConfig, usize, Tally), BenchError> {
+    config.check()?;
+    let most = conns_per_process();
+    if config.conns > most {
         return Err(BenchError::Invalid(format!(
-            "--conns {} needs {} open files and this process may have {limit} (RLIMIT_NOFILE, raised to its hard limit): run several bench processes with a share of the connections each, or raise the hard limit (ulimit -Hn)",
+            "--conns {} needs {} open files and this process may have {} (RLIMIT_NOFILE, raised to its hard limit): spread the connections over several processes (the switchboard command does so by itself), or raise the hard limit (ulimit -Hn)",
             config.conns,
-            config.conns as u64 + SPARE_FILES
+            config.conns as u64 + SPARE_FILES,
+            most as u64 + SPARE_FILES
         )));
     }
-    let spread;
-    let config = match spread_sources(config)? {
-        Some(c) => {
-            spread = c;
-            &spread
-        }
-        None => config,
-    };
+    let config = spread_sources(config)?.unwrap_or_else(|| config.clone());
+    let config = &config;
     probe(config)?;
     let threads = config.threads.min(config.conns);
     let t0 = Instant::now();
@@ -423,7 +441,7 @@ pub fn run(config: &BenchConfig, observer: &mut dyn Observer) -> Result<Report, 
             .join()
             .map_err(|_| io::Error::other("a load generator thread panicked"))??;
     }
-    Ok(report(config, threads, &merged(&tallies)))
+    Ok((config.clone(), threads, merged(&tallies)))
 }
 
 fn merged(tallies: &[Arc<Mutex<Tally>>]) -> Tally {
@@ -475,7 +493,7 @@ fn spread_sources(config: &BenchConfig) -> Result<Option<BenchConfig>, BenchErro
     }
 }
 
-fn report(config: &BenchConfig, threads: usize, t: &Tally) -> Report {
+fn report(config: &BenchConfig, threads: usize, processes: usize, t: &Tally) -> Report {
     let secs = config.duration.as_secs_f64();
     let us = |q: f64| t.latency.value_at_quantile(q) / 1000;
     let msgs_per_s = t.replies as f64 / secs;
@@ -491,6 +509,7 @@ fn report(config: &BenchConfig, threads: usize, t: &Tally) -> Report {
         warmup_secs: config.warmup.as_secs_f64(),
         rate: config.rate,
         threads,
+        processes,
         sources: config.sources.iter().map(|ip| ip.to_string()).collect(),
         msgs: t.replies,
         msgs_per_s,

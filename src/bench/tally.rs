@@ -44,6 +44,14 @@ impl Failure {
         }
     }
 
+    /// The failure [`Failure::name`] names.
+    pub(crate) fn from_name(name: &str) -> Option<Failure> {
+        use Failure::*;
+        [Refused, Connect, Reset, Closed, Timeout, Frame, Lost, Io]
+            .into_iter()
+            .find(|f| f.name() == name)
+    }
+
     pub(crate) fn from_io(e: &io::Error) -> Failure {
         use io::ErrorKind::*;
         match e.kind() {

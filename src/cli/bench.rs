@@ -5,7 +5,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 use switchboard::bench::{
-    self, thousands, BenchConfig, Expect, Observer, Payload, Progress, Report,
+    self, shard, thousands, BenchConfig, Expect, Observer, Payload, Progress, Report,
 };
 use switchboard::codec::Framing;
 use switchboard::store::{now_us, unique_id, BenchRow};
@@ -25,7 +25,7 @@ pub struct Args {
     /// The server: tcp://, unix://, udp:// or unixgram://.
     #[arg(default_value = DEFAULT_ADDR, value_parser = parse_addr)]
     addr: Addr,
-    /// Connections (datagram sockets) open at once.
+    /// Connections (datagram sockets) open at once. Past what one process may hold (its open-file limit), bench runs as several processes, each with a share, and reports them as one.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     conns: u64,
     /// Requests in flight per connection (closed loop); above 1 pipelines.
@@ -125,6 +125,12 @@ impl Observer for Bar {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut config = args.config();
     config.tls = args.trust.config(&args.addr)?;
+    if let Some(shard) = shard::this_shard()? {
+        // One of several processes of a bench started by the next function: its lines go
+        // to that parent, which reports and records the whole run.
+        shard::run_shard(&config, shard, io::stdout().lock())?;
+        return Ok(());
+    }
     // A store that cannot be used is found before the run, not after it.
     let mut store = match args.record.url() {
         Some(url) => Some(switchboard::store::open(&url)?),
@@ -141,7 +147,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bar
     });
     let mut observer = Bar(bar);
-    let result = bench::run(&config, &mut observer);
+    let processes = shard::processes_needed(&config)?;
+    let result = if processes > 1 {
+        say_spread(&config, processes)?;
+        // The same command line again, each copy told which share is its own.
+        let exe = std::env::current_exe()?;
+        shard::run_sharded(
+            &config,
+            processes,
+            |_| {
+                let mut c = std::process::Command::new(&exe);
+                c.args(std::env::args_os().skip(1));
+                c
+            },
+            &mut observer,
+        )
+    } else {
+        bench::run(&config, &mut observer)
+    };
     if let Some(bar) = &observer.0 {
         bar.finish_and_clear();
     }
@@ -164,6 +187,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ))
         .into());
     }
+    Ok(())
+}
+
+/// Tells, on stderr, how the connections are spread over processes and source addresses.
+fn say_spread(config: &BenchConfig, processes: usize) -> anyhow::Result<()> {
+    let shares = (0..processes)
+        .map(|i| config.share(i, processes))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sizes: Vec<usize> = shares.iter().map(|s| s.conns).collect();
+    let from: Vec<String> = shares
+        .iter()
+        .map(|s| match s.sources.as_slice() {
+            [] => "the kernel's choice".to_string(),
+            many => many
+                .iter()
+                .map(|ip| ip.to_string())
+                .collect::<Vec<_>>()
+                .join("+"),
+        })
+        .collect();
+    eprintln!(
+        "bench: {} connections need more open files than one process may have ({}), so {processes} processes run them: {} connections from {}",
+        thousands(config.conns as f64),
+        thousands(bench::conns_per_process() as f64),
+        thousands(*sizes.iter().max().unwrap_or(&0) as f64),
+        from.join(", ")
+    );
     Ok(())
 }
 
@@ -242,7 +292,7 @@ fn summary(r: &Report) -> String {
         ),
     };
     format!(
-        "bench {} ({}): {} connections x {} B{from}, {load}; {:.1} s measured after {:.1} s warm-up, {} thread{}\n\
+        "bench {} ({}): {} connections x {} B{from}, {load}; {:.1} s measured after {:.1} s warm-up, {} thread{}{}\n\
          throughput  {} msgs/s, {:.2} MB/s ({} replies, {checked})\n\
          latency     p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs{since}\n\
          connect     {} made, p50 {} µs, max {} µs\n\
@@ -255,6 +305,11 @@ fn summary(r: &Report) -> String {
         r.warmup_secs,
         r.threads,
         if r.threads == 1 { "" } else { "s" },
+        if r.processes > 1 {
+            format!(" in {} processes", r.processes)
+        } else {
+            String::new()
+        },
         thousands(r.msgs_per_s),
         r.mb_per_s,
         thousands(r.msgs as f64),
