@@ -335,6 +335,7 @@ impl ServerBuilder {
             max_conns: self.max_conns.max(1) as u64,
             proxy_protocol: self.proxy_protocol,
             tls: self.tls.clone(),
+            out_of_files_until: Default::default(),
         };
         let mut metrics_addr = None;
         if let (Some(listener), Some(meters)) = (metrics, meters) {

@@ -123,6 +123,20 @@ pub(crate) struct Shared {
     pub(crate) proxy_protocol: bool,
     /// `tls://`: every connection speaks TLS with this configuration.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// Until when this process accepts nothing, in milliseconds of [`process_clock`]: its
+    /// open files ran out. In this process's own memory, not the shared one: another worker
+    /// of the server may still have files to spare.
+    pub(crate) out_of_files_until: AtomicU64,
+}
+
+/// How long a process whose open files ran out leaves new clients in the backlog before it
+/// tries again (meanwhile it serves the connections it has).
+const OUT_OF_FILES_PAUSE: Duration = Duration::from_millis(100);
+
+/// Milliseconds since this process first asked: a clock for deadlines kept in an atomic.
+fn process_clock() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 /// While `--max-conns` are open, a model that stopped accepting looks again this often (a
@@ -209,6 +223,9 @@ impl Shared {
     /// back by [`closed`](Shared::closed), by a refusal, or with [`release`](Shared::release)
     /// when no connection came.
     pub(crate) fn reserve(&self) -> bool {
+        if self.out_of_files() {
+            return false;
+        }
         let max = self.max_conns;
         self.counters
             .places
@@ -223,7 +240,33 @@ impl Shared {
 
     /// True while fewer than `--max-conns` connections are open: a reactor watches its listener.
     pub(crate) fn has_room(&self) -> bool {
-        self.counters.places.load(Relaxed) < self.max_conns
+        self.counters.places.load(Relaxed) < self.max_conns && !self.out_of_files()
+    }
+
+    /// True while this process pauses accepting because its open files ran out.
+    fn out_of_files(&self) -> bool {
+        let until = self.out_of_files_until.load(Relaxed);
+        until != 0 && process_clock() < until
+    }
+
+    /// Decides what an accept error means: the end of the server (only a broken listener), a
+    /// pause (no open files or memory left: for [`OUT_OF_FILES_PAUSE`] this process accepts
+    /// nothing, and as for a full `--max-conns` clients wait in the backlog while the
+    /// connections it has are served), or nothing (a client that left before its accept).
+    pub(crate) fn accept_failed(&self, e: std::io::Error) -> std::io::Result<()> {
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            WouldBlock | Interrupted | ConnectionAborted => Ok(()),
+            InvalidInput | NotConnected => Err(e), // the listener is broken
+            _ => {
+                if !self.out_of_files() {
+                    tracing::warn!(error = %e, "accept failed; accepting again in 100 ms, serving the open connections meanwhile");
+                }
+                let until = process_clock() + OUT_OF_FILES_PAUSE.as_millis() as u64;
+                self.out_of_files_until.store(until, Relaxed);
+                Ok(())
+            }
+        }
     }
 
     /// Takes a place and accepts a stream through `accept`, or says why not: `Ok(None)` when
@@ -332,6 +375,7 @@ impl Shared {
             max_conns: self.max_conns,
             proxy_protocol: self.proxy_protocol,
             tls: self.tls.clone(),
+            out_of_files_until: Default::default(),
         };
         Ok((worker, writer))
     }

@@ -371,20 +371,7 @@ fn connections_past_one_process_are_spread_over_processes_and_sources() {
         .args(["bench", &s.addr, "--json", "--no-store", "--conns", "500"])
         .args(["--rate", "2000", "--duration", "1s", "--warmup", "500ms"])
         .stdin(Stdio::null());
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        bench.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 200,
-                rlim_max: 200,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
+    limit_open_files(&mut bench, 200);
     let out = bench.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -246,3 +246,94 @@ fn a_master_killed_while_its_workers_start_leaves_none_behind() {
         }
     }
 }
+
+/// A server whose open files run out leaves new clients in the backlog and serves the
+/// connections it has meanwhile; as those leave, the waiting clients are taken and served.
+/// No client is lost and the server serves on.
+#[test]
+fn a_server_out_of_open_files_serves_its_clients_and_takes_the_waiting_ones_later() {
+    const CLIENTS: usize = 100;
+    for model in [
+        "threads",
+        "nonblocking",
+        "poll",
+        "epoll",
+        "async",
+        "uring",
+        "prefork",
+    ] {
+        // 48 files: the server's own (stdio, listener, event queue, runtime) and about 35
+        // connections. One prefork worker, so one process holds them all.
+        let s = ServerProcess::start_with(
+            &scratch("files"),
+            "tcp://127.0.0.1:0",
+            &["--model", model, "--no-store", "--workers", "1"],
+            Some(48),
+        );
+        let mut waiting: Vec<(usize, TestConn)> = (0..CLIENTS)
+            .map(|i| {
+                let mut c = s.connect();
+                c.write_all(format!("client {i}").as_bytes()).unwrap();
+                (i, c)
+            })
+            .collect();
+        s.wait_log("accept failed");
+        // Answered while the server has no files to spare: the ones it took.
+        let answered_first = take_answered(&mut waiting);
+        assert!(
+            !answered_first.is_empty() && answered_first.len() < CLIENTS,
+            "{model}: {} answered of {CLIENTS}",
+            answered_first.len()
+        );
+        // Those keep being served.
+        for (i, mut c) in answered_first {
+            c.set_timeouts(Some(PATIENCE));
+            c.write_all(format!("again {i}").as_bytes()).unwrap();
+            let reply = read_n(&mut c, format!("again {i}").len());
+            assert_eq!(reply, format!("AGAIN {i}").as_bytes(), "{model}");
+        } // and leave: the waiting clients get their places
+        let deadline = Instant::now() + PATIENCE;
+        while !waiting.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{model}: {} clients never served",
+                waiting.len()
+            );
+            take_answered(&mut waiting);
+        }
+        let (status, summary) = s.terminate();
+        assert!(status.success(), "{model}: {status:?}");
+        assert!(
+            summary.starts_with(&format!("served {CLIENTS} connections (0 errors)")),
+            "{model}: {summary}"
+        );
+    }
+}
+
+/// The clients of `waiting` whose reply has come (each checked), taken out of it.
+fn take_answered(waiting: &mut Vec<(usize, TestConn)>) -> Vec<(usize, TestConn)> {
+    let mut answered = Vec::new();
+    let mut still = Vec::new();
+    for (i, mut c) in waiting.drain(..) {
+        let expected = format!("CLIENT {i}");
+        c.set_timeouts(Some(Duration::from_millis(20)));
+        let mut reply = vec![0; expected.len()];
+        match std::io::Read::read_exact(&mut c, &mut reply) {
+            Ok(()) => {
+                assert_eq!(reply, expected.as_bytes());
+                answered.push((i, c));
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                still.push((i, c))
+            }
+            Err(e) => panic!("client {i}: {e}"),
+        }
+    }
+    *waiting = still;
+    answered
+}

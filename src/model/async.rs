@@ -132,7 +132,7 @@ where
                 }
                 Err(e) => {
                     shared.release();
-                    super::blocking::accept_failed(e)?
+                    shared.accept_failed(e)?
                 }
             },
         }

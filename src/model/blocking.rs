@@ -58,24 +58,10 @@ pub(super) fn accept_loop(
                     registration,
                 });
             }
-            Err(e) => accept_failed(e)?,
+            Err(e) => shared.accept_failed(e)?,
         }
     }
     Ok(())
-}
-
-/// Decides whether an accept error ends the server (only a broken listener does) or is waited
-/// out (too many open files: a pause lets connections close before trying again).
-pub(super) fn accept_failed(e: io::Error) -> io::Result<()> {
-    match e.kind() {
-        ErrorKind::WouldBlock | ErrorKind::Interrupted | ErrorKind::ConnectionAborted => Ok(()),
-        ErrorKind::InvalidInput | ErrorKind::NotConnected => Err(e), // the listener is broken
-        _ => {
-            tracing::warn!(error = %e, "accept failed; pausing 100 ms");
-            std::thread::sleep(Duration::from_millis(100));
-            Ok(())
-        }
-    }
 }
 
 /// Serves one accepted connection to its end, on the calling thread. Logs one line when it

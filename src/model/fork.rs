@@ -45,7 +45,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
             Ok(Some(accepted)) => accepted,
             Ok(None) => continue,
             Err(e) => {
-                blocking::accept_failed(e)?;
+                shared.accept_failed(e)?;
                 continue;
             }
         };

@@ -209,7 +209,7 @@ pub(super) fn accept(listener: &Listener, shared: &Shared) -> io::Result<Option<
             Ok(Some(accepted)) => accepted,
             Ok(None) => return Ok(None),
             Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
-            Err(e) => return super::blocking::accept_failed(e).map(|()| None),
+            Err(e) => return shared.accept_failed(e).map(|()| None),
         };
         // Refused: dropping the stream closes it unread; the next one waiting is taken.
         let Some(peer) = shared.admit(addr, Some(stream.as_raw_fd())) else {

@@ -121,7 +121,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
                         Err(e) => {
                             shared.release();
                             if e.raw_os_error() != Some(libc::ECANCELED) {
-                                super::blocking::accept_failed(e)?;
+                                shared.accept_failed(e)?;
                             }
                         }
                     }

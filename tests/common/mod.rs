@@ -18,6 +18,24 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_switchboard")
 }
 
+/// Runs `command` with at most `n` open files (its soft and hard `RLIMIT_NOFILE`).
+pub fn limit_open_files(command: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
 /// A directory of this test process's own, for Unix sockets and logs. The first call also
 /// removes what test processes that are gone left behind, so runs do not pile up in /tmp.
 pub fn scratch(name: &str) -> PathBuf {
@@ -73,6 +91,17 @@ impl ServerProcess {
 
     /// Like [`start`](ServerProcess::start), working in `dir`.
     pub fn start_in(dir: &std::path::Path, addr: &str, args: &[&str]) -> ServerProcess {
+        ServerProcess::start_with(dir, addr, args, None)
+    }
+
+    /// Like [`start_in`](ServerProcess::start_in), the server allowed at most `open_files`
+    /// open files (soft and hard limit), when given.
+    pub fn start_with(
+        dir: &std::path::Path,
+        addr: &str,
+        args: &[&str],
+        open_files: Option<u64>,
+    ) -> ServerProcess {
         let dir = dir.to_path_buf();
         let log = dir.join(format!(
             "server-{}.log",
@@ -81,7 +110,8 @@ impl ServerProcess {
                 .unwrap()
                 .as_nanos()
         ));
-        let mut child = Command::new(bin())
+        let mut command = Command::new(bin());
+        command
             .current_dir(&dir) // the default store, switchboard.db, lands here
             .arg("serve")
             .arg(addr)
@@ -89,9 +119,11 @@ impl ServerProcess {
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn switchboard serve");
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(n) = open_files {
+            limit_open_files(&mut command, n);
+        }
+        let mut child = command.spawn().expect("spawn switchboard serve");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
