@@ -79,16 +79,24 @@ fn inked_share(png: &Path) -> f64 {
 /// Runs `switchboard lab ARGS... --out DIR/out` in `dir`; returns the output directory, stdout
 /// and the cells of results.json. The run must succeed.
 fn lab(dir: &Path, args: &[&str]) -> (PathBuf, String, Vec<Value>) {
+    lab_with(dir, args, None)
+}
+
+/// Like [`lab`], the lab (and the servers it starts) allowed at most `open_files` open files.
+fn lab_with(dir: &Path, args: &[&str], open_files: Option<u64>) -> (PathBuf, String, Vec<Value>) {
     let out = dir.join("out");
-    let run = Command::new(bin())
+    let mut command = Command::new(bin());
+    command
         .current_dir(dir)
         .arg("lab")
         .args(args)
         .arg("--out")
         .arg(&out)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .stdin(Stdio::null());
+    if let Some(n) = open_files {
+        limit_open_files(&mut command, n);
+    }
+    let run = command.output().unwrap();
     assert!(
         run.status.success(),
         "{}",
@@ -337,6 +345,66 @@ fn an_open_loop_lab_sends_at_its_rate() {
     );
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(md.contains("open loop, 400 requests/s"), "{md}");
+}
+
+#[test]
+fn past_one_process_the_lab_spreads_the_load_and_measures_only_servers_of_several() {
+    // 300 open files: 236 connections a process. 500 connections take 3 bench processes,
+    // and a prefork server with enough workers; epoll, one process, is not measured.
+    let dir = scratch("lab-processes");
+    let (out, _, cells) = lab_with(
+        &dir,
+        &[
+            "--models",
+            "epoll,prefork",
+            "--conns",
+            "500",
+            "--rate",
+            "1000",
+            "--rounds",
+            "1",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--no-python",
+            "--no-store",
+        ],
+        Some(300),
+    );
+    let cell = |model: &str| {
+        cells
+            .iter()
+            .find(|c| c["model"] == model)
+            .unwrap_or_else(|| panic!("no {model} cell: {cells:?}"))
+    };
+    let epoll = cell("epoll");
+    assert_eq!(epoll["rounds"], 0, "{epoll}");
+    assert!(
+        epoll["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("not measured: one process holds at most 236 connections"),
+        "{epoll}"
+    );
+    let prefork = cell("prefork");
+    assert_eq!(prefork["rounds"], 1, "{prefork}");
+    assert_eq!(prefork["errors"], 0, "{prefork}");
+    let rate = prefork["msgs_per_s"].as_f64().unwrap();
+    assert!((800.0..=1200.0).contains(&rate), "{prefork}");
+    assert!(
+        prefork["rss_bytes_per_conn"].as_f64().is_some(),
+        "memory per connection of every worker: {prefork}"
+    );
+    assert!(
+        prefork["note"]
+            .as_str()
+            .unwrap()
+            .contains("runs 4 workers to hold 500 connections"),
+        "{prefork}"
+    );
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.contains("| epoll | 500 | - | - |"), "{md}");
 }
 
 #[test]

@@ -24,6 +24,7 @@ use crate::bench::{self, BenchConfig, Observer, Report};
 use crate::model::Model;
 use server::Running;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The plan's own stack, carried as a reference: Python's `socketserver.ThreadingTCPServer`
@@ -376,7 +377,22 @@ fn measure(
         rss_bytes_per_conn: None,
         started,
     };
-    let server = match Running::start(&key.server, &config.exe, &config.serve_args, server_cores) {
+    // Past one process's open files only a server of several processes can hold the cell.
+    let per_process = bench::conns_per_process();
+    let model = key.server.model();
+    if key.conns > per_process && model != Some(Model::Prefork) {
+        m.report = Err(format!(
+            "not measured: one process holds at most {per_process} connections (its open files), and {} serves from one",
+            key.server.name()
+        ));
+        return m;
+    }
+    let mut serve_args = config.serve_args.clone();
+    let workers = workers_to_hold(config, key.conns);
+    if let (Some(Model::Prefork), Some(workers)) = (model, workers) {
+        serve_args.extend(["--workers".into(), workers.to_string()]);
+    }
+    let server = match Running::start(&key.server, &config.exe, &serve_args, server_cores) {
         Ok(s) => s,
         Err(why) => {
             m.report = Err(why);
@@ -401,7 +417,10 @@ fn measure(
     bench.rate = config.rate;
     bench.payload = bench::Payload::Letters(key.size);
     bench.duration = config.duration;
-    bench.warmup = config.warmup;
+    // Long enough for every connection to be made before the window.
+    bench.warmup = config
+        .warmup
+        .max(Duration::from_secs_f64(key.conns as f64 / CONNECTS_PER_SEC));
     // A connection that waits in a backlog the whole run (a full `pool`) is not a failure.
     bench.timeout = config.warmup + config.duration + Duration::from_secs(1);
     if let Some(cores) = bench_cores {
@@ -415,7 +434,14 @@ fn measure(
         memory_end: None,
     };
     let t = Instant::now();
-    m.report = bench::run(&bench, &mut meter).map_err(|e| e.to_string());
+    let processes = bench.conns.div_ceil(per_process.max(1));
+    m.report = if processes > 1 {
+        let command = |_| bench_command(config, &bench, bench_cores);
+        bench::shard::run_sharded(&bench, processes, command, &mut meter)
+    } else {
+        bench::run(&bench, &mut meter)
+    }
+    .map_err(|e| e.to_string());
     drop(server);
     tracing::debug!(server = %m.server, conns = m.conns, round, secs = t.elapsed().as_secs_f64(), "measured");
     if let Ok(report) = &m.report {
@@ -429,6 +455,46 @@ fn measure(
         }
     }
     m
+}
+
+/// Connections a server is expected to take per second while a cell connects: the warm-up is
+/// at least long enough for all of them (20 s for 100,000).
+const CONNECTS_PER_SEC: f64 = 5_000.0;
+
+/// `prefork`'s workers for `conns` connections past one process's open files (with room for
+/// an uneven spread: a full worker leaves clients to the others); `None` when the default
+/// does, or `--workers` was given.
+fn workers_to_hold(config: &LabConfig, conns: usize) -> Option<usize> {
+    let per_process = bench::conns_per_process().max(1);
+    let explicit = config.serve_args.iter().any(|a| a == "--workers");
+    (conns > per_process && !explicit).then(|| (conns * 3 / 2).div_ceil(per_process))
+}
+
+/// A `switchboard bench` command that runs one share of `bench` (the lab's load for a cell
+/// too large for one process), on the load generator's cores.
+fn bench_command(config: &LabConfig, bench: &BenchConfig, cores: Option<&[usize]>) -> Command {
+    let ms = |d: Duration| format!("{}ms", d.as_millis());
+    let mut c = Command::new(&config.exe);
+    c.arg("bench")
+        .arg(bench.addr.to_string())
+        .args(["--conns", &bench.conns.to_string()])
+        .args(["--depth", &bench.depth.to_string()])
+        .args(["--size", &bench.payload.len().to_string()])
+        .args(["--duration", &ms(bench.duration)])
+        .args(["--warmup", &ms(bench.warmup)])
+        .args(["--timeout", &ms(bench.timeout)])
+        .args(["--threads", &bench.threads.to_string()])
+        .arg("--no-store");
+    if let Some(rate) = bench.rate {
+        c.args(["--rate", &rate.to_string()]);
+    }
+    if bench.tls.is_some() {
+        c.arg("--insecure");
+    }
+    if let Some(cores) = cores {
+        crate::sys::pin_command(&mut c, cores.to_vec());
+    }
+    c
 }
 
 fn median(mut values: Vec<f64>) -> Option<f64> {
@@ -476,9 +542,30 @@ fn summarize(config: &LabConfig, key: &CellKey, ms: &[Measurement], server_cores
             _ => {}
         }
     }
+    if let (Some(Model::Prefork), Some(workers)) =
+        (key.server.model(), workers_to_hold(config, key.conns))
+    {
+        notes.push(format!(
+            "runs {workers} workers to hold {} connections (a process holds at most {})",
+            key.conns,
+            bench::conns_per_process()
+        ));
+    }
+    // One note per distinct failure, with the rounds it happened in.
+    let mut failures: Vec<(&str, Vec<String>)> = Vec::new();
     for m in ms {
         if let Err(why) = &m.report {
-            notes.push(format!("round {}: {why}", m.round));
+            match failures.iter_mut().find(|(w, _)| *w == why.as_str()) {
+                Some((_, rounds)) => rounds.push(m.round.to_string()),
+                None => failures.push((why, vec![m.round.to_string()])),
+            }
+        }
+    }
+    for (why, rounds) in failures {
+        if rounds.len() == ms.len() && why.starts_with("not measured") {
+            notes.push(why.to_string());
+        } else {
+            notes.push(format!("round {}: {why}", rounds.join(", ")));
         }
     }
     Cell {

@@ -143,8 +143,16 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     }
 }
 
-/// One table row's cells, shared by the Markdown and the HTML.
+/// One table row's cells, shared by the Markdown and the HTML. A cell with no round measured
+/// shows dashes, not zeros.
 fn row(c: &Cell) -> [String; 11] {
+    if c.rounds == 0 {
+        let mut dashes: [String; 11] = std::array::from_fn(|_| "-".to_string());
+        dashes[0] = c.model.clone();
+        dashes[1] = thousands(c.conns as f64);
+        dashes[10] = c.note.clone().unwrap_or_default();
+        return dashes;
+    }
     [
         c.model.clone(),
         thousands(c.conns as f64),
@@ -198,7 +206,7 @@ fn setup(results: &LabResults) -> String {
         _ => "not pinned: servers and load generator share the cores".to_string(),
     };
     format!(
-        "{} ({} cores, {}), Linux {}, {}; {load}; {} round(s) per cell of {:.1} s after {:.1} s warm-up, servers interleaved round by round, medians; {pinned}",
+        "{} ({} cores, {}), Linux {}, {}; {load}; {} round(s) per cell of {:.1} s after {:.1} s warm-up (longer for many connections: at least 1 s per 5,000), servers interleaved round by round, medians; {pinned}",
         m.host,
         m.cores,
         m.cpu,
