@@ -78,6 +78,10 @@ fn the_json_report_has_every_field() {
         "size",
         "depth",
         "secs",
+        "connected",
+        "connect_secs",
+        "threads",
+        "processes",
     ] {
         assert!(r[key].is_number(), "{key} missing in {r}");
     }
@@ -363,7 +367,11 @@ fn connections_past_what_processes_can_hold_are_a_clear_error_and_sources_are_us
 #[test]
 fn connections_past_one_process_are_spread_over_processes_and_sources() {
     let dir = scratch("bench-shards");
-    let s = ServerProcess::start_in(&dir, "tcp://127.0.0.1:0", &["--model", "epoll"]);
+    let s = ServerProcess::start_in(
+        &dir,
+        "tcp://127.0.0.1:0",
+        &["--model", "epoll", "--record", "messages"],
+    );
     // Open files for 136 connections per process (200 less the 64 kept for other uses):
     // 500 connections take 4 processes, each from a loopback address of its own.
     let mut bench = Command::new(bin());
@@ -398,6 +406,33 @@ fn connections_past_one_process_are_spread_over_processes_and_sources() {
         "{summary}"
     );
     let sessions = ask_store(&dir, &["sessions", "--json", "--last", "1000"]);
+    // Every process made all its connections before any sent a request: the load starts once
+    // all 500 are made.
+    let last_opened = sessions
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["opened_us"]
+                .as_i64()
+                .unwrap()
+        })
+        .max()
+        .unwrap();
+    let messages = ask_store(&dir, &["messages", "--json", "--last", "100000"]);
+    let first_message = messages
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["at_us"]
+                .as_i64()
+                .unwrap()
+        })
+        .min()
+        .unwrap();
+    assert!(
+        first_message > last_opened,
+        "a request came {} µs before the last connection",
+        last_opened - first_message
+    );
+    assert!(n(&report, "connect_secs") > 0.0, "{report}");
     for source in 1..=4 {
         let from = format!("\"peer\":\"tcp://127.0.0.{source}:");
         let with_messages = sessions

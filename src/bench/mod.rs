@@ -200,9 +200,13 @@ pub enum BenchError {
 /// How far a run has come, for a progress line.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Progress {
-    /// Since the run started (warm-up included).
+    /// Connections made so far (while connecting; afterwards all that were).
+    pub connected: u64,
+    /// True once every connection is made (or has failed once) and the load has begun.
+    pub started: bool,
+    /// Since the load started (warm-up included); zero while connecting.
     pub elapsed: Duration,
-    /// The run's whole length (warm-up included).
+    /// The load's whole length (warm-up included).
     pub total: Duration,
     /// True once the warm-up is over.
     pub measuring: bool,
@@ -219,6 +223,9 @@ pub struct Progress {
 /// Told what happens during a run, on the thread that called [`run`]: the lab reads a
 /// server's CPU time and memory at the edges of the measured window.
 pub trait Observer {
+    /// Every connection is made (or has failed once); the load begins when this returns, so
+    /// an observer may hold it back (the processes of one bench start together).
+    fn all_connected(&mut self) {}
     /// The warm-up is over: the measured window begins.
     fn window_started(&mut self) {}
     /// A few times a second.
@@ -278,6 +285,9 @@ pub struct Report {
     pub max_us: u64,
     /// See `p50_us`.
     pub mean_us: f64,
+    /// How long making every connection took, in seconds, before the load (and the warm-up)
+    /// began.
+    pub connect_secs: f64,
     /// Time to connect, median and slowest, in µs.
     pub connect_p50_us: u64,
     /// See `connect_p50_us`.
@@ -384,21 +394,67 @@ fn measure(
     let config = &config;
     probe(config)?;
     let threads = config.threads.min(config.conns);
-    let t0 = Instant::now();
-    let window_start = t0 + config.warmup;
-    let stop = window_start + config.duration;
+    // Connecting comes first, every connection at once (paced per thread); the load, its
+    // warm-up and its window start from the moment all are made, so no request waits on the
+    // load generator's own connects.
+    let begun = Instant::now();
+    let far = begun + Duration::from_secs(365 * 86_400);
     let tallies: Vec<Arc<Mutex<Tally>>> = (0..threads)
-        .map(|_| Arc::new(Mutex::new(Tally::new(window_start, stop))))
+        .map(|_| Arc::new(Mutex::new(Tally::new(far, far))))
         .collect();
+    let settled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (go, start) = tokio::sync::watch::channel(None);
     let mut handles = Vec::with_capacity(threads);
     for (t, tally) in tallies.iter().enumerate() {
         let (config, tally) = (config.clone(), tally.clone());
+        let start = StartLine {
+            settled: settled.clone(),
+            go: start.clone(),
+        };
         let handle = std::thread::Builder::new()
             .name(format!("bench-{t}"))
-            .spawn(move || generate(&config, t, threads, tally, t0, stop))?;
+            .spawn(move || generate(&config, t, threads, tally, start))?;
         handles.push(handle);
     }
-    let total = stop - t0;
+    let total = config.warmup + config.duration;
+    let progress = |started: bool, elapsed: Duration, measuring: bool| {
+        let so_far = merged(&tallies);
+        let window = elapsed.saturating_sub(config.warmup).as_secs_f64();
+        Progress {
+            connected: so_far.connected,
+            started,
+            elapsed,
+            total,
+            measuring,
+            replies: so_far.replies,
+            msgs_per_s: if window > 0.0 {
+                so_far.replies as f64 / window
+            } else {
+                0.0
+            },
+            p99_us: so_far.latency.value_at_quantile(0.99) / 1000,
+            errors: so_far.errors() + so_far.mismatches,
+        }
+    };
+    while settled.load(std::sync::atomic::Ordering::Acquire) < config.conns {
+        if handles.iter().any(|h| h.is_finished()) {
+            break; // a thread that could not start; its error is below
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        observer.progress(&progress(false, Duration::ZERO, false));
+    }
+    observer.all_connected();
+    let t0 = Instant::now();
+    let connect_secs = (t0 - begun).as_secs_f64();
+    let window_start = t0 + config.warmup;
+    let stop = window_start + config.duration;
+    for tally in &tallies {
+        tally
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_window(window_start, stop);
+    }
+    let _ = go.send(Some(t0));
     let mut measuring = false;
     loop {
         let now = Instant::now();
@@ -415,22 +471,7 @@ fn measure(
             (now + Duration::from_millis(250)).min(window_start)
         };
         std::thread::sleep(next.saturating_duration_since(now));
-        let elapsed = t0.elapsed().min(total);
-        let so_far = merged(&tallies);
-        let window = elapsed.saturating_sub(config.warmup).as_secs_f64();
-        observer.progress(&Progress {
-            elapsed,
-            total,
-            measuring,
-            replies: so_far.replies,
-            msgs_per_s: if window > 0.0 {
-                so_far.replies as f64 / window
-            } else {
-                0.0
-            },
-            p99_us: so_far.latency.value_at_quantile(0.99) / 1000,
-            errors: so_far.errors() + so_far.mismatches,
-        });
+        observer.progress(&progress(true, t0.elapsed().min(total), measuring));
     }
     if !measuring {
         observer.window_started();
@@ -441,7 +482,16 @@ fn measure(
             .join()
             .map_err(|_| io::Error::other("a load generator thread panicked"))??;
     }
-    Ok((config.clone(), threads, merged(&tallies)))
+    let mut all = merged(&tallies);
+    all.connect_secs = connect_secs;
+    Ok((config.clone(), threads, all))
+}
+
+/// Where a thread's connections wait once made: the count of connections made or failed
+/// once, and the moment the load starts, sent once all are.
+struct StartLine {
+    settled: Arc<std::sync::atomic::AtomicUsize>,
+    go: tokio::sync::watch::Receiver<Option<Instant>>,
 }
 
 fn merged(tallies: &[Arc<Mutex<Tally>>]) -> Tally {
@@ -520,6 +570,7 @@ fn report(config: &BenchConfig, threads: usize, processes: usize, t: &Tally) -> 
         p999_us: us(0.999),
         max_us: t.latency.max() / 1000,
         mean_us: t.latency.mean() / 1000.0,
+        connect_secs: t.connect_secs,
         connect_p50_us: t.connect.value_at_quantile(0.5) / 1000,
         connect_max_us: t.connect.max() / 1000,
         errors: t.errors(),
@@ -563,14 +614,13 @@ fn probe(config: &BenchConfig) -> Result<(), BenchError> {
 }
 
 /// One load generator thread: a single-threaded runtime driving connections `first`,
-/// `first + threads`, ... until `stop`.
+/// `first + threads`, ... from the start line to the end of the run.
 fn generate(
     config: &BenchConfig,
     first: usize,
     threads: usize,
     tally: Arc<Mutex<Tally>>,
-    t0: Instant,
-    stop: Instant,
+    start: StartLine,
 ) -> io::Result<()> {
     if let Some(cpus) = &config.cpus {
         crate::sys::pin_current_thread(cpus)?;
@@ -590,15 +640,18 @@ fn generate(
         sources: config.sources.clone(),
         connecting: tokio::sync::Semaphore::new(CONNECTS_AT_ONCE),
     });
+    let start = Rc::new(start);
     for id in (first..config.conns).step_by(threads) {
         let (plan, tally, addr) = (plan.clone(), tally.clone(), config.addr.clone());
-        // Open loop: connection `id` sends every `conns / rate` seconds, the connections
-        // staggered so the requests are spread evenly over time.
-        let schedule = config.rate.map(|rate| {
-            let interval = Duration::from_secs_f64(config.conns as f64 / rate);
-            Schedule::new(t0 + Duration::from_secs_f64(id as f64 / rate), interval)
+        // Open loop: connection `id` sends every `conns / rate` seconds from the start, the
+        // connections staggered so the requests are spread evenly over time.
+        let rate = config.rate.map(|rate| {
+            (
+                Duration::from_secs_f64(id as f64 / rate),
+                Duration::from_secs_f64(config.conns as f64 / rate),
+            )
         });
-        let reconnect = config.reconnect;
+        let (reconnect, start) = (config.reconnect, start.clone());
         local.spawn_local(async move {
             let conn = Conn {
                 plan: &plan,
@@ -606,41 +659,60 @@ fn generate(
                 id: id as u64,
                 seq: Cell::new(0),
             };
-            connection(&conn, &addr, schedule, reconnect).await;
+            connection(&conn, &addr, rate, reconnect, &start).await;
         });
     }
     // Dropping the runtime at the stop ends every connection wherever it is: what is still
     // in flight then is not counted either way.
+    let (warmup, duration) = (config.warmup, config.duration);
     local.block_on(&runtime, async move {
-        tokio::time::sleep_until(stop.into()).await
+        let Some(t0) = started(&start).await else {
+            return;
+        };
+        tokio::time::sleep_until((t0 + warmup + duration).into()).await
     });
     Ok(())
 }
 
+/// Waits for the start line; when the load started. `None`: the run was given up before it
+/// started.
+async fn started(start: &StartLine) -> Option<Instant> {
+    let mut go = start.go.clone();
+    go.wait_for(Option::is_some).await.ok().and_then(|t| *t)
+}
+
 /// One connection for the whole run: connects, drives the loop, and on a failure counts it
 /// and, with `reconnect`, connects again.
-async fn connection(conn: &Conn<'_>, addr: &Addr, mut schedule: Option<Schedule>, reconnect: bool) {
+///
+/// The first attempt settles the connection at the start line (made or failed); once made,
+/// it waits there for the load to start. `rate` is the open loop's (offset, interval).
+async fn connection(
+    conn: &Conn<'_>,
+    addr: &Addr,
+    rate: Option<(Duration, Duration)>,
+    reconnect: bool,
+    start: &StartLine,
+) {
+    let mut settled = false;
+    let mut settle = || {
+        if !std::mem::replace(&mut settled, true) {
+            start
+                .settled
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
+    };
+    let mut schedule: Option<Schedule> = None;
     loop {
-        // A place among the connects in flight, given back once this one is made.
-        let permit = std::cell::Cell::new(conn.plan.connecting.acquire().await.ok());
-        let started = Instant::now();
-        let connected = |took: Duration| {
-            drop(permit.take());
-            conn.lock().connected(took)
-        };
-        let result = match addr {
-            Addr::Tcp(sa) => match connect(tcp_connect(conn, *sa), conn.plan.timeout).await {
-                Ok(s) => {
-                    connected(started.elapsed());
-                    let _ = s.set_nodelay(true);
-                    drive(s, conn, schedule.as_mut()).await
-                }
-                Err(f) => Err(f),
-            },
+        // A place among the connects in flight, given back once this one is made or failed.
+        let permit = conn.plan.connecting.acquire().await.ok();
+        let began = Instant::now();
+        let made = match addr {
+            Addr::Tcp(sa) => connect(tcp_connect(conn, *sa), conn.plan.timeout)
+                .await
+                .map(Made::Tcp),
             Addr::Tls { addr: sa, host } => {
                 let handshake = async {
                     let s = TcpStream::connect(sa).await?;
-                    let _ = s.set_nodelay(true);
                     let config = match &conn.plan.tls {
                         Some(config) => config.clone(),
                         None => crate::tls::client_config(None, false).map_err(io::Error::other)?,
@@ -649,28 +721,43 @@ async fn connection(conn: &Conn<'_>, addr: &Addr, mut schedule: Option<Schedule>
                         .connect(crate::tls::server_name(host), s)
                         .await
                 };
-                match connect(handshake, conn.plan.timeout).await {
-                    Ok(s) => {
-                        connected(started.elapsed());
+                connect(handshake, conn.plan.timeout)
+                    .await
+                    .map(|s| Made::Tls(Box::new(s)))
+            }
+            Addr::Unix(path) => connect(UnixStream::connect(path), conn.plan.timeout)
+                .await
+                .map(Made::Unix),
+            Addr::Udp(_) | Addr::UnixGram(_) => {
+                connect(DatagramSocket::connect(addr), conn.plan.timeout)
+                    .await
+                    .map(Made::Datagram)
+            }
+        };
+        drop(permit);
+        settle();
+        let result = match made {
+            Err(failure) => Err(failure),
+            Ok(made) => {
+                conn.lock().connected(began.elapsed());
+                // Made: it waits at the start line; the open loop's schedule starts from it.
+                let Some(t0) = started(start).await else {
+                    return;
+                };
+                if schedule.is_none() {
+                    schedule = rate.map(|(offset, interval)| Schedule::new(t0 + offset, interval));
+                }
+                match made {
+                    Made::Tcp(s) => {
+                        let _ = s.set_nodelay(true);
                         drive(s, conn, schedule.as_mut()).await
                     }
-                    Err(f) => Err(f),
-                }
-            }
-            Addr::Unix(path) => match connect(UnixStream::connect(path), conn.plan.timeout).await {
-                Ok(s) => {
-                    connected(started.elapsed());
-                    drive(s, conn, schedule.as_mut()).await
-                }
-                Err(f) => Err(f),
-            },
-            Addr::Udp(_) | Addr::UnixGram(_) => {
-                match connect(DatagramSocket::connect(addr), conn.plan.timeout).await {
-                    Ok(s) => {
-                        connected(started.elapsed());
-                        datagram_loop(&s, conn, schedule.as_mut()).await
+                    Made::Tls(s) => {
+                        let _ = s.get_ref().0.set_nodelay(true);
+                        drive(s, conn, schedule.as_mut()).await
                     }
-                    Err(f) => Err(f),
+                    Made::Unix(s) => drive(s, conn, schedule.as_mut()).await,
+                    Made::Datagram(s) => datagram_loop(&s, conn, schedule.as_mut()).await,
                 }
             }
         };
@@ -687,6 +774,14 @@ async fn connection(conn: &Conn<'_>, addr: &Addr, mut schedule: Option<Schedule>
             schedule.restart(Instant::now());
         }
     }
+}
+
+/// A connection made, of whichever kind the address asks for.
+enum Made {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Unix(UnixStream),
+    Datagram(DatagramSocket),
 }
 
 /// A TCP connection to `server`, from this connection's source address if there are several.

@@ -108,6 +108,8 @@ fn all_sources(config: &BenchConfig, k: usize) -> Result<Vec<std::net::IpAddr>, 
 enum Line {
     /// How far it has come.
     Progress {
+        connected: u64,
+        started: bool,
         elapsed_ms: u64,
         total_ms: u64,
         measuring: bool,
@@ -116,6 +118,8 @@ enum Line {
         p99_us: u64,
         errors: u64,
     },
+    /// Its connections are made; it waits for `go` on its stdin to start the load.
+    Connected,
     /// Everything it counted; its last line.
     Done(Counts),
 }
@@ -181,12 +185,22 @@ impl Counts {
     }
 }
 
-/// Passes a shard's progress to its parent.
+/// Passes a shard's progress to its parent, and waits for its word to start.
 struct ToParent<W: Write>(W);
 
 impl<W: Write> Observer for ToParent<W> {
+    fn all_connected(&mut self) {
+        // Every shard connects first; the parent says `go` once all have, so their loads
+        // (and their measured windows) start together. A parent gone says nothing: go.
+        if write_line(&mut self.0, &Line::Connected).is_ok() {
+            let _ = io::stdin().lock().read_line(&mut String::new());
+        }
+    }
+
     fn progress(&mut self, p: &Progress) {
         let line = Line::Progress {
+            connected: p.connected,
+            started: p.started,
             elapsed_ms: p.elapsed.as_millis() as u64,
             total_ms: p.total.as_millis() as u64,
             measuring: p.measuring,
@@ -226,6 +240,7 @@ pub fn run_shard(
 #[derive(Default)]
 struct Seen {
     progress: Option<Progress>,
+    connected: bool,
     done: Option<Counts>,
     /// A line that was not understood (a shard of another version, say).
     garbled: Option<String>,
@@ -251,7 +266,7 @@ pub fn run_sharded(
     for i in 0..k {
         let mut child = command(i)
             .env(SHARD_ENV, format!("{i}/{k}"))
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
         let stdout = child.stdout.take().expect("piped stdout");
@@ -262,6 +277,8 @@ pub fn run_sharded(
                 let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
                 match serde_json::from_str::<Line>(&line) {
                     Ok(Line::Progress {
+                        connected,
+                        started,
                         elapsed_ms,
                         total_ms,
                         measuring,
@@ -271,6 +288,8 @@ pub fn run_sharded(
                         errors,
                     }) => {
                         seen[i].progress = Some(Progress {
+                            connected,
+                            started,
                             elapsed: Duration::from_millis(elapsed_ms),
                             total: Duration::from_millis(total_ms),
                             measuring,
@@ -280,6 +299,7 @@ pub fn run_sharded(
                             errors,
                         })
                     }
+                    Ok(Line::Connected) => seen[i].connected = true,
                     Ok(Line::Done(counts)) => seen[i].done = Some(counts),
                     Err(_) => seen[i].garbled = Some(line),
                 }
@@ -290,16 +310,33 @@ pub fn run_sharded(
 
     // Progress: the shards' replies and errors added up; the worst shard's p99 (percentiles
     // do not add, and the whole histograms come only at the end).
+    let begun = Instant::now();
+    let mut connect_secs = None;
     let mut measuring = false;
     let mut statuses = vec![None; k];
     while statuses.iter().any(Option::is_none) {
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(100));
         for (child, status) in children.iter_mut().zip(statuses.iter_mut()) {
             if status.is_none() {
                 *status = child.try_wait()?;
             }
         }
         let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        // Once every shard has connected (or ended), all start together.
+        if connect_secs.is_none()
+            && seen
+                .iter()
+                .zip(&statuses)
+                .all(|(s, status)| s.connected || status.is_some())
+        {
+            connect_secs = Some(begun.elapsed().as_secs_f64());
+            for child in &mut children {
+                if let Some(mut stdin) = child.stdin.take() {
+                    let _ = stdin.write_all(b"go\n");
+                }
+            }
+            observer.all_connected();
+        }
         let all: Vec<&Progress> = seen.iter().filter_map(|s| s.progress.as_ref()).collect();
         if all.is_empty() {
             continue;
@@ -310,6 +347,8 @@ pub fn run_sharded(
             observer.window_started();
         }
         observer.progress(&Progress {
+            connected: all.iter().map(|p| p.connected).sum(),
+            started: connect_secs.is_some(),
             elapsed: all.iter().map(|p| p.elapsed).max().unwrap_or_default(),
             total: all.iter().map(|p| p.total).max().unwrap_or_default(),
             measuring,
@@ -351,6 +390,7 @@ pub fn run_sharded(
                 .filter_map(|s| s.parse::<std::net::IpAddr>().ok()),
         );
     }
+    all.connect_secs = connect_secs.unwrap_or(0.0);
     let mut whole = config.clone();
     whole.sources = sources;
     Ok(report(&whole, threads, k, &all))

@@ -84,6 +84,8 @@ pub(crate) struct Tally {
     pub(crate) mismatches: u64,
     pub(crate) failures: BTreeMap<Failure, u64>,
     pub(crate) connected: u64,
+    /// How long making every connection took (set once, for the whole run).
+    pub(crate) connect_secs: f64,
 }
 
 impl Tally {
@@ -96,7 +98,13 @@ impl Tally {
             mismatches: 0,
             failures: BTreeMap::new(),
             connected: 0,
+            connect_secs: 0.0,
         }
+    }
+
+    /// Sets the measured window, once the load's start is known.
+    pub(crate) fn set_window(&mut self, start: Instant, end: Instant) {
+        self.window = (start, end);
     }
 
     /// A correct reply arrived at `at` for a message sent (or due, in an open loop) at `since`.
@@ -138,6 +146,7 @@ impl Tally {
         self.replies += other.replies;
         self.mismatches += other.mismatches;
         self.connected += other.connected;
+        self.connect_secs = self.connect_secs.max(other.connect_secs);
         for (k, v) in &other.failures {
             *self.failures.entry(*k).or_default() += v;
         }

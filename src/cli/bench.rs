@@ -100,15 +100,21 @@ impl Args {
     }
 }
 
-/// The live progress line, on a terminal only.
-struct Bar(Option<ProgressBar>);
+/// The live progress line, on a terminal only, and the connections to make.
+struct Bar(Option<ProgressBar>, usize);
 
 impl Observer for Bar {
     fn progress(&mut self, p: &Progress) {
         if let Some(bar) = &self.0 {
             bar.set_length(p.total.as_millis() as u64);
             bar.set_position(p.elapsed.as_millis() as u64);
-            bar.set_message(if p.measuring {
+            bar.set_message(if !p.started {
+                format!(
+                    "connecting: {} of {}",
+                    thousands(p.connected as f64),
+                    thousands(self.1 as f64)
+                )
+            } else if p.measuring {
                 format!(
                     "{} msgs/s, p99 {} µs, {} errors",
                     thousands(p.msgs_per_s),
@@ -146,7 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
     });
-    let mut observer = Bar(bar);
+    let mut observer = Bar(bar, config.conns);
     let processes = shard::processes_needed(&config)?;
     let result = if processes > 1 {
         say_spread(&config, processes)?;
@@ -295,7 +301,7 @@ fn summary(r: &Report) -> String {
         "bench {} ({}): {} connections x {} B{from}, {load}; {:.1} s measured after {:.1} s warm-up, {} thread{}{}\n\
          throughput  {} msgs/s, {:.2} MB/s ({} replies, {checked})\n\
          latency     p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs{since}\n\
-         connect     {} made, p50 {} µs, max {} µs\n\
+         connect     {} made in {:.1} s, p50 {} µs, max {} µs\n\
          errors      {errors}\n",
         r.address,
         r.frame,
@@ -319,6 +325,7 @@ fn summary(r: &Report) -> String {
         thousands(r.p999_us as f64),
         thousands(r.max_us as f64),
         r.connected,
+        r.connect_secs,
         thousands(r.connect_p50_us as f64),
         thousands(r.connect_max_us as f64),
     )
