@@ -417,10 +417,7 @@ fn measure(
     bench.rate = config.rate;
     bench.payload = bench::Payload::Letters(key.size);
     bench.duration = config.duration;
-    // Long enough for every connection to be made before the window.
-    bench.warmup = config
-        .warmup
-        .max(Duration::from_secs_f64(key.conns as f64 / CONNECTS_PER_SEC));
+    bench.warmup = config.warmup;
     // A connection that waits in a backlog the whole run (a full `pool`) is not a failure.
     bench.timeout = config.warmup + config.duration + Duration::from_secs(1);
     if let Some(cores) = bench_cores {
@@ -456,10 +453,6 @@ fn measure(
     }
     m
 }
-
-/// Connections a server is expected to take per second while a cell connects: the warm-up is
-/// at least long enough for all of them (20 s for 100,000).
-const CONNECTS_PER_SEC: f64 = 5_000.0;
 
 /// `prefork`'s workers for `conns` connections past one process's open files (with room for
 /// an uneven spread: a full worker leaves clients to the others); `None` when the default

@@ -206,7 +206,7 @@ fn setup(results: &LabResults) -> String {
         _ => "not pinned: servers and load generator share the cores".to_string(),
     };
     format!(
-        "{} ({} cores, {}), Linux {}, {}; {load}; {} round(s) per cell of {:.1} s after {:.1} s warm-up (longer for many connections: at least 1 s per 5,000), servers interleaved round by round, medians; {pinned}",
+        "{} ({} cores, {}), Linux {}, {}; {load}; {} round(s) per cell of {:.1} s after {:.1} s warm-up (after every connection is made), servers interleaved round by round, medians; {pinned}",
         m.host,
         m.cores,
         m.cpu,
