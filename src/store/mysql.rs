@@ -413,11 +413,17 @@ impl Mysql {
             );
             tx.exec_drop(sql, Params::Positional(params)).map_err(err)?;
         }
+        if !messages.is_empty() {
+            // The instance, the same in every row, is a variable of the connection rather
+            // than a parameter of each row: the server checks and converts a string
+            // parameter's characters row by row, a third of its work per message.
+            tx.exec_drop("SET @switchboard_instance = ?", (instance,))
+                .map_err(err)?;
+        }
         for chunk in messages.chunks(ROWS_PER_INSERT) {
-            let mut params = Vec::with_capacity(chunk.len() * 6);
+            let mut params = Vec::with_capacity(chunk.len() * 5);
             for m in chunk {
                 params.extend([
-                    Value::from(instance),
                     m.session.into(),
                     m.seq.into(),
                     m.at.into(),
@@ -427,7 +433,7 @@ impl Mysql {
             }
             let sql = format!(
                 "INSERT IGNORE INTO messages (instance, session, seq, at, request, reply) VALUES {}",
-                vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+                vec!["(@switchboard_instance, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
             );
             tx.exec_drop(sql, Params::Positional(params)).map_err(err)?;
         }
