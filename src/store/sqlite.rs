@@ -452,9 +452,27 @@ const MESSAGE_ROWS: usize = 32;
 
 /// `INSERT OR IGNORE INTO messages ... VALUES (...), ...` for `rows` rows (OR IGNORE: a
 /// message written twice, by a retried batch, is kept once).
+///
+/// The instance, the same in every row, is one parameter (`?1`) that every row names, so it is
+/// bound (and copied) once per statement rather than once per message.
 fn insert_messages(rows: usize) -> String {
-    let values = vec!["(?, ?, ?, ?, ?, ?)"; rows].join(", ");
-    format!("INSERT OR IGNORE INTO messages (instance, session, seq, at, request, reply) VALUES {values}")
+    let values: Vec<String> = (0..rows)
+        .map(|i| {
+            let at = 2 + i * 5;
+            format!(
+                "(?1, ?{}, ?{}, ?{}, ?{}, ?{})",
+                at,
+                at + 1,
+                at + 2,
+                at + 3,
+                at + 4
+            )
+        })
+        .collect();
+    format!(
+        "INSERT OR IGNORE INTO messages (instance, session, seq, at, request, reply) VALUES {}",
+        values.join(", ")
+    )
 }
 
 fn bind_messages(
@@ -462,14 +480,14 @@ fn bind_messages(
     instance: &str,
     messages: &[MessageRef<'_>],
 ) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(1, instance)?;
     for (i, m) in messages.iter().enumerate() {
-        let at = i * 6;
-        stmt.raw_bind_parameter(at + 1, instance)?;
-        stmt.raw_bind_parameter(at + 2, m.session as i64)?;
-        stmt.raw_bind_parameter(at + 3, m.seq as i64)?;
-        stmt.raw_bind_parameter(at + 4, m.at)?;
-        stmt.raw_bind_parameter(at + 5, m.request)?;
-        stmt.raw_bind_parameter(at + 6, m.reply)?;
+        let at = 2 + i * 5;
+        stmt.raw_bind_parameter(at, m.session as i64)?;
+        stmt.raw_bind_parameter(at + 1, m.seq as i64)?;
+        stmt.raw_bind_parameter(at + 2, m.at)?;
+        stmt.raw_bind_parameter(at + 3, m.request)?;
+        stmt.raw_bind_parameter(at + 4, m.reply)?;
     }
     Ok(())
 }
