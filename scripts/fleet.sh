@@ -164,7 +164,11 @@ status() {
     printf '  %-7s %-10s pids %s\n' "$host" "$(address "$host")" "$(ip netns pids "$(ns "$host")" | tr '\n' ' ')"
   done
   echo "HAProxy's view:"
-  balancer_view | sed 's/^/  /'
+  if [ -S "$dir/haproxy.sock" ] && alive "$(cat "$dir/haproxy.pid" 2>/dev/null)"; then
+    balancer_view | sed 's/^/  /'
+  else
+    echo "  HAProxy is not running (its log: $dir/haproxy.log)"
+  fi
   echo "store: $(cat "$dir/store")"
 }
 
