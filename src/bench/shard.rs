@@ -191,9 +191,14 @@ struct ToParent<W: Write>(W);
 impl<W: Write> Observer for ToParent<W> {
     fn all_connected(&mut self) {
         // Every shard connects first; the parent says `go` once all have, so their loads
-        // (and their measured windows) start together. A parent gone says nothing: go.
-        if write_line(&mut self.0, &Line::Connected).is_ok() {
-            let _ = io::stdin().lock().read_line(&mut String::new());
+        // (and their measured windows) start together. A parent gone (its pipes closed)
+        // will read nothing: this shard of its load ends here rather than run unwatched.
+        let mut word = String::new();
+        let told = write_line(&mut self.0, &Line::Connected).is_ok()
+            && io::stdin().lock().read_line(&mut word).is_ok_and(|n| n > 0);
+        if !told {
+            eprintln!("bench: the bench that started this process is gone; stopping");
+            std::process::exit(1);
         }
     }
 
