@@ -35,6 +35,10 @@ impl Sqlite {
         let conn = Connection::open(path).map_err(err)?;
         // Several processes (prefork, fork) write at once: wait for each other, briefly.
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        // 16 KiB pages for a new store (an existing one keeps its own): a batch of messages
+        // is a quarter of the pages, page writes and WAL frames, a quarter fewer µs of the
+        // writer's per message. Set before WAL, which fixes the page size.
+        conn.pragma_update(None, "page_size", 16384).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
