@@ -246,7 +246,17 @@ impl Shared {
     /// True while this process pauses accepting because its open files ran out.
     fn out_of_files(&self) -> bool {
         let until = self.out_of_files_until.load(Relaxed);
-        until != 0 && process_clock() < until
+        if until == 0 {
+            return false;
+        }
+        if process_clock() < until {
+            return true;
+        }
+        // Over: back to the one atomic load a turn, without reading the clock.
+        let _ = self
+            .out_of_files_until
+            .compare_exchange(until, 0, Relaxed, Relaxed);
+        false
     }
 
     /// Decides what an accept error means: the end of the server (only a broken listener), a

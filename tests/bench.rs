@@ -408,25 +408,9 @@ fn connections_past_one_process_are_spread_over_processes_and_sources() {
     let sessions = ask_store(&dir, &["sessions", "--json", "--last", "1000"]);
     // Every process made all its connections before any sent a request: the load starts once
     // all 500 are made.
-    let last_opened = sessions
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["opened_us"]
-                .as_i64()
-                .unwrap()
-        })
-        .max()
-        .unwrap();
+    let last_opened = times(&sessions, "opened_us").max().unwrap();
     let messages = ask_store(&dir, &["messages", "--json", "--last", "100000"]);
-    let first_message = messages
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["at_us"]
-                .as_i64()
-                .unwrap()
-        })
-        .min()
-        .unwrap();
+    let first_message = times(&messages, "at_us").min().unwrap();
     assert!(
         first_message > last_opened,
         "a request came {} µs before the last connection",
@@ -441,6 +425,15 @@ fn connections_past_one_process_are_spread_over_processes_and_sources() {
             .count();
         assert_eq!(with_messages, 125, "from 127.0.0.{source}");
     }
+}
+
+/// Field `key` (microseconds) of every JSON line of `lines`.
+fn times<'a>(lines: &'a str, key: &'a str) -> impl Iterator<Item = i64> + 'a {
+    lines.lines().map(move |l| {
+        serde_json::from_str::<Value>(l).unwrap()[key]
+            .as_i64()
+            .unwrap()
+    })
 }
 
 #[test]
