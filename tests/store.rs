@@ -200,6 +200,63 @@ fn a_full_queue_makes_models_wait_and_loses_nothing() {
     );
 }
 
+/// A backend that counts its transactions and the records in them.
+struct Counting(Arc<std::sync::Mutex<Vec<usize>>>);
+
+impl store::Backend for Counting {
+    fn write(&mut self, _: &str, batch: &[Record]) -> Result<store::Written, store::StoreError> {
+        self.0.lock().unwrap().push(batch.len());
+        Ok(store::Written::default())
+    }
+    fn stop_server(&mut self, _: &str, _: i64, _: &RecorderStats) -> Result<(), store::StoreError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_trickle_of_records_is_written_in_few_transactions() {
+    let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stats = Arc::new(RecorderStats::default());
+    let (recorder, writer) = Recorder::start(
+        Box::new(Counting(writes.clone())),
+        "test".into(),
+        store::QUEUE,
+        Arc::new(stats.clone()),
+    )
+    .unwrap();
+    let began = std::time::Instant::now();
+    // One record every 100 µs or more: without a pause between transactions, each would
+    // wake the writer and be a transaction of its own.
+    for id in 0..200 {
+        recorder.record(Record::Session(SessionRow {
+            id,
+            peer: "tcp://127.0.0.1:1".into(),
+            transport: "tcp".into(),
+            opened: 1,
+            closed: 2,
+            bytes_in: 0,
+            bytes_out: 0,
+            msgs_in: 0,
+            msgs_out: 0,
+            reason: "eof".into(),
+        }));
+        thread::sleep(std::time::Duration::from_micros(100));
+    }
+    drop(recorder);
+    writer.finish().unwrap();
+    let elapsed = began.elapsed();
+    let writes = writes.lock().unwrap();
+    assert_eq!(writes.iter().sum::<usize>(), 200, "every record written");
+    // The writer pauses 10 ms after each short transaction, so however slow this machine,
+    // there are at most as many transactions as 10 ms spans, and one more for the end.
+    let spans = elapsed.as_millis() as usize / 10;
+    assert!(
+        writes.len() <= spans + 2,
+        "{} transactions in {elapsed:?}: {writes:?}",
+        writes.len()
+    );
+}
+
 #[test]
 fn a_graceful_stop_under_load_loses_no_session() {
     let s = ServerProcess::stream("epoll", "tcp", &["--frame", "line"]);

@@ -14,6 +14,11 @@ pub const QUEUE: usize = 64 * 1024;
 const BATCH: usize = 4096;
 /// Tries of a failing batch before its records are counted as dropped.
 const TRIES: u32 = 5;
+/// After a short transaction (fewer records than [`BATCH`] or the queue holds), the writer lets
+/// records gather this long before it looks again: a busy server then pays one commit (and one
+/// wake of this thread) per many connections' batches, not per batch. Not after a model waited
+/// for room: then the queue is drained at once.
+const LINGER: Duration = Duration::from_millis(10);
 
 /// What the recorder did, for `stats` and the `servers` row.
 #[derive(Debug, Default)]
@@ -68,7 +73,7 @@ impl Recorder {
         let counters = stats.clone();
         let thread = crate::sys::spawn_settled(
             thread::Builder::new().name("store-writer".into()),
-            move || write_all(backend, &instance, waiting, &counters),
+            move || write_all(backend, &instance, waiting, capacity, &counters),
         )?;
         let writer = Writer {
             queue: queue.clone(),
@@ -111,9 +116,11 @@ fn write_all(
     mut backend: Box<dyn Backend>,
     instance: &str,
     waiting: Receiver<Queued>,
+    capacity: usize,
     stats: &RecorderStats,
 ) -> Box<dyn Backend> {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut waited = stats.waited.load(Relaxed);
     let mut ended = false;
     while !ended {
         match waiting.recv() {
@@ -152,7 +159,12 @@ fn write_all(
                 }
             }
         }
+        let short = batch.len() < BATCH.min(capacity);
         batch.clear();
+        let waited_before = std::mem::replace(&mut waited, stats.waited.load(Relaxed));
+        if short && !ended && waited == waited_before {
+            thread::sleep(LINGER);
+        }
     }
     backend
 }
