@@ -416,9 +416,14 @@ impl Mysql {
         if !messages.is_empty() {
             // The instance, the same in every row, is a variable of the connection rather
             // than a parameter of each row: the server checks and converts a string
-            // parameter's characters row by row, a third of its work per message.
-            tx.exec_drop("SET @switchboard_instance = ?", (instance,))
-                .map_err(err)?;
+            // parameter's characters row by row, a third of its work per message. For the
+            // same reason the requests and replies are sent as binary strings: their bytes go
+            // into BLOBs unexamined (`perf`: a tenth of MariaDB's work per message, to 3%).
+            tx.exec_drop(
+                "SET @switchboard_instance = ?, character_set_client = binary",
+                (instance,),
+            )
+            .map_err(err)?;
         }
         for chunk in messages.chunks(ROWS_PER_INSERT) {
             let mut params = Vec::with_capacity(chunk.len() * 5);
@@ -436,6 +441,11 @@ impl Mysql {
                 vec!["(@switchboard_instance, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
             );
             tx.exec_drop(sql, Params::Positional(params)).map_err(err)?;
+        }
+        if !messages.is_empty() {
+            // Back to the character set the connection began with (the handshake sets both).
+            tx.query_drop("SET character_set_client = @@character_set_connection")
+                .map_err(err)?;
         }
         tx.commit().map_err(err)
     }
