@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-/// Rows per multi-row INSERT.
-const ROWS_PER_INSERT: usize = 500;
+/// Rows per multi-row INSERT, at most.
+const ROWS_PER_INSERT: usize = 512;
 /// How often a spooling writer tries the database again.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -389,7 +389,7 @@ impl Mysql {
             })
             .collect();
         let messages: Vec<MessageRef<'_>> = messages_in(batch).collect();
-        for chunk in sessions.chunks(ROWS_PER_INSERT) {
+        for chunk in in_statement_sizes(&sessions) {
             let mut params = Vec::with_capacity(chunk.len() * 11);
             for s in chunk {
                 params.extend([
@@ -425,7 +425,7 @@ impl Mysql {
             )
             .map_err(err)?;
         }
-        for chunk in messages.chunks(ROWS_PER_INSERT) {
+        for chunk in in_statement_sizes(&messages) {
             let mut params = Vec::with_capacity(chunk.len() * 5);
             for m in chunk {
                 params.extend([
@@ -597,7 +597,43 @@ impl Backend for Mysql {
     }
 }
 
+/// `rows` cut into runs of a power of two rows, the largest first (512, then what is left as
+/// 256, 128, ... 1): an INSERT of each size is prepared once and stays in the connection's
+/// statement cache, where a remainder of any length would be a new statement to prepare (and
+/// one to evict) in almost every transaction.
+fn in_statement_sizes<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let size = 1 << rows.len().min(ROWS_PER_INSERT).ilog2();
+        let (chunk, rest) = rows.split_at(size);
+        rows = rest;
+        Some(chunk)
+    })
+}
+
 /// Column `i` of a row, converted; NULL (or a value that does not convert) is the default.
 fn col<T: mysql::prelude::FromValue + Default>(row: &mut mysql::Row, i: usize) -> T {
     row.take_opt(i).and_then(Result::ok).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_cut_into_powers_of_two_largest_first() {
+        let sizes = |n: usize| {
+            let rows = vec![0u8; n];
+            in_statement_sizes(&rows)
+                .map(<[u8]>::len)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), vec![1]);
+        assert_eq!(sizes(64), vec![64]);
+        assert_eq!(sizes(1300), vec![512, 512, 256, 16, 4]);
+        assert_eq!(sizes(1023), vec![512, 256, 128, 64, 32, 16, 8, 4, 2, 1]);
+    }
 }
