@@ -148,6 +148,22 @@ fn a_keyed_messages_table_of_version_2_keeps_its_rows_and_loses_its_key() {
     assert_eq!(indexes, 0, "no key to maintain per message");
 }
 
+/// Session `id`'s row, one message and `bytes` each way, closed at its end of stream.
+fn closed_session(id: u64, bytes: u64) -> SessionRow {
+    SessionRow {
+        id,
+        peer: "tcp://127.0.0.1:1".into(),
+        transport: "tcp".into(),
+        opened: 1,
+        closed: 2,
+        bytes_in: bytes,
+        bytes_out: bytes,
+        msgs_in: 1,
+        msgs_out: 1,
+        reason: "eof".into(),
+    }
+}
+
 #[test]
 fn a_full_queue_makes_models_wait_and_loses_nothing() {
     let dir = scratch("backpressure");
@@ -162,18 +178,7 @@ fn a_full_queue_makes_models_wait_and_loses_nothing() {
             let recorder = recorder.clone();
             thread::spawn(move || {
                 for i in 0..2500u64 {
-                    recorder.record(Record::Session(SessionRow {
-                        id: t * 10_000 + i,
-                        peer: "tcp://127.0.0.1:1".into(),
-                        transport: "tcp".into(),
-                        opened: 1,
-                        closed: 2,
-                        bytes_in: i,
-                        bytes_out: i,
-                        msgs_in: 1,
-                        msgs_out: 1,
-                        reason: "eof".into(),
-                    }));
+                    recorder.record(Record::Session(closed_session(t * 10_000 + i, i)));
                 }
             })
         })
@@ -228,18 +233,7 @@ fn a_trickle_of_records_is_written_in_few_transactions() {
     // One record every 100 µs or more: without a pause between transactions, each would
     // wake the writer and be a transaction of its own.
     for id in 0..200 {
-        recorder.record(Record::Session(SessionRow {
-            id,
-            peer: "tcp://127.0.0.1:1".into(),
-            transport: "tcp".into(),
-            opened: 1,
-            closed: 2,
-            bytes_in: 0,
-            bytes_out: 0,
-            msgs_in: 0,
-            msgs_out: 0,
-            reason: "eof".into(),
-        }));
+        recorder.record(Record::Session(closed_session(id, 0)));
         thread::sleep(std::time::Duration::from_micros(100));
     }
     drop(recorder);

@@ -418,7 +418,7 @@ impl Mysql {
             // than a parameter of each row: the server checks and converts a string
             // parameter's characters row by row, a third of its work per message. For the
             // same reason the requests and replies are sent as binary strings: their bytes go
-            // into BLOBs unexamined (`perf`: a tenth of MariaDB's work per message, to 3%).
+            // into BLOBs unexamined (`perf`: their conversion fell from 7.5% of MariaDB's samples to 2%).
             tx.exec_drop(
                 "SET @switchboard_instance = ?, character_set_client = binary",
                 (instance,),

@@ -161,8 +161,9 @@ fn write_all(
         }
         let short = batch.len() < BATCH.min(capacity);
         batch.clear();
-        let waited_before = std::mem::replace(&mut waited, stats.waited.load(Relaxed));
-        if short && !ended && waited == waited_before {
+        // A model that waited for room since the last look wants the queue drained now.
+        let someone_waited = std::mem::replace(&mut waited, stats.waited.load(Relaxed)) != waited;
+        if short && !ended && !someone_waited {
             thread::sleep(LINGER);
         }
     }
