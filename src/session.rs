@@ -18,7 +18,6 @@
 use crate::codec::{Codec, FrameError};
 use crate::proxy::{self, ProxyError};
 use crate::service::{Action, Handler, Peer, Reply};
-use bytes::BytesMut;
 use std::fmt;
 use std::io;
 use std::time::{Duration, Instant};
@@ -219,7 +218,8 @@ pub struct Session {
     /// TLS, when the server speaks it: what is read is decrypted into `input`, what is
     /// answered encrypted into `output`.
     tls: Option<Box<Tls>>,
-    input: BytesMut,
+    /// The start of a frame not yet whole (or, behind a proxy, of its header).
+    input: Vec<u8>,
     output: Vec<u8>,
     /// How much of `output` has been written.
     sent: usize,
@@ -260,7 +260,7 @@ impl Session {
             handler,
             opener,
             tls: None,
-            input: BytesMut::new(),
+            input: Vec::new(),
             output: Vec::new(),
             sent: 0,
             done: None,
@@ -339,13 +339,14 @@ impl Session {
         self.clock.active = now;
         let mark = self.output.len();
         let result = match self.take_in(data, now) {
-            Ok(true) => self.answer_all(now),
-            other => other.map(drop),
+            Ok(Some(fresh)) => self.answer_all(fresh, now),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
         };
         // Replies, and TLS's own records (its handshake, an alert before a close), go out.
         self.seal(mark);
         if self.input.is_empty() && self.input.capacity() > KEEP_BUFFER {
-            self.input = BytesMut::new(); // idle: the memory goes back
+            self.input = Vec::new(); // idle: the memory goes back
         }
         if self.clock.send.is_none() && !self.pending().is_empty() {
             self.clock.send = Some(now);
@@ -353,27 +354,31 @@ impl Session {
         result
     }
 
-    /// Moves bytes from the wire into the input: after the PROXY header, through TLS. False
-    /// while the PROXY header is incomplete (the input holds its start, not frames).
-    fn take_in(&mut self, data: &[u8], now: Instant) -> Result<bool, CloseReason> {
+    /// Takes bytes from the wire: the PROXY header off them, then through TLS into the input.
+    /// The bytes still to decode after the input (`data` itself without TLS or a proxy), or
+    /// `None` while the PROXY header is incomplete (the input holds its start, not frames).
+    fn take_in<'a>(
+        &mut self,
+        data: &'a [u8],
+        now: Instant,
+    ) -> Result<Option<&'a [u8]>, CloseReason> {
         if self.opener.is_some() {
             self.input.extend_from_slice(data);
             if !self.read_proxy_header()? {
                 self.clock.frame.get_or_insert(now); // a header begun: --frame-timeout bounds it
-                return Ok(false);
+                return Ok(None);
             }
             if self.tls.is_some() {
-                let rest = self.input.split(); // the first of TLS's bytes
+                let rest = std::mem::take(&mut self.input); // the first of TLS's bytes
                 self.decrypt(&rest, now)?;
             }
-            return Ok(true);
+            return Ok(Some(&[]));
         }
         if self.tls.is_some() {
             self.decrypt(data, now)?;
-        } else {
-            self.input.extend_from_slice(data);
+            return Ok(Some(&[]));
         }
-        Ok(true)
+        Ok(Some(data))
     }
 
     /// TLS: hands `data` to rustls and appends what it decrypts to the input. While the
@@ -429,18 +434,17 @@ impl Session {
         }
     }
 
-    /// Decodes every whole frame of the input and answers it.
-    fn answer_all(&mut self, now: Instant) -> Result<(), CloseReason> {
+    /// Answers every whole frame of the input followed by `fresh`, and keeps the start of a
+    /// frame left over. With nothing held (the usual case) the frames are answered straight out
+    /// of `fresh`, the bytes the model read, and only a torn frame's start is copied.
+    fn answer_all(&mut self, fresh: &[u8], now: Instant) -> Result<(), CloseReason> {
         let answered = self.stats.msgs_in;
-        while let Some(frame) = self
-            .codec
-            .decode(&mut self.input)
-            .map_err(CloseReason::Frame)?
-        {
-            if self.answer(&frame)? == Action::Close {
-                self.done = Some(CloseReason::ServiceClosed);
-                break;
-            }
+        if self.input.is_empty() {
+            let used = self.answer_frames(fresh, false)?;
+            self.input.extend_from_slice(&fresh[used..]);
+        } else {
+            self.input.extend_from_slice(fresh);
+            self.answer_input(false)?;
         }
         if self.tls.as_ref().is_some_and(|t| t.conn.is_handshaking()) {
             return Ok(()); // the handshake's clock runs on
@@ -464,7 +468,7 @@ impl Session {
             return Err(CloseReason::Proxy(ProxyError::closed_early()));
         }
         let mark = self.output.len();
-        let result = self.answer_eof();
+        let result = self.answer_input(true);
         if result.is_ok() {
             self.done.get_or_insert(CloseReason::Eof); // a bad last frame closes as the error
         }
@@ -476,17 +480,36 @@ impl Session {
         result
     }
 
-    fn answer_eof(&mut self) -> Result<(), CloseReason> {
-        while let Some(frame) = self
-            .codec
-            .decode_eof(&mut self.input)
-            .map_err(CloseReason::Frame)?
-        {
-            if self.answer(&frame)? == Action::Close {
+    /// Answers every whole frame of the input (at end of stream, if `eof`) and drops them.
+    fn answer_input(&mut self, eof: bool) -> Result<(), CloseReason> {
+        let input = std::mem::take(&mut self.input); // lent out while the service answers
+        let result = self.answer_frames(&input, eof);
+        self.input = input;
+        if let Ok(used) = result {
+            self.input.drain(..used);
+        }
+        result.map(drop)
+    }
+
+    /// Answers every whole frame at the front of `src`, until the service closes: how many
+    /// bytes the answered frames took.
+    fn answer_frames(&mut self, src: &[u8], eof: bool) -> Result<usize, CloseReason> {
+        let mut used = 0;
+        while self.done.is_none() {
+            let rest = &src[used..];
+            let found = match eof {
+                false => self.codec.frame(rest),
+                true => self.codec.frame_eof(rest),
+            };
+            let Some(frame) = found.map_err(CloseReason::Frame)? else {
                 break;
+            };
+            used += frame.len.max(1); // never 0; max(1) so a wrong codec cannot spin here
+            if self.answer(&rest[frame.body])? == Action::Close {
+                self.done = Some(CloseReason::ServiceClosed);
             }
         }
-        Ok(())
+        Ok(used)
     }
 
     /// Behind a proxy: takes the PROXY header off the input once it is whole, and opens the
@@ -495,7 +518,7 @@ impl Session {
         let Some(header) = proxy::parse(&self.input).map_err(CloseReason::Proxy)? else {
             return Ok(false);
         };
-        let _ = self.input.split_to(header.len);
+        self.input.drain(..header.len);
         let Some(opener) = self.opener.take() else {
             return Ok(true);
         };
@@ -831,6 +854,43 @@ mod tests {
             s.output.capacity() > 0,
             "a small buffer is kept for the next reply"
         );
+    }
+
+    proptest::proptest! {
+        /// Frames answered straight out of a read and frames pieced together in the input
+        /// get the same replies, each as soon as its last byte is read, however the stream is
+        /// cut into reads.
+        #[test]
+        fn replies_do_not_depend_on_where_reads_are_cut(
+            len_framing: bool,
+            msgs in proptest::collection::vec("[a-z\\r]{0,40}", 0..20),
+            cuts in proptest::collection::vec(0usize..100, 0..30),
+        ) {
+            let framing = if len_framing { Framing::Len } else { Framing::Line };
+            let codec = framing.codec(64);
+            // Where each request ends in the stream, and where its reply ends in the replies.
+            let (mut stream, mut expected, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+            for m in &msgs {
+                codec.encode(m.as_bytes(), &mut stream).unwrap();
+                codec.encode(m.to_uppercase().as_bytes(), &mut expected).unwrap();
+                ends.push((stream.len(), expected.len()));
+            }
+            let mut s = Session::new(framing.codec(64), Upper.open(&Peer::new(1, "t")));
+            let mut replies = Vec::new();
+            let mut at = 0;
+            for cut in cuts.iter().chain([&stream.len()]) {
+                let end = (at + cut).min(stream.len());
+                s.receive(&stream[at..end]).unwrap();
+                at = end;
+                replies.extend_from_slice(s.pending());
+                s.advance(s.pending().len());
+                let due = ends.iter().take_while(|(req, _)| *req <= end).last().map_or(0, |e| e.1);
+                proptest::prop_assert_eq!(&replies, &expected[..due]);
+            }
+            s.receive_eof().unwrap();
+            proptest::prop_assert_eq!(s.pending(), b"");
+            proptest::prop_assert_eq!(s.stats().msgs_in, msgs.len() as u64);
+        }
     }
 
     #[test]

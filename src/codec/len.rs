@@ -1,7 +1,6 @@
 //! `len`: each message is a 4-byte big-endian length, then that many bytes.
 
-use super::{Codec, FrameError};
-use bytes::{Buf, Bytes, BytesMut};
+use super::{Codec, Frame, FrameError};
 
 const HEADER: usize = 4;
 
@@ -21,7 +20,7 @@ impl LenCodec {
 }
 
 impl Codec for LenCodec {
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+    fn frame(&mut self, src: &[u8]) -> Result<Option<Frame>, FrameError> {
         let Some(header) = src.get(..HEADER) else {
             return Ok(None);
         };
@@ -32,17 +31,14 @@ impl Codec for LenCodec {
                 max: self.max_frame,
             });
         }
-        if src.len() < HEADER + len {
-            // Room for the rest now, so the body arrives without reallocations.
-            src.reserve(HEADER + len - src.len());
-            return Ok(None);
-        }
-        src.advance(HEADER);
-        Ok(Some(src.split_to(len).freeze()))
+        Ok((src.len() >= HEADER + len).then_some(Frame {
+            body: HEADER..HEADER + len,
+            len: HEADER + len,
+        }))
     }
 
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
-        match self.decode(src)? {
+    fn frame_eof(&mut self, src: &[u8]) -> Result<Option<Frame>, FrameError> {
+        match self.frame(src)? {
             Some(frame) => Ok(Some(frame)),
             None if src.is_empty() => Ok(None),
             None => Err(FrameError::Truncated { have: src.len() }),
@@ -69,6 +65,7 @@ impl Codec for LenCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     #[test]
     fn decodes_a_frame_split_anywhere() {

@@ -1,7 +1,6 @@
 //! `line`: messages end with `\n`.
 
-use super::{Codec, FrameError};
-use bytes::{Bytes, BytesMut};
+use super::{Codec, Frame, FrameError};
 
 /// `\n`-delimited messages. The frame excludes its `\n` (a `\r` before it is kept, and so is
 /// echoed back); a reply gets one `\n`. At end of stream, unterminated bytes are a last line.
@@ -24,7 +23,10 @@ impl LineCodec {
 }
 
 impl Codec for LineCodec {
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+    fn frame(&mut self, src: &[u8]) -> Result<Option<Frame>, FrameError> {
+        if self.scanned > src.len() {
+            self.scanned = 0; // not the buffer looked at before: look at all of it
+        }
         match memchr::memchr(b'\n', &src[self.scanned..]) {
             Some(i) => {
                 let len = self.scanned + i;
@@ -35,8 +37,10 @@ impl Codec for LineCodec {
                         max: self.max_frame,
                     });
                 }
-                let line = src.split_to(len + 1).freeze();
-                Ok(Some(line.slice(..len)))
+                Ok(Some(Frame {
+                    body: 0..len,
+                    len: len + 1,
+                }))
             }
             None if src.len() > self.max_frame => Err(FrameError::TooLong {
                 len: src.len(),
@@ -49,12 +53,12 @@ impl Codec for LineCodec {
         }
     }
 
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
-        if let Some(line) = self.decode(src)? {
+    fn frame_eof(&mut self, src: &[u8]) -> Result<Option<Frame>, FrameError> {
+        if let Some(line) = self.frame(src)? {
             return Ok(Some(line));
         }
         self.scanned = 0;
-        Ok((!src.is_empty()).then(|| src.split().freeze()))
+        Ok(Frame::all_of(src))
     }
 
     fn begin(&self, dst: &mut Vec<u8>) -> usize {
@@ -70,6 +74,7 @@ impl Codec for LineCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     #[test]
     fn splits_glued_lines_and_waits_for_split_ones() {

@@ -1,9 +1,11 @@
 //! Framing, sans-IO: how a byte stream is cut into messages and how replies are framed.
 //!
-//! A codec is a pure function of a buffer, in the shape of tokio-util's: [`Codec::decode`] takes
-//! one whole frame off the front of the bytes received so far, or asks for more;
-//! [`Codec::decode_eof`] says what the bytes left at end of stream are. Replies are written in
-//! place: [`Codec::begin`] opens a frame in the output, the service appends its reply, and
+//! A codec is a pure function of a buffer: [`Codec::frame`] finds where the first whole frame of
+//! the bytes received so far lies, or asks for more; [`Codec::frame_eof`] says what the bytes
+//! left at end of stream are. It only reads a slice, so a session answers frames straight out of
+//! the bytes a model has just read, copying only a torn frame's start; [`Codec::decode`] is the
+//! same in tokio-util's shape, taking the frame off a `BytesMut`. Replies are written in place:
+//! [`Codec::begin`] opens a frame in the output, the service appends its reply, and
 //! [`Codec::end`] closes it, so a reply is never copied twice.
 
 mod len;
@@ -15,6 +17,7 @@ pub use line::LineCodec;
 pub use raw::RawCodec;
 
 use bytes::{Bytes, BytesMut};
+use std::ops::Range;
 
 /// The default largest frame, 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
@@ -77,27 +80,64 @@ pub enum FrameError {
     },
 }
 
-/// A framing, sans-IO: decodes frames from a buffer and frames replies into one.
+/// Where the first whole frame of a buffer lies: what [`Codec::frame`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The message: the frame's bytes without its framing.
+    pub body: Range<usize>,
+    /// The bytes the whole frame takes, framing included; never 0. The next frame starts here.
+    pub len: usize,
+}
+
+impl Frame {
+    /// All of `src` as one frame (a raw read, a last unterminated line), if it is not empty.
+    fn all_of(src: &[u8]) -> Option<Frame> {
+        (!src.is_empty()).then_some(Frame {
+            body: 0..src.len(),
+            len: src.len(),
+        })
+    }
+}
+
+/// A framing, sans-IO: finds frames in a buffer and frames replies into one.
 ///
 /// ```
 /// use bytes::BytesMut;
 /// use switchboard::codec::{Codec, LineCodec};
 /// let mut codec = LineCodec::new(1024);
+/// let frame = codec.frame(b"hello\nwor").unwrap().unwrap();
+/// assert_eq!((frame.body, frame.len), (0..5, 6));
+/// assert_eq!(codec.frame(b"wor").unwrap(), None); // "wor" waits for its newline
 /// let mut input = BytesMut::from(&b"hello\nwor"[..]);
 /// assert_eq!(codec.decode(&mut input).unwrap().as_deref(), Some(&b"hello"[..]));
-/// assert_eq!(codec.decode(&mut input).unwrap(), None); // "wor" waits for its newline
 /// let mut out = Vec::new();
 /// codec.encode(b"HELLO", &mut out).unwrap();
 /// assert_eq!(out, b"HELLO\n");
 /// ```
 pub trait Codec: Send {
+    /// Where the first whole frame of `src` lies, or `None` when more bytes are needed. Call it
+    /// again with the frame's bytes dropped from the front, or with more bytes appended to a
+    /// `src` that starts where the last one did: a codec may remember how far it has looked.
+    fn frame(&mut self, src: &[u8]) -> Result<Option<Frame>, FrameError>;
+
+    /// Like [`frame`](Codec::frame), at end of stream: the bytes left are the last frame if
+    /// the framing allows an unterminated one, and an error if they are a torn frame.
+    fn frame_eof(&mut self, src: &[u8]) -> Result<Option<Frame>, FrameError>;
+
     /// Takes one whole frame off the front of `src`, or returns `None` when more bytes are
     /// needed. Bytes that are not yet a frame stay in `src`.
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError>;
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        Ok(self
+            .frame(src)?
+            .map(|f| src.split_to(f.len).freeze().slice(f.body)))
+    }
 
-    /// Like [`decode`](Codec::decode), at end of stream: the bytes left are the last frame if
-    /// the framing allows an unterminated one, and an error if they are a torn frame.
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError>;
+    /// Like [`decode`](Codec::decode), at end of stream (see [`frame_eof`](Codec::frame_eof)).
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        Ok(self
+            .frame_eof(src)?
+            .map(|f| src.split_to(f.len).freeze().slice(f.body)))
+    }
 
     /// Opens a frame at the end of `dst` and returns where it starts, for [`end`](Codec::end).
     fn begin(&self, dst: &mut Vec<u8>) -> usize;

@@ -1,7 +1,6 @@
 //! `raw`: no framing; whatever bytes arrived are the message.
 
-use super::{Codec, FrameError};
-use bytes::{Bytes, BytesMut};
+use super::{Codec, Frame, FrameError};
 
 /// Bytes as they arrive. A message is whatever one read returned, so a sender's writes may be
 /// split or glued on the way; this is the plan's `recv(1024)` protocol, kept for its Python
@@ -10,12 +9,12 @@ use bytes::{Bytes, BytesMut};
 pub struct RawCodec;
 
 impl Codec for RawCodec {
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
-        Ok((!src.is_empty()).then(|| src.split().freeze()))
+    fn frame(&mut self, src: &[u8]) -> Result<Option<Frame>, FrameError> {
+        Ok(Frame::all_of(src))
     }
 
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
-        self.decode(src)
+    fn frame_eof(&mut self, src: &[u8]) -> Result<Option<Frame>, FrameError> {
+        self.frame(src)
     }
 
     fn begin(&self, dst: &mut Vec<u8>) -> usize {
@@ -30,6 +29,7 @@ impl Codec for RawCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     #[test]
     fn takes_everything_buffered() {
