@@ -123,6 +123,9 @@ pub(crate) struct Shared {
     pub(crate) proxy_protocol: bool,
     /// `tls://`: every connection speaks TLS with this configuration.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// `epoll`'s reactor threads each take a file table of their own (see
+    /// [`crate::ServerBuilder::own_fd_tables`]).
+    pub(crate) own_fd_tables: bool,
     /// Until when this process accepts nothing, in milliseconds of [`process_clock`]: its
     /// open files ran out. In this process's own memory, not the shared one: another worker
     /// of the server may still have files to spare.
@@ -385,6 +388,7 @@ impl Shared {
             max_conns: self.max_conns,
             proxy_protocol: self.proxy_protocol,
             tls: self.tls.clone(),
+            own_fd_tables: self.own_fd_tables,
             out_of_files_until: Default::default(),
         };
         Ok((worker, writer))

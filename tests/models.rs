@@ -1,5 +1,6 @@
 //! What single models promise beyond the conformance suite: process models reap and restart
-//! their children, `select` refuses what it cannot hold.
+//! their children, `select` refuses what it cannot hold, `epoll` keeps its connections in file
+//! tables of its reactors' own.
 
 mod common;
 
@@ -336,4 +337,58 @@ fn take_answered(waiting: &mut Vec<(usize, TestConn)>) -> Vec<(usize, TestConn)>
     }
     *waiting = still;
     answered
+}
+
+/// The sockets (`socket:[inode]`) open in the file table at `dir` (a `/proc/.../fd`).
+fn sockets_in(dir: &str) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .map(|target| target.to_string_lossy().into_owned())
+        .filter(|target| target.starts_with("socket:"))
+        .collect()
+}
+
+/// The connections the `epoll` reactor threads of server `pid` hold in tables of their own:
+/// their sockets that the process's main table does not have.
+fn reactor_only_sockets(pid: u32) -> std::collections::BTreeSet<String> {
+    let main = sockets_in(&format!("/proc/{pid}/fd"));
+    let mut own = std::collections::BTreeSet::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == "epoll" {
+            let fds = task.path().join("fd");
+            own.extend(
+                sockets_in(&fds.to_string_lossy())
+                    .difference(&main)
+                    .cloned(),
+            );
+        }
+    }
+    own
+}
+
+#[test]
+fn epoll_reactors_hold_their_connections_in_file_tables_of_their_own() {
+    let s = ServerProcess::tcp("epoll", &["--frame", "line", "--workers", "2"]);
+    let pid = s.child.id();
+    let mut conns: Vec<_> = (0..6).map(|_| s.connect()).collect();
+    for c in &mut conns {
+        c.write_all(b"hi\n").unwrap();
+        assert_eq!(recv_line(c), b"HI");
+    }
+    // Every connection is in a reactor's own table, none in the table the other threads share.
+    assert_eq!(reactor_only_sockets(pid).len(), 6);
+    // Closed by the peer, each leaves its reactor's table too.
+    drop(conns);
+    let deadline = Instant::now() + PATIENCE;
+    while !reactor_only_sockets(pid).is_empty() {
+        assert!(Instant::now() < deadline, "connections never closed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    request(&s, "still serving");
 }

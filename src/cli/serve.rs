@@ -217,6 +217,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             send: nonzero(args.send_timeout),
         })
         .metrics(args.metrics)
+        .own_fd_tables(true) // upper and echo open no file a thread would share
         .bind()?;
     let local = server.local_addr()?;
     // Written once listening, so whoever waits for the file can connect at once.

@@ -6,6 +6,12 @@
 //! `epoll_ctl` per message), and a connection whose turn ended with bytes left is driven again
 //! from a list of its own rather than waiting for an edge that will not come.
 //!
+//! Each reactor runs on a thread of its own, which `switchboard serve` gives a file table of its
+//! own (`unshare(CLONE_FILES)`, [`crate::ServerBuilder::own_fd_tables`]): the connections it
+//! accepts are its alone, and Linux skips the reference count it otherwise takes on the file at
+//! every `recv` and `send` of a multi-threaded process, as a single-threaded C server gets for
+//! free.
+//!
 //! With several workers, each runs this loop with its own epoll over the one shared listener,
 //! registered with `EPOLLEXCLUSIVE` so a new connection wakes one worker, not all. A shared
 //! listener, rather than an `SO_REUSEPORT` socket each, serves Unix sockets too and loses no
@@ -32,19 +38,23 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
     listener.set_nonblocking(true)?;
     let listener = Arc::new(listener);
     let workers = shared.workers.unwrap_or(1).max(1);
-    let others: Vec<_> = (1..workers)
+    // Every reactor on a thread of its own, even a single one: each takes a file table of its
+    // own (see `run`), which must not outlive the server on the caller's thread.
+    let reactors: Vec<_> = (0..workers)
         .map(|_| {
             let (listener, shared) = (listener.clone(), shared.clone());
             thread::Builder::new()
                 .name("epoll".into())
-                .spawn(move || run(&listener, &shared, true))
+                .spawn(move || run(&listener, &shared, workers > 1))
         })
         .collect::<io::Result<_>>()?;
-    let result = run(&listener, shared, workers > 1);
-    for worker in others {
-        worker
+    let mut result = Ok(());
+    for reactor in reactors {
+        let ended = reactor
             .join()
-            .map_err(|_| io::Error::other("an epoll worker panicked"))??;
+            .map_err(|_| io::Error::other("an epoll worker panicked"))
+            .and_then(|r| r);
+        result = result.and(ended);
     }
     result
 }
@@ -72,6 +82,9 @@ fn watch_listener(epoll: &Epoll, fd: RawFd, exclusive: bool) -> io::Result<()> {
 pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::Result<()> {
     if let Listener::Datagram(socket) = listener {
         return run_datagrams(socket, shared, exclusive);
+    }
+    if shared.own_fd_tables {
+        crate::sys::own_fd_table(); // the connections are this thread's alone
     }
     let epoll = setup(listener.as_raw_fd(), shared, exclusive)?;
     let mut table = Table::default();
