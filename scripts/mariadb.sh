@@ -4,7 +4,8 @@
 #   scripts/mariadb.sh start DIR [PORT]   # installs MariaDB if missing; prints the store URL
 #   scripts/mariadb.sh stop DIR           # stops it (the data stays in DIR/data)
 #
-# The server keeps everything under DIR (data, socket, pid file, log), listens on 127.0.0.1
+# The server keeps everything under DIR (data, socket, pid file, log, its temporary tables'
+# files, so nothing that cleans /tmp can pull them away mid-query), listens on 127.0.0.1
 # only, and has a database `switchboard` with a user `switchboard` (password `switchboard`), who
 # may also create databases named `switchboard_...` (tests that need one of their own).
 # Starting again over the same DIR reuses its data and, unless PORT is given, its port.
@@ -46,7 +47,8 @@ if [ ! -d "$dir/data/mysql" ]; then
   mariadb-install-db --user=root --datadir="$dir/data" --auth-root-authentication-method=socket >"$dir/install.log" 2>&1 ||
     { echo "mariadb-install-db failed:"; tail -20 "$dir/install.log"; exit 1; } >&2
 fi
-mariadbd --user=root --datadir="$dir/data" --port="$port" --bind-address="$bind" \
+mkdir -p "$dir/tmp"
+mariadbd --user=root --datadir="$dir/data" --tmpdir="$dir/tmp" --port="$port" --bind-address="$bind" \
   --socket="$dir/sock" --pid-file="$dir/mariadb.pid" --log-error="$dir/mariadb.log" \
   --skip-name-resolve --innodb-buffer-pool-size=64M >/dev/null 2>&1 &
 for _ in $(seq 150); do
