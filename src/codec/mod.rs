@@ -97,6 +97,11 @@ impl Frame {
             len: src.len(),
         })
     }
+
+    /// Takes this frame off the front of `src`: its body.
+    fn take_from(self, src: &mut BytesMut) -> Bytes {
+        src.split_to(self.len).freeze().slice(self.body)
+    }
 }
 
 /// A framing, sans-IO: finds frames in a buffer and frames replies into one.
@@ -127,16 +132,12 @@ pub trait Codec: Send {
     /// Takes one whole frame off the front of `src`, or returns `None` when more bytes are
     /// needed. Bytes that are not yet a frame stay in `src`.
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
-        Ok(self
-            .frame(src)?
-            .map(|f| src.split_to(f.len).freeze().slice(f.body)))
+        Ok(self.frame(src)?.map(|f| f.take_from(src)))
     }
 
     /// Like [`decode`](Codec::decode), at end of stream (see [`frame_eof`](Codec::frame_eof)).
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
-        Ok(self
-            .frame_eof(src)?
-            .map(|f| src.split_to(f.len).freeze().slice(f.body)))
+        Ok(self.frame_eof(src)?.map(|f| f.take_from(src)))
     }
 
     /// Opens a frame at the end of `dst` and returns where it starts, for [`end`](Codec::end).
