@@ -81,13 +81,17 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
     let mut timers = Timers::default();
     let mut done = Vec::new();
     let mut drain = Drain::new(shared);
-    let (mut accepting, mut cut) = (true, false);
+    let (mut accepting, mut swept, mut cut) = (true, false, false);
     let mut accepts = 0; // in flight, each holding a place
     loop {
         if drain.stopping() {
             if accepting {
                 accepting = false;
                 ring.cancel_all(ACCEPT, CANCEL)?;
+            }
+            if accepts == 0 && !swept {
+                swept = true;
+                sweep(&mut ring, &mut table, &mut timers, &listener, shared)?;
             }
             if table.is_empty() && accepts == 0 {
                 return Ok(());
@@ -116,7 +120,8 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
                     match c.io() {
                         Ok(_) => {
                             let fd = Uring::accepted_fd(c.result);
-                            accepted(&mut ring, &mut table, &mut timers, &listener, fd, shared)?
+                            let (stream, addr) = stream_of(&listener, fd);
+                            accepted(&mut ring, &mut table, &mut timers, stream, addr, shared)?
                         }
                         Err(e) => {
                             shared.release();
@@ -168,19 +173,35 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
     }
 }
 
-/// A new connection: into the table, its receive armed.
-fn accepted(
+/// Takes what waits in the listener's backlog once this ring's accepts are cancelled (a reload
+/// hands the listener to a successor). The kernel wakes one accept per new connection
+/// (io_uring accepts wait exclusively); one woken here just as it was cancelled leaves its
+/// connection queued with no accept of the successor's woken for it, until another connection
+/// comes. So this server serves it, as it serves the rest of its drain.
+fn sweep(
     ring: &mut Uring,
     table: &mut Table<Conn>,
     timers: &mut Timers,
     listener: &Listener,
-    fd: OwnedFd,
     shared: &Shared,
 ) -> io::Result<()> {
-    let (stream, addr) = match listener {
+    loop {
+        let (stream, addr) = match shared.accept_with_place(|| listener.accept()) {
+            Ok(Some(accepted)) => accepted,
+            Ok(None) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return shared.accept_failed(e),
+        };
+        stream.set_nonblocking(true)?;
+        accepted(ring, table, timers, stream, addr, shared)?;
+    }
+}
+
+/// The stream an accept completed with, and its peer's name.
+fn stream_of(listener: &Listener, fd: OwnedFd) -> (Stream, String) {
+    match listener {
         Listener::Tcp(_) => {
             let s = std::net::TcpStream::from(fd);
-            let _ = s.set_nodelay(shared.nodelay);
             let addr = s
                 .peer_addr()
                 .map_or_else(|_| "tcp://".into(), |a| format!("tcp://{a}"));
@@ -194,7 +215,21 @@ fn accepted(
                 unix_peer_name(addr.as_ref().and_then(|a| a.as_pathname())),
             )
         }
-    };
+    }
+}
+
+/// A new connection: into the table, its receive armed.
+fn accepted(
+    ring: &mut Uring,
+    table: &mut Table<Conn>,
+    timers: &mut Timers,
+    stream: Stream,
+    addr: String,
+    shared: &Shared,
+) -> io::Result<()> {
+    if let Stream::Tcp(s) = &stream {
+        let _ = s.set_nodelay(shared.nodelay);
+    }
     let fd = stream.as_raw_fd();
     let Some(peer) = shared.admit(addr, Some(fd)) else {
         return Ok(()); // refused: dropping the stream closes it unread
