@@ -190,7 +190,12 @@ fn sweep(
             Ok(Some(accepted)) => accepted,
             Ok(None) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return shared.accept_failed(e),
+            Err(e) => {
+                // One that reset before it was taken costs only itself; running out of files
+                // pauses accepting, which ends the sweep at the next place asked for.
+                shared.accept_failed(e)?;
+                continue;
+            }
         };
         stream.set_nonblocking(true)?;
         accepted(ring, table, timers, stream, addr, shared)?;
