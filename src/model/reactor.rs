@@ -200,22 +200,38 @@ impl<T> Table<T> {
     }
 }
 
-/// Accepts one connection if one is waiting and `--max-conns` leaves room, non-blocking and
-/// ready for a reactor. `Ok(None)`: nothing is waiting, no room, or a transient error was
-/// logged and waited out.
-pub(super) fn accept(listener: &Listener, shared: &Shared) -> io::Result<Option<Conn>> {
+/// Takes one connection from a non-blocking listener's backlog, under a `--max-conns` place,
+/// as a non-blocking stream with its peer's name. `Ok(None)`: nothing is waiting, or no room
+/// (also while accepting pauses after running out of files). One that reset before it was
+/// taken costs only itself: the next is taken.
+pub(super) fn take_waiting(
+    listener: &Listener,
+    shared: &Shared,
+) -> io::Result<Option<(Stream, String)>> {
     loop {
-        let (stream, addr) = match shared.accept_with_place(|| listener.accept()) {
-            Ok(Some(accepted)) => accepted,
+        match shared.accept_with_place(|| listener.accept()) {
+            Ok(Some((stream, addr))) => {
+                stream.set_nonblocking(true)?;
+                return Ok(Some((stream, addr)));
+            }
             Ok(None) => return Ok(None),
             Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
-            Err(e) => return shared.accept_failed(e).map(|()| None),
+            Err(e) => shared.accept_failed(e)?,
+        }
+    }
+}
+
+/// Accepts one connection if one is waiting and `--max-conns` leaves room, non-blocking and
+/// ready for a reactor. `Ok(None)`: nothing is waiting, or no room.
+pub(super) fn accept(listener: &Listener, shared: &Shared) -> io::Result<Option<Conn>> {
+    loop {
+        let Some((stream, addr)) = take_waiting(listener, shared)? else {
+            return Ok(None);
         };
         // Refused: dropping the stream closes it unread; the next one waiting is taken.
         let Some(peer) = shared.admit(addr, Some(stream.as_raw_fd())) else {
             continue;
         };
-        stream.set_nonblocking(true)?;
         let _ = stream.set_nodelay(shared.nodelay);
         return Ok(Some(Conn {
             stream,

@@ -185,21 +185,10 @@ fn sweep(
     listener: &Listener,
     shared: &Shared,
 ) -> io::Result<()> {
-    loop {
-        let (stream, addr) = match shared.accept_with_place(|| listener.accept()) {
-            Ok(Some(accepted)) => accepted,
-            Ok(None) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => {
-                // One that reset before it was taken costs only itself; running out of files
-                // pauses accepting, which ends the sweep at the next place asked for.
-                shared.accept_failed(e)?;
-                continue;
-            }
-        };
-        stream.set_nonblocking(true)?;
+    while let Some((stream, addr)) = reactor::take_waiting(listener, shared)? {
         accepted(ring, table, timers, stream, addr, shared)?;
     }
+    Ok(())
 }
 
 /// The stream an accept completed with, and its peer's name.
