@@ -718,6 +718,17 @@ fn col<T: mysql::prelude::FromValue + Default>(row: &mut mysql::Row, i: usize) -
 mod tests {
     use super::*;
 
+    /// The MariaDB that `scripts/test.sh` starts, or `None` to skip (an error where it is
+    /// required).
+    fn test_database() -> Option<String> {
+        let url = std::env::var("SWITCHBOARD_TEST_MYSQL").ok();
+        assert!(
+            url.is_some() || std::env::var_os("SWITCHBOARD_REQUIRE_MYSQL").is_none(),
+            "SWITCHBOARD_TEST_MYSQL is not set: run scripts/test.sh, which starts MariaDB"
+        );
+        url
+    }
+
     #[test]
     fn rows_are_cut_into_powers_of_two_largest_first() {
         let sizes = |n: usize| statement_sizes(n).collect::<Vec<_>>();
@@ -733,13 +744,7 @@ mod tests {
     /// tests have MariaDB). Run against the server `scripts/test.sh` starts.
     #[test]
     fn bulk_and_multi_row_inserts_land_the_same_rows_once() {
-        let Ok(url) = std::env::var("SWITCHBOARD_TEST_MYSQL") else {
-            assert!(
-                std::env::var_os("SWITCHBOARD_REQUIRE_MYSQL").is_none(),
-                "SWITCHBOARD_TEST_MYSQL is not set: run scripts/test.sh, which starts MariaDB"
-            );
-            return;
-        };
+        let Some(url) = test_database() else { return };
         // 1,300 rows: statements of 512, 512, 256, 16 and 4 rows when not in bulk.
         let messages: Vec<MessageRow> = (1..=1300u64)
             .map(|seq| MessageRow {
@@ -797,13 +802,7 @@ mod tests {
     /// holds the newest messages is read last (it stopped before another one that is older).
     #[test]
     fn the_newest_messages_read_instance_by_instance_match_one_query() {
-        let Ok(url) = std::env::var("SWITCHBOARD_TEST_MYSQL") else {
-            assert!(
-                std::env::var_os("SWITCHBOARD_REQUIRE_MYSQL").is_none(),
-                "SWITCHBOARD_TEST_MYSQL is not set: run scripts/test.sh, which starts MariaDB"
-            );
-            return;
-        };
+        let Some(url) = test_database() else { return };
         let mut db = Mysql::open(&url, "the test database".into()).unwrap();
         // A century ahead, so these are the newest rows whatever else the database holds.
         let base = super::super::now_us() + 100 * 365 * 86_400 * 1_000_000;
