@@ -99,7 +99,7 @@ pub enum StoreError {
         known: i64,
     },
     /// The MySQL/MariaDB server refused or failed.
-    #[error("store {url}: {source}")]
+    #[error("store {url}: {}", mysql::describe(source))]
     Mysql {
         /// The store (password hidden).
         url: String,

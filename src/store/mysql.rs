@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+/// How long the server may take to answer before the store gives up on it.
+const TIMEOUT: Duration = Duration::from_secs(30);
 /// Rows per multi-row INSERT, at most.
 const ROWS_PER_INSERT: usize = 512;
 /// How often a spooling writer tries the database again.
@@ -40,8 +42,8 @@ impl Mysql {
         let opts = Opts::from_url(url).map_err(|_| StoreError::Url(display.clone()))?;
         let opts: Opts = OptsBuilder::from_opts(opts)
             .tcp_connect_timeout(Some(Duration::from_secs(5)))
-            .read_timeout(Some(Duration::from_secs(30)))
-            .write_timeout(Some(Duration::from_secs(30)))
+            .read_timeout(Some(TIMEOUT))
+            .write_timeout(Some(TIMEOUT))
             .into();
         let (conn, bulk) = connect(&opts).map_err(|source| StoreError::Mysql {
             url: display.clone(),
@@ -646,6 +648,26 @@ impl Backend for Mysql {
     }
 }
 
+/// A driver error in words: a timed-out socket says that the server did not answer in time
+/// (the driver's own text is "Resource temporarily unavailable").
+pub(crate) fn describe(e: &mysql::Error) -> String {
+    let io: Option<&std::io::Error> = match e {
+        mysql::Error::IoError(io) => Some(io),
+        mysql::Error::CodecError(codec) => {
+            std::error::Error::source(codec).and_then(|io| io.downcast_ref())
+        }
+        _ => None,
+    };
+    match io.map(std::io::Error::kind) {
+        Some(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => format!(
+            "the server did not answer within {} s (a stalled server, or a read of a very large \
+             table: narrow `messages` with --instance)",
+            TIMEOUT.as_secs()
+        ),
+        _ => e.to_string(),
+    }
+}
+
 /// What [`super::RECORDED_MESSAGES`] orders by, newest first when compared in reverse.
 fn newest_first_key(m: &RecordedMessage) -> (i64, &str, u64, u64) {
     (m.message.at, &m.instance, m.message.session, m.message.seq)
@@ -727,6 +749,18 @@ mod tests {
             "SWITCHBOARD_TEST_MYSQL is not set: run scripts/test.sh, which starts MariaDB"
         );
         url
+    }
+
+    #[test]
+    fn a_timed_out_read_says_so() {
+        let timed_out = mysql::Error::IoError(std::io::ErrorKind::WouldBlock.into());
+        assert!(
+            describe(&timed_out).starts_with("the server did not answer within 30 s"),
+            "{}",
+            describe(&timed_out)
+        );
+        let refused = mysql::Error::IoError(std::io::ErrorKind::ConnectionRefused.into());
+        assert_eq!(describe(&refused), refused.to_string());
     }
 
     #[test]
