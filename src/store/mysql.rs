@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 /// How long the server may take to answer before the store gives up on it.
 const TIMEOUT: Duration = Duration::from_secs(30);
-/// Rows per multi-row INSERT, at most.
+/// Rows per multi-row INSERT or per bulk command, at most.
 const ROWS_PER_INSERT: usize = 512;
 /// How often a spooling writer tries the database again.
 const RETRY: Duration = Duration::from_secs(1);
