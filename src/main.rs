@@ -90,11 +90,15 @@ fn main() -> ExitCode {
 }
 
 /// The error and its causes, each said once. An error whose message already quotes its cause
-/// (`store X: <what the driver said>`) does not get the cause repeated after it, nor what lies
-/// under that cause (the driver's own internals, which its message chose how to say).
+/// (`store X: <what the driver said>`), or says it in its own words (a MySQL driver's error,
+/// which the store describes), does not get the cause repeated after it, nor what lies under
+/// that cause (the driver's own internals, which its message chose how to say).
 fn message(e: &anyhow::Error) -> String {
     let mut message = e.to_string();
     for cause in e.chain().skip(1) {
+        if cause.downcast_ref::<mysql::Error>().is_some() {
+            break;
+        }
         let cause = cause.to_string();
         if message.contains(&cause) {
             break;

@@ -202,6 +202,30 @@ fn a_refusing_database_is_a_usage_error_at_start() {
         err.contains("Access denied") && !err.contains("wrong@"),
         "says why, hides the password: {err}"
     );
+    assert!(
+        err.contains("check the user and password in the URL") && !err.contains("MySqlError"),
+        "says what to check, once, in words: {err}"
+    );
+    // Nothing listening: says where it tried and what to check.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(bin())
+        .args(["messages", "--store"])
+        .arg(format!(
+            "mysql://switchboard:switchboard@127.0.0.1:{port}/switchboard"
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("could not connect to 127.0.0.1:{port}"))
+            && err.contains("is MySQL or MariaDB listening there?")
+            && !err.contains("DriverError"),
+        "{err}"
+    );
 }
 
 /// Its own MariaDB, stopped and started again while a server records into it.

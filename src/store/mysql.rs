@@ -721,8 +721,9 @@ impl Backend for Mysql {
     }
 }
 
-/// A driver error in words: a timed-out socket says that the server did not answer in time
-/// (the driver's own text is "Resource temporarily unavailable").
+/// A driver error in words, with what to do where that is known: a timed-out socket says
+/// that the server did not answer in time (the driver's own text is "Resource temporarily
+/// unavailable"), a refused login or a missing database says what to check.
 pub(crate) fn describe(e: &mysql::Error) -> String {
     let io: Option<&std::io::Error> = match e {
         mysql::Error::IoError(io) => Some(io),
@@ -737,7 +738,28 @@ pub(crate) fn describe(e: &mysql::Error) -> String {
              table: narrow `messages` with --instance)",
             TIMEOUT.as_secs()
         ),
-        _ => e.to_string(),
+        _ => match e {
+            mysql::Error::MySqlError(m) => {
+                let hint = match m.code {
+                    1044 | 1045 => {
+                        ": check the user and password in the URL, and the user's grants on the \
+                         database"
+                    }
+                    1049 => ": create it first (CREATE DATABASE), or name one that exists",
+                    _ => "",
+                };
+                format!("{} (error {}){hint}", m.message, m.code)
+            }
+            mysql::Error::DriverError(mysql::DriverError::CouldNotConnect(Some((
+                addr,
+                why,
+                _,
+            )))) => {
+                format!("could not connect to {addr}: {why} (is MySQL or MariaDB listening there?)")
+            }
+            mysql::Error::IoError(io) => io.to_string(),
+            _ => e.to_string(),
+        },
     }
 }
 
