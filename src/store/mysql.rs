@@ -892,15 +892,26 @@ mod tests {
     }
 
     #[test]
-    fn a_timed_out_read_says_so() {
+    fn driver_errors_are_said_in_words() {
         let timed_out = mysql::Error::IoError(std::io::ErrorKind::WouldBlock.into());
         assert!(
             describe(&timed_out).starts_with("the server did not answer within 30 s"),
             "{}",
             describe(&timed_out)
         );
+        // Any other socket error is said as the system says it, without the driver's wrapping.
         let refused = mysql::Error::IoError(std::io::ErrorKind::ConnectionRefused.into());
-        assert_eq!(describe(&refused), refused.to_string());
+        assert_eq!(describe(&refused), "connection refused");
+        let denied = mysql::Error::MySqlError(mysql::MySqlError {
+            state: "28000".into(),
+            message: "Access denied for user 'u'@'h' (using password: YES)".into(),
+            code: 1045,
+        });
+        assert_eq!(
+            describe(&denied),
+            "Access denied for user 'u'@'h' (using password: YES) (error 1045): check the user \
+             and password in the URL, and the user's grants on the database"
+        );
     }
 
     #[test]
