@@ -259,13 +259,6 @@ pub(crate) const RECORDED_MESSAGES: &str = "SELECT m.instance, s.peer, m.session
     WHERE (? IS NULL OR m.instance = ?) AND (? IS NULL OR m.session = ?) AND (? IS NULL OR s.peer = ?)
     ORDER BY m.at DESC, m.instance DESC, m.session DESC, m.seq DESC LIMIT ?";
 
-/// One session's newest messages on MySQL/MariaDB, through the key: a session's messages are
-/// answered in order, so its highest sequence numbers are its newest.
-pub(crate) const SESSION_MESSAGES: &str =
-    "SELECT m.instance, s.peer, m.session, m.seq, m.at, m.request, m.reply
-    FROM messages m LEFT JOIN sessions s ON s.instance = m.instance AND s.id = m.session
-    WHERE m.instance = ? AND m.session = ? ORDER BY m.seq DESC LIMIT ?";
-
 /// Messages of one connection, packed into one buffer and handed to the recorder whole: one
 /// queue hand-over and no allocation per message, however many it holds.
 ///

@@ -26,6 +26,12 @@ const RETRY: Duration = Duration::from_secs(1);
 const SESSIONS_ONE_BY_ONE: usize = 4096;
 /// Messages per session, on average, from which `messages` reads an instance session by session.
 const LONG_SESSION: u64 = 100;
+/// One session's newest messages, through the key: a session's messages are answered in order,
+/// so its highest sequence numbers are its newest. The columns of [`super::RECORDED_MESSAGES`].
+const SESSION_MESSAGES: &str =
+    "SELECT m.instance, s.peer, m.session, m.seq, m.at, m.request, m.reply
+    FROM messages m LEFT JOIN sessions s ON s.instance = m.instance AND s.id = m.session
+    WHERE m.instance = ? AND m.session = ? ORDER BY m.seq DESC LIMIT ?";
 
 /// A MySQL or MariaDB store.
 pub struct Mysql {
@@ -307,9 +313,9 @@ impl Mysql {
         instance: &str,
         filter: &MessageFilter,
     ) -> Result<Vec<RecordedMessage>, StoreError> {
-        let url = self.url.clone();
         let sessions: Vec<Bounded<u64>> = if let Some(peer) = &filter.peer {
             // Only a session that closed has a peer on record; none of its messages came later.
+            let url = self.url.clone();
             self.conn()?
                 .exec(
                     "SELECT id, closed FROM sessions WHERE instance = ? AND peer = ?
@@ -341,10 +347,7 @@ impl Mysql {
             let url = self.url.clone();
             let rows: Vec<mysql::Row> = self
                 .conn()?
-                .exec(
-                    super::SESSION_MESSAGES,
-                    (instance, session, filter.last as u64),
-                )
+                .exec(SESSION_MESSAGES, (instance, session, filter.last as u64))
                 .map_err(|source| StoreError::Mysql { url, source })?;
             Ok(rows.into_iter().map(recorded_message).collect())
         })
@@ -798,7 +801,7 @@ fn newest<G>(
     Ok(found)
 }
 
-/// A row of [`super::RECORDED_MESSAGES`] or [`super::SESSION_MESSAGES`].
+/// A row of [`super::RECORDED_MESSAGES`] or [`SESSION_MESSAGES`].
 fn recorded_message(mut r: mysql::Row) -> RecordedMessage {
     RecordedMessage {
         instance: col(&mut r, 0),
@@ -1020,7 +1023,7 @@ mod tests {
             let count = messages.iter().filter(|(s, _)| *s == id).count() as u64;
             batch.push(Record::Session(SessionRow {
                 id,
-                peer: peer_of(name, id).unwrap_or_default(),
+                peer: peer_of(name, id),
                 transport: "tcp".into(),
                 opened: base,
                 closed: base + messages.iter().map(|m| m.1).max().unwrap_or(0) + 1,
@@ -1040,8 +1043,8 @@ mod tests {
     }
 
     /// The peer [`record_instance`] gives session `id` of instance `name`: each test's its own.
-    fn peer_of(name: &str, id: u64) -> Option<String> {
-        Some(format!("tcp://{name}:{id}"))
+    fn peer_of(name: &str, id: u64) -> String {
+        format!("tcp://{name}:{id}")
     }
 
     /// One time, a century from the first call, shared by the tests' instances.
@@ -1115,8 +1118,8 @@ mod tests {
                 (None, None, None, 1),
                 (None, None, None, 75),
                 (None, Some(1), None, 60),
-                (None, None, peer_of("running", 1), 4),
-                (None, None, peer_of("newest", 1), 120),
+                (None, None, Some(peer_of("running", 1)), 4),
+                (None, None, Some(peer_of("newest", 1)), 120),
             ],
         );
     }
@@ -1164,7 +1167,7 @@ mod tests {
             (&short, "short-sessions"),
             (&short_closed, "short-sessions-closed"),
         ] {
-            let peer = |id| peer_of(name, id);
+            let peer = |id| Some(peer_of(name, id));
             for last in [1, 2, 5, 99, 130, 400, 10_000] {
                 filters.push((Some(instance.as_str()), None, None, last));
             }
