@@ -137,6 +137,23 @@ pub struct ServerRow {
     pub started: i64,
 }
 
+#[cfg(test)]
+impl ServerRow {
+    /// An `epoll` server of `instance` that started at `started`, for the backends' tests.
+    pub(crate) fn for_test(instance: &str, started: i64) -> ServerRow {
+        ServerRow {
+            instance: instance.into(),
+            host: "test".into(),
+            pid: 1,
+            model: "epoll".into(),
+            address: "tcp://127.0.0.1:9".into(),
+            service: "upper".into(),
+            frame: "line".into(),
+            started,
+        }
+    }
+}
+
 /// One connection (or datagram), as the `sessions` table holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRow {
@@ -258,6 +275,50 @@ pub(crate) const RECORDED_MESSAGES: &str = "SELECT m.instance, s.peer, m.session
     FROM messages m LEFT JOIN sessions s ON s.instance = m.instance AND s.id = m.session
     WHERE (? IS NULL OR m.instance = ?) AND (? IS NULL OR m.session = ?) AND (? IS NULL OR s.peer = ?)
     ORDER BY m.at DESC, m.instance DESC, m.session DESC, m.seq DESC LIMIT ?";
+
+/// What [`RECORDED_MESSAGES`] orders by, newest first when compared in reverse.
+fn newest_first_key(m: &RecordedMessage) -> (i64, &str, u64, u64) {
+    (m.message.at, &m.instance, m.message.session, m.message.seq)
+}
+
+/// A group of messages (an instance, a session, a span of rows) with the time none of them is
+/// newer than, when known.
+pub(crate) type Bounded<G> = (G, Option<i64>);
+
+/// The newest `last` messages of `groups`, read one group at a time by `read`, ordered as
+/// [`RECORDED_MESSAGES`] orders them. `groups` come newest bound first, those without a bound
+/// before all ([`by_bound`] puts them so): reading stops at the first group whose bound is
+/// older than the oldest of the newest `last` found so far, and the groups after it are never
+/// asked for.
+pub(crate) fn newest<G>(
+    groups: impl IntoIterator<Item = Result<Bounded<G>, StoreError>>,
+    last: usize,
+    mut read: impl FnMut(G) -> Result<Vec<RecordedMessage>, StoreError>,
+) -> Result<Vec<RecordedMessage>, StoreError> {
+    let mut found: Vec<RecordedMessage> = Vec::new();
+    for group in groups {
+        let (group, bound) = group?;
+        let oldest_kept = last.checked_sub(1).and_then(|i| found.get(i));
+        if oldest_kept
+            .zip(bound)
+            .is_some_and(|(m, bound)| m.message.at > bound)
+        {
+            break;
+        }
+        found.extend(read(group)?);
+        found.sort_by(|a, b| newest_first_key(b).cmp(&newest_first_key(a)));
+        found.truncate(last);
+    }
+    Ok(found)
+}
+
+/// `groups` in the order [`newest`] reads them: without a bound first, then newest bound first.
+pub(crate) fn by_bound<G>(
+    mut groups: Vec<Bounded<G>>,
+) -> impl Iterator<Item = Result<Bounded<G>, StoreError>> {
+    groups.sort_by_key(|(_, bound)| std::cmp::Reverse(bound.unwrap_or(i64::MAX)));
+    groups.into_iter().map(Ok)
+}
 
 /// Messages of one connection, packed into one buffer and handed to the recorder whole: one
 /// queue hand-over and no allocation per message, however many it holds.

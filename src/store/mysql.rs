@@ -6,8 +6,9 @@
 use super::schema::{BENCH_COLUMNS, MIGRATIONS, VERSION};
 use super::sqlite::{SpoolRows, Sqlite};
 use super::{
-    messages_in, Backend, BenchRow, InstanceStats, MessageFilter, MessageRef, MessageRow, Record,
-    RecordedMessage, RecorderStats, ServerRow, SessionRow, StoreError, Written,
+    by_bound, messages_in, newest, Backend, BenchRow, Bounded, InstanceStats, MessageFilter,
+    MessageRef, MessageRow, Record, RecordedMessage, RecorderStats, ServerRow, SessionRow,
+    StoreError, Written,
 };
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, Params, Transaction, Value};
@@ -302,7 +303,7 @@ impl Mysql {
                     .map_err(|source| StoreError::Mysql { url, source })?
             }
         };
-        newest(instances, filter.last, |instance| {
+        newest(by_bound(instances), filter.last, |instance| {
             self.newest_of_instance(&instance, filter)
         })
     }
@@ -343,7 +344,7 @@ impl Mysql {
                 }
             }
         };
-        newest(sessions, filter.last, |session| {
+        newest(by_bound(sessions), filter.last, |session| {
             let url = self.url.clone();
             let rows: Vec<mysql::Row> = self
                 .conn()?
@@ -766,41 +767,6 @@ pub(crate) fn describe(e: &mysql::Error) -> String {
     }
 }
 
-/// What [`super::RECORDED_MESSAGES`] orders by, newest first when compared in reverse.
-fn newest_first_key(m: &RecordedMessage) -> (i64, &str, u64, u64) {
-    (m.message.at, &m.instance, m.message.session, m.message.seq)
-}
-
-/// A group of messages (an instance, a session) with the time none of them is newer than, when
-/// known.
-type Bounded<G> = (G, Option<i64>);
-
-/// The newest `last` messages of `groups` (each with a bound: no message of it is newer; `None`
-/// when unknown), read one group at a time by `read`: those without a bound first, then the
-/// newest bound, until the oldest of the newest `last` found is newer than every bound left.
-/// Ordered as [`super::RECORDED_MESSAGES`] orders them.
-fn newest<G>(
-    mut groups: Vec<Bounded<G>>,
-    last: usize,
-    mut read: impl FnMut(G) -> Result<Vec<RecordedMessage>, StoreError>,
-) -> Result<Vec<RecordedMessage>, StoreError> {
-    groups.sort_by_key(|(_, bound)| std::cmp::Reverse(bound.unwrap_or(i64::MAX)));
-    let mut found: Vec<RecordedMessage> = Vec::new();
-    for (group, bound) in groups {
-        let oldest_kept = last.checked_sub(1).and_then(|i| found.get(i));
-        if oldest_kept
-            .zip(bound)
-            .is_some_and(|(m, bound)| m.message.at > bound)
-        {
-            break;
-        }
-        found.extend(read(group)?);
-        found.sort_by(|a, b| newest_first_key(b).cmp(&newest_first_key(a)));
-        found.truncate(last);
-    }
-    Ok(found)
-}
-
 /// A row of [`super::RECORDED_MESSAGES`] or [`SESSION_MESSAGES`].
 fn recorded_message(mut r: mysql::Row) -> RecordedMessage {
     RecordedMessage {
@@ -997,17 +963,8 @@ mod tests {
     ) -> String {
         let base = century_ahead();
         let instance = format!("newest-{base}-{name}");
-        db.start_server(&ServerRow {
-            instance: instance.clone(),
-            host: "test".into(),
-            pid: 1,
-            model: "epoll".into(),
-            address: "tcp://127.0.0.1:9".into(),
-            service: "upper".into(),
-            frame: "line".into(),
-            started: base,
-        })
-        .unwrap();
+        db.start_server(&ServerRow::for_test(&instance, base))
+            .unwrap();
         let mut batch = Vec::new();
         for &(session, at) in messages {
             let seq = batch.len() as u64 + 1; // rising in every session, as a server numbers them
