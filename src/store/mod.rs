@@ -6,13 +6,15 @@
 //! for room (backpressure), so a store slower than the traffic slows serving rather than lose
 //! a record; `stats` shows how often that happened.
 //!
-//! The tables, the same on every backend (times are microseconds since the Unix epoch):
+//! The tables, the same on every backend but where said (times are microseconds since the Unix
+//! epoch):
 //!
 //! | table | one row per | columns |
 //! | --- | --- | --- |
 //! | `servers` | `serve` process (instance) | instance, host, pid, model, address, service, frame, started, stopped, written, spooled, waited, dropped |
 //! | `sessions` | connection (or datagram) | instance, id, peer, transport, opened, closed, bytes_in, bytes_out, msgs_in, msgs_out, reason (eof, reset, timeout, error, denied, shutdown) |
-//! | `messages` | request answered, with `--record messages` | instance, session, seq, at, request, reply (BLOBs) |
+//! | `messages` | request answered, with `--record messages` | instance, session, seq, at, request, reply (BLOBs); on SQLite also `id`, first |
+//! | `message_spans` | SQLite only: store writer's transaction | instance, first_id, last_id, first_at, last_at (see `schema::SQLITE_ONLY`) |
 //! | `bench_runs` | load-generator run (`bench`, or a cell of `lab`) | run, lab, started, address, model, frame, conns, size, depth, rate, secs, msgs_per_s, mb_per_s, p50_us, p90_us, p99_us, p999_us, max_us, errors, mismatches, cpu_us_per_msg, rss_bytes_per_conn |
 //! | `schema_version` | (one row) | version |
 
