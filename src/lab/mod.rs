@@ -9,7 +9,7 @@
 //! `/proc` at the edges of the measured window. With `pin`, the server and the load generator
 //! run on disjoint cores, so the server's CPU time is its own.
 //!
-//! [`write`] turns the results into `results.json`, `results.md`, plots (SVG and PNG) and one
+//! [`write()`] turns the results into `results.json`, `results.md`, plots (SVG and PNG) and one
 //! self-contained `index.html`.
 
 mod plot;

@@ -278,8 +278,8 @@ impl Mysql {
     /// newest messages of a whole table, or of one instance, would read and sort every row it
     /// covers (minutes, past the timeout, for tens of millions). So they are read through the
     /// key, group by group, those that may hold the newest messages first, until no group left
-    /// can hold a message newer than the oldest of the newest `filter.last` found so far (see
-    /// [`newest`]): instance by instance, each bounded by when it stopped (its messages were all
+    /// can hold a message newer than the oldest of the newest `filter.last` found so far:
+    /// instance by instance, each bounded by when it stopped (its messages were all
     /// answered before), and within an instance session by session, each bounded by its last
     /// message's time, read backwards from its last sequence number. An index on the time would
     /// answer directly, but made every recorded message cost MariaDB 60% more.

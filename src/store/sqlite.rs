@@ -285,9 +285,9 @@ impl Sqlite {
 impl Sqlite {
     /// Recorded messages that match `filter`, newest first.
     ///
-    /// Read through `message_spans` ([`SQLITE_ONLY`], 4): spans newest first through their
-    /// index, each span's rows by id, until no span left can hold a message newer than the
-    /// oldest of the newest `filter.last` found ([`newest`]). With a session or a peer to
+    /// Read through `message_spans` (the schema's version 4): spans newest first through
+    /// their index, each span's rows by id, until no span left can hold a message newer than
+    /// the oldest of the newest `filter.last` found. With a session or a peer to
     /// match, a span is passed over when its instance's matching sessions closed before it
     /// began or opened after it ended (their messages were answered in between). Should some
     /// rows lie past the last span (written by something other than this store), the whole
