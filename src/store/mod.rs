@@ -291,23 +291,27 @@ pub(crate) type Bounded<G> = (G, Option<i64>);
 /// [`RECORDED_MESSAGES`] orders them. `groups` come newest bound first, those without a bound
 /// before all ([`by_bound`] puts them so): reading stops at the first group whose bound is
 /// older than the oldest of the newest `last` found so far, and the groups after it are never
-/// asked for.
+/// asked for. Once `last` are found, `read` is also given the time of the oldest of them: a
+/// group's messages older than that cannot be among the newest and need not be read.
 pub(crate) fn newest<G>(
     groups: impl IntoIterator<Item = Result<Bounded<G>, StoreError>>,
     last: usize,
-    mut read: impl FnMut(G) -> Result<Vec<RecordedMessage>, StoreError>,
+    mut read: impl FnMut(G, Option<i64>) -> Result<Vec<RecordedMessage>, StoreError>,
 ) -> Result<Vec<RecordedMessage>, StoreError> {
     let mut found: Vec<RecordedMessage> = Vec::new();
     for group in groups {
         let (group, bound) = group?;
-        let oldest_kept = last.checked_sub(1).and_then(|i| found.get(i));
+        let oldest_kept = last
+            .checked_sub(1)
+            .and_then(|i| found.get(i))
+            .map(|m| m.message.at);
         if oldest_kept
             .zip(bound)
-            .is_some_and(|(m, bound)| m.message.at > bound)
+            .is_some_and(|(oldest, bound)| oldest > bound)
         {
             break;
         }
-        found.extend(read(group)?);
+        found.extend(read(group, oldest_kept)?);
         found.sort_by(|a, b| newest_first_key(b).cmp(&newest_first_key(a)));
         found.truncate(last);
     }

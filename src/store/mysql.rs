@@ -27,12 +27,16 @@ const RETRY: Duration = Duration::from_secs(1);
 const SESSIONS_ONE_BY_ONE: usize = 4096;
 /// Messages per session, on average, from which `messages` reads an instance session by session.
 const LONG_SESSION: u64 = 100;
-/// One session's newest messages, through the key: a session's messages are answered in order,
-/// so its highest sequence numbers are its newest. The columns of [`super::RECORDED_MESSAGES`].
+/// One session's newest messages below a sequence number, through the key: a session's
+/// messages are answered in order, so its highest sequence numbers are its newest. The columns
+/// of [`super::RECORDED_MESSAGES`].
 const SESSION_MESSAGES: &str =
     "SELECT m.instance, s.peer, m.session, m.seq, m.at, m.request, m.reply
     FROM messages m LEFT JOIN sessions s ON s.instance = m.instance AND s.id = m.session
-    WHERE m.instance = ? AND m.session = ? ORDER BY m.seq DESC LIMIT ?";
+    WHERE m.instance = ? AND m.session = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?";
+/// Messages of a session read at a time once the newest `--last` are found: most sessions
+/// then hold few newer than those, or none.
+const SESSION_PAGE: usize = 64;
 
 /// A MySQL or MariaDB store.
 pub struct Mysql {
@@ -303,7 +307,7 @@ impl Mysql {
                     .map_err(|source| StoreError::Mysql { url, source })?
             }
         };
-        newest(by_bound(instances), filter.last, |instance| {
+        newest(by_bound(instances), filter.last, |instance, _| {
             self.newest_of_instance(&instance, filter)
         })
     }
@@ -344,14 +348,43 @@ impl Mysql {
                 }
             }
         };
-        newest(by_bound(sessions), filter.last, |session| {
+        newest(by_bound(sessions), filter.last, |session, oldest_kept| {
+            self.session_messages(instance, session, filter.last, oldest_kept)
+        })
+    }
+
+    /// Session `session`'s newest `last` messages, read backwards from its last sequence
+    /// number. Once the newest `last` of all are found (`oldest_kept` is the time of the oldest
+    /// of them), in pages of [`SESSION_PAGE`], ending at the first message older than that:
+    /// the session's earlier messages are older still.
+    fn session_messages(
+        &mut self,
+        instance: &str,
+        session: u64,
+        last: usize,
+        oldest_kept: Option<i64>,
+    ) -> Result<Vec<RecordedMessage>, StoreError> {
+        let page = match oldest_kept {
+            Some(_) => SESSION_PAGE.min(last),
+            None => last,
+        };
+        let mut messages: Vec<RecordedMessage> = Vec::new();
+        loop {
+            let below = messages.last().map_or(i64::MAX as u64, |m| m.message.seq);
             let url = self.url.clone();
             let rows: Vec<mysql::Row> = self
                 .conn()?
-                .exec(SESSION_MESSAGES, (instance, session, filter.last as u64))
+                .exec(SESSION_MESSAGES, (instance, session, below, page as u64))
                 .map_err(|source| StoreError::Mysql { url, source })?;
-            Ok(rows.into_iter().map(recorded_message).collect())
-        })
+            let full = rows.len() == page;
+            messages.extend(rows.into_iter().map(recorded_message));
+            let past_the_cut = oldest_kept
+                .zip(messages.last())
+                .is_some_and(|(oldest, m)| m.message.at < oldest);
+            if !full || past_the_cut || messages.len() >= last {
+                return Ok(messages);
+            }
+        }
     }
 
     /// Whether `instance`'s closed sessions hold [`LONG_SESSION`] messages each or more on
@@ -1083,8 +1116,8 @@ mod tests {
 
     /// Within an instance, the newest messages are read session by session when sessions are
     /// long, and in one query when they are short; either way exactly what one query gives,
-    /// with sessions interleaved in time, one still open (no session row), and times tied
-    /// across sessions.
+    /// with sessions interleaved in time, one still open (no session row), times tied across
+    /// sessions, and a session read page by page.
     #[test]
     fn the_newest_messages_read_session_by_session_match_one_query() {
         let Some(url) = test_database() else { return };
@@ -1134,6 +1167,16 @@ mod tests {
             filters.push((Some(instance.as_str()), Some(2), peer(2), 3));
             filters.push((Some(instance.as_str()), Some(3), peer(2), 3));
             filters.push((Some(instance.as_str()), None, peer(4), 50));
+        }
+        // Paged: session 1 sparse and newest, session 2 dense and just older, so once session 1
+        // has given the newest 100, session 2 still holds 100 newer than the oldest of them,
+        // more than one page's worth.
+        let paged_messages: Vec<(u64, i64)> = run(1, -11_000, 10, 100)
+            .chain(run(2, -10_300, 1, 100))
+            .collect();
+        let paged = record_instance(&mut db, "paged", Some(-5_000), &paged_messages, &[1, 2]);
+        for last in [50, 100, 150, 199, 200] {
+            filters.push((Some(paged.as_str()), None, None, last));
         }
         assert_matches_one_query(&mut db, &filters);
         // The newest two are the tie at 2,357: session 6 before 3 in the order read back.

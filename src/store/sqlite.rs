@@ -334,7 +334,7 @@ impl Sqlite {
                 _ => true,
             });
         let mut read = tx.prepare(SPAN_MESSAGES).map_err(self.err())?;
-        newest(spans, filter.last, |span| {
+        newest(spans, filter.last, |span, oldest_kept| {
             let session = filter.session.map(|s| s as i64);
             let rows = read
                 .query_map(
@@ -344,6 +344,7 @@ impl Sqlite {
                         span.instance,
                         session,
                         filter.peer,
+                        oldest_kept,
                         filter.last as i64
                     ],
                     recorded_message,
@@ -689,13 +690,13 @@ impl Matching {
 /// length, and a few microseconds of rounding must not lose a message.
 const CLOCK_SLACK_US: i64 = 1_000_000;
 
-/// A span's rows that match a filter, newest first (the order of
-/// [`super::RECORDED_MESSAGES`]), at most `?6`.
+/// A span's rows that match a filter and are no older than `?6` (when given), newest first
+/// (the order of [`super::RECORDED_MESSAGES`]), at most `?7`.
 const SPAN_MESSAGES: &str = "SELECT m.instance, s.peer, m.session, m.seq, m.at, m.request, m.reply
     FROM messages m LEFT JOIN sessions s ON s.instance = m.instance AND s.id = m.session
     WHERE m.id BETWEEN ?1 AND ?2 AND m.instance = ?3 AND (?4 IS NULL OR m.session = ?4)
-        AND (?5 IS NULL OR s.peer = ?5)
-    ORDER BY m.at DESC, m.session DESC, m.seq DESC LIMIT ?6";
+        AND (?5 IS NULL OR s.peer = ?5) AND (?6 IS NULL OR m.at >= ?6)
+    ORDER BY m.at DESC, m.session DESC, m.seq DESC LIMIT ?7";
 
 /// A row of [`super::RECORDED_MESSAGES`] or [`SPAN_MESSAGES`].
 fn recorded_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordedMessage> {
