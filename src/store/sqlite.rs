@@ -652,8 +652,8 @@ fn bind_messages(
     Ok(())
 }
 
-/// One transaction's messages of one instance: rows `first_id..=last_id` (other instances'
-/// rows may lie among them, written by a server sharing the file), none older than `first_at`.
+/// One transaction's messages of one instance: rows `first_id..=last_id`, none older than
+/// `first_at` (a span given to a migrated store's rows may hold other instances' rows too).
 struct Span {
     instance: String,
     first_id: i64,
