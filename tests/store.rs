@@ -123,6 +123,7 @@ fn a_keyed_messages_table_of_version_2_keeps_its_rows_and_loses_its_key() {
     conn.execute_batch(
         "DROP TABLE messages;
          DROP TABLE message_spans;
+         DROP TABLE session_spans;
          CREATE TABLE messages (instance VARCHAR(128) NOT NULL, session BIGINT NOT NULL, seq BIGINT NOT NULL,
              at BIGINT NOT NULL, request LONGBLOB NOT NULL, reply LONGBLOB NOT NULL,
              PRIMARY KEY (instance, session, seq));
@@ -132,7 +133,7 @@ fn a_keyed_messages_table_of_version_2_keeps_its_rows_and_loses_its_key() {
     .unwrap();
     drop(conn);
     let mut migrated = store::open(&StoreUrl::Sqlite(path.clone())).unwrap();
-    assert_eq!(migrated.version().unwrap(), 4);
+    assert_eq!(migrated.version().unwrap(), 5);
     assert_eq!(
         migrated.messages("old", 1).unwrap()[0].request,
         b"hi",
@@ -428,9 +429,9 @@ fn the_schema_is_created_once_and_migrations_are_kept() {
     let dir = scratch("schema");
     let url = StoreUrl::Sqlite(dir.join("s.db"));
     let mut first = store::open(&url).unwrap();
-    assert_eq!(first.version().unwrap(), 4);
+    assert_eq!(first.version().unwrap(), 5);
     drop(first);
     let mut again = store::open(&url).unwrap(); // nothing to migrate: opens as is
-    assert_eq!(again.version().unwrap(), 4);
+    assert_eq!(again.version().unwrap(), 5);
     assert!(again.sessions(1, None).unwrap().is_empty());
 }

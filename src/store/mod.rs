@@ -15,6 +15,7 @@
 //! | `sessions` | connection (or datagram) | instance, id, peer, transport, opened, closed, bytes_in, bytes_out, msgs_in, msgs_out, reason (eof, reset, timeout, error, denied, shutdown) |
 //! | `messages` | request answered, with `--record messages` | instance, session, seq, at, request, reply (BLOBs); on SQLite also `id`, first |
 //! | `message_spans` | SQLite only: store writer's transaction | instance, first_id, last_id, first_at, last_at (see `schema::SQLITE_ONLY`) |
+//! | `session_spans` | store writer's transaction, per run of close session ids | instance, first_id, last_id, first_closed, last_closed (see `schema::MIGRATIONS`, version 5) |
 //! | `bench_runs` | load-generator run (`bench`, or a cell of `lab`) | run, lab, started, address, model, frame, conns, size, depth, rate, secs, msgs_per_s, mb_per_s, p50_us, p90_us, p99_us, p999_us, max_us, errors, mismatches, cpu_us_per_msg, rss_bytes_per_conn |
 //! | `schema_version` | (one row) | version |
 
@@ -278,33 +279,140 @@ pub(crate) const RECORDED_MESSAGES: &str = "SELECT m.instance, s.peer, m.session
     WHERE (? IS NULL OR m.instance = ?) AND (? IS NULL OR m.session = ?) AND (? IS NULL OR s.peer = ?)
     ORDER BY m.at DESC, m.instance DESC, m.session DESC, m.seq DESC LIMIT ?";
 
-/// What [`RECORDED_MESSAGES`] orders by, newest first when compared in reverse.
-fn newest_first_key(m: &RecordedMessage) -> (i64, &str, u64, u64) {
-    (m.message.at, &m.instance, m.message.session, m.message.seq)
+/// The query behind [`Store::sessions`] read whole (with `--peer`, or where spans cannot be
+/// used), the same on both backends: the newest first, so `LIMIT` keeps the last ones.
+pub(crate) const NEWEST_SESSIONS: &str = "SELECT instance, id, peer, transport, opened, closed, bytes_in, bytes_out, msgs_in, msgs_out, reason
+    FROM sessions WHERE (? IS NULL OR peer = ?) ORDER BY closed DESC, id DESC, instance DESC LIMIT ?";
+
+/// The spans of `session_spans`, newest first through their index on `last_closed`.
+pub(crate) const SESSION_SPANS: &str =
+    "SELECT instance, first_id, last_id, first_closed, last_closed FROM session_spans ORDER BY last_closed DESC";
+
+/// One span's sessions (instance, ids from, to, closed from, to, how many), newest first.
+/// The ids are the key's second column, so this reads the span's rows and those of other
+/// spans between them, and keeps those that closed within the span's times.
+pub(crate) const SPAN_SESSIONS: &str = "SELECT instance, id, peer, transport, opened, closed, bytes_in, bytes_out, msgs_in, msgs_out, reason
+    FROM sessions WHERE instance = ? AND id BETWEEN ? AND ? AND closed BETWEEN ? AND ?
+    ORDER BY closed DESC, id DESC LIMIT ?";
+
+/// How the store writer adds a [`SessionSpan`] (instance, ids from, to, closed from, to).
+pub(crate) const INSERT_SESSION_SPAN: &str =
+    "INSERT INTO session_spans (instance, first_id, last_id, first_closed, last_closed)
+    VALUES (?, ?, ?, ?, ?)";
+
+/// A row of `session_spans`: sessions one transaction of the store writer recorded, with
+/// ids close together, and the oldest and newest time they closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SessionSpan {
+    pub first_id: u64,
+    pub last_id: u64,
+    pub first_closed: i64,
+    pub last_closed: i64,
 }
 
-/// A group of messages (an instance, a session, a span of rows) with the time none of them is
+/// Ids further apart than this, within one transaction, start a new span. A span's rows are
+/// read by id range: a long session closing beside new ones would otherwise make its span
+/// reach back over every session opened since (each read to be passed over).
+const SPAN_GAP: u64 = 1024;
+
+/// The spans a batch's sessions take, in order of id.
+pub(crate) fn session_spans(batch: &[Record]) -> Vec<SessionSpan> {
+    let mut sessions: Vec<(u64, i64)> = batch
+        .iter()
+        .filter_map(|r| match r {
+            Record::Session(s) => Some((s.id, s.closed)),
+            Record::Messages(_) | Record::Message(_) => None,
+        })
+        .collect();
+    sessions.sort_unstable();
+    let mut spans: Vec<SessionSpan> = Vec::new();
+    for (id, closed) in sessions {
+        match spans.last_mut() {
+            Some(span) if id - span.last_id <= SPAN_GAP => {
+                span.last_id = id;
+                span.first_closed = span.first_closed.min(closed);
+                span.last_closed = span.last_closed.max(closed);
+            }
+            _ => spans.push(SessionSpan {
+                first_id: id,
+                last_id: id,
+                first_closed: closed,
+                last_closed: closed,
+            }),
+        }
+    }
+    spans
+}
+
+impl SessionSpan {
+    /// The times of [`SPAN_SESSIONS`] for this span, once the newest found so far reach back
+    /// to `oldest_kept`: a session that closed before cannot be among them.
+    pub(crate) fn closed_between(&self, oldest_kept: Option<i64>) -> (i64, i64) {
+        let from = oldest_kept.map_or(self.first_closed, |t| t.max(self.first_closed));
+        (from, self.last_closed)
+    }
+}
+
+/// A row [`newest`] can pick the newest of: ranked by a time, ties broken as its one-query
+/// read breaks them.
+pub(crate) trait Ranked {
+    /// The time it is ranked by.
+    fn at(&self) -> i64;
+    /// Its order against another, the newer first (as its query's `ORDER BY ... DESC`).
+    fn newer_first(&self, other: &Self) -> std::cmp::Ordering;
+}
+
+impl Ranked for RecordedMessage {
+    fn at(&self) -> i64 {
+        self.message.at
+    }
+
+    /// As [`RECORDED_MESSAGES`] orders them.
+    fn newer_first(&self, other: &Self) -> std::cmp::Ordering {
+        fn key(m: &RecordedMessage) -> (i64, &str, u64, u64) {
+            (m.message.at, &m.instance, m.message.session, m.message.seq)
+        }
+        key(other).cmp(&key(self))
+    }
+}
+
+impl Ranked for (String, SessionRow) {
+    fn at(&self) -> i64 {
+        self.1.closed
+    }
+
+    /// As [`NEWEST_SESSIONS`] orders them.
+    fn newer_first(&self, other: &Self) -> std::cmp::Ordering {
+        fn key((instance, s): &(String, SessionRow)) -> (i64, u64, &str) {
+            (s.closed, s.id, instance)
+        }
+        key(other).cmp(&key(self))
+    }
+}
+
+/// A group of rows (an instance, a session, a span of rows) with the time none of them is
 /// newer than, when known.
 pub(crate) type Bounded<G> = (G, Option<i64>);
 
-/// The newest `last` messages of `groups`, read one group at a time by `read`, ordered as
-/// [`RECORDED_MESSAGES`] orders them. `groups` come newest bound first, those without a bound
-/// before all ([`by_bound`] puts them so): reading stops at the first group whose bound is
-/// older than the oldest of the newest `last` found so far, and the groups after it are never
-/// asked for. Once `last` are found, `read` is also given the time of the oldest of them: a
-/// group's messages older than that cannot be among the newest and need not be read.
-pub(crate) fn newest<G>(
+/// The newest `last` rows of `groups`, read one group at a time by `read`, ordered as their
+/// one query orders them ([`Ranked`]), each once however many groups held it. `groups` come
+/// newest bound first, those without a bound before all ([`by_bound`] puts them so): reading
+/// stops at the first group whose bound is older than the oldest of the newest `last` found
+/// so far, and the groups after it are never asked for. Once `last` are found, `read` is also
+/// given the time of the oldest of them: a group's rows older than that cannot be among the
+/// newest and need not be read.
+pub(crate) fn newest<G, R: Ranked>(
     groups: impl IntoIterator<Item = Result<Bounded<G>, StoreError>>,
     last: usize,
-    mut read: impl FnMut(G, Option<i64>) -> Result<Vec<RecordedMessage>, StoreError>,
-) -> Result<Vec<RecordedMessage>, StoreError> {
-    let mut found: Vec<RecordedMessage> = Vec::new();
+    mut read: impl FnMut(G, Option<i64>) -> Result<Vec<R>, StoreError>,
+) -> Result<Vec<R>, StoreError> {
+    let mut found: Vec<R> = Vec::new();
     for group in groups {
         let (group, bound) = group?;
         let oldest_kept = last
             .checked_sub(1)
             .and_then(|i| found.get(i))
-            .map(|m| m.message.at);
+            .map(Ranked::at);
         if oldest_kept
             .zip(bound)
             .is_some_and(|(oldest, bound)| oldest > bound)
@@ -312,7 +420,8 @@ pub(crate) fn newest<G>(
             break;
         }
         found.extend(read(group, oldest_kept)?);
-        found.sort_by(|a, b| newest_first_key(b).cmp(&newest_first_key(a)));
+        found.sort_by(R::newer_first);
+        found.dedup_by(|a, b| a.newer_first(b).is_eq());
         found.truncate(last);
     }
     Ok(found)
@@ -538,7 +647,10 @@ impl Store {
     }
 
     /// The last `last` sessions (newest first), of the peer `peer` if given, with their
-    /// instance.
+    /// instance. Without a peer, found through `session_spans` (the schema's version 5): the
+    /// spans newest first, each span's sessions through the key, until no span left can hold
+    /// a newer one. Sessions inserted by other means than a store's writer have no span and
+    /// are not found that way.
     pub fn sessions(
         &mut self,
         last: usize,
@@ -652,4 +764,154 @@ pub trait Backend: Send {
         stopped: i64,
         stats: &RecorderStats,
     ) -> Result<(), StoreError>;
+}
+
+/// Sessions as servers record them, for the backends' tests: three instances' batches.
+#[cfg(test)]
+pub(crate) mod recorded_sessions {
+    use super::{Record, SessionRow};
+
+    /// `stream` (connections opened 10 ms apart, most closing within 50 ms, some after
+    /// seconds, a few only at the end), `datagram` (a session per datagram, closed as it
+    /// opened, ids in order) and `twin` (the same ids and times as `stream`, so every session
+    /// ties with one of another instance). Each instance's sessions are handed over as they
+    /// close (a stream session now and then late, among newer ones: spans that overlap; the
+    /// datagrams' spans do not), in transactions of 1 to 60; times are whole milliseconds
+    /// (ties) from `from`.
+    pub(crate) fn batches(from: i64) -> Vec<(&'static str, Vec<Vec<Record>>)> {
+        let mut seed = 11u64;
+        let mut random = move |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % n
+        };
+        let ms = 1_000;
+        let mut stream: Vec<(i64, u64, i64)> = Vec::new(); // (closed, id, opened)
+        for id in 1..=600 {
+            let opened = from + id as i64 * 10 * ms;
+            let lasted = match random(20) {
+                0 => random(8_000),
+                1 => 100_000,
+                _ => random(50),
+            } as i64;
+            stream.push((opened + lasted * ms, id, opened));
+        }
+        let datagram: Vec<(i64, u64, i64)> = (1..=3_000)
+            .map(|id| {
+                let at = from + id as i64 * 2 * ms + random(3) as i64 * ms;
+                (at, id, at)
+            })
+            .collect();
+        let mut batches = Vec::new();
+        for (instance, sessions) in [
+            ("stream", stream.clone()),
+            ("datagram", datagram),
+            ("twin", stream),
+        ] {
+            let mut queue: Vec<(i64, Record)> = sessions
+                .into_iter()
+                .map(|(closed, id, opened)| {
+                    let late = if instance != "datagram" && random(15) == 0 {
+                        random(3_000)
+                    } else {
+                        0
+                    };
+                    let row = SessionRow {
+                        id,
+                        peer: format!("tcp://127.0.0.1:{}", 40_000 + id % 7),
+                        transport: "tcp".into(),
+                        opened,
+                        closed,
+                        bytes_in: id,
+                        bytes_out: id,
+                        msgs_in: 1,
+                        msgs_out: 1,
+                        reason: "eof".into(),
+                    };
+                    (closed + late as i64 * ms, Record::Session(row))
+                })
+                .collect();
+            queue.sort_by_key(|(handed, _)| *handed);
+            let mut records = queue.into_iter().map(|(_, r)| r).peekable();
+            let mut transactions = Vec::new();
+            while records.peek().is_some() {
+                let size = 1 + random(60) as usize;
+                transactions.push(records.by_ref().take(size).collect());
+            }
+            batches.push((instance, transactions));
+        }
+        batches
+    }
+
+    /// Checks what `sessions` reads through spans against one query over the whole table
+    /// (`read` gives both, for a count) for every count to 100 (each cuts at another time,
+    /// ties among them) and some more; returns how many sessions were checked.
+    pub(crate) fn assert_spans_match_one_query(
+        mut read: impl FnMut(usize) -> (Vec<(String, SessionRow)>, Vec<(String, SessionRow)>),
+    ) -> usize {
+        let mut checked = 0;
+        for last in (1..=100).chain([333, 1_000, 4_000, 100_000]) {
+            let (spans, in_one_query) = read(last);
+            let differ = spans.iter().zip(&in_one_query).position(|(a, b)| a != b);
+            assert!(
+                spans.len() == in_one_query.len() && differ.is_none(),
+                "--last {last}: {} read, {} in one query, the first difference at {differ:?}",
+                spans.len(),
+                in_one_query.len()
+            );
+            checked += spans.len();
+        }
+        checked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(id: u64, closed: i64) -> Record {
+        Record::Session(SessionRow {
+            id,
+            peer: String::new(),
+            transport: "udp".into(),
+            opened: closed,
+            closed,
+            bytes_in: 0,
+            bytes_out: 0,
+            msgs_in: 0,
+            msgs_out: 0,
+            reason: "eof".into(),
+        })
+    }
+
+    /// A transaction's sessions become spans of ids no further apart than `SPAN_GAP`, each
+    /// with the oldest and newest time its sessions closed; messages take none.
+    #[test]
+    fn sessions_far_apart_in_id_take_spans_of_their_own() {
+        let far = 10 + 2 * SPAN_GAP + 1;
+        let batch = [
+            session(10 + SPAN_GAP, 50),
+            Record::Messages(MessageBatch::new(3)),
+            session(far, 40),
+            session(12, 70),
+            session(10, 60),
+        ];
+        let span = |first_id, last_id, first_closed, last_closed| SessionSpan {
+            first_id,
+            last_id,
+            first_closed,
+            last_closed,
+        };
+        assert_eq!(
+            session_spans(&batch),
+            [span(10, 10 + SPAN_GAP, 50, 70), span(far, far, 40, 40)]
+        );
+        assert!(session_spans(&[Record::Messages(MessageBatch::new(1))]).is_empty());
+        assert_eq!(
+            span(1, 9, 100, 200).closed_between(None),
+            (100, 200),
+            "all of it"
+        );
+        assert_eq!(span(1, 9, 100, 200).closed_between(Some(150)), (150, 200));
+        assert_eq!(span(1, 9, 100, 200).closed_between(Some(50)), (100, 200));
+    }
 }

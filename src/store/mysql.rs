@@ -6,12 +6,15 @@
 use super::schema::{BENCH_COLUMNS, MIGRATIONS, VERSION};
 use super::sqlite::{SpoolRows, Sqlite};
 use super::{
-    by_bound, messages_in, newest, Backend, BenchRow, Bounded, InstanceStats, MessageFilter,
-    MessageRef, MessageRow, Record, RecordedMessage, RecorderStats, ServerRow, SessionRow,
-    StoreError, Written,
+    by_bound, messages_in, newest, session_spans, Backend, BenchRow, Bounded, InstanceStats,
+    MessageFilter, MessageRef, MessageRow, Record, RecordedMessage, RecorderStats, ServerRow,
+    SessionRow, SessionSpan, StoreError, Written, INSERT_SESSION_SPAN, NEWEST_SESSIONS,
+    SESSION_SPANS, SPAN_SESSIONS,
 };
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, Params, Transaction, Value};
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -37,6 +40,9 @@ const SESSION_MESSAGES: &str =
 /// Messages of a session read at a time once the newest `--last` are found: most sessions
 /// then hold few newer than those, or none.
 const SESSION_PAGE: usize = 64;
+
+/// Spans `sessions` reads in its first page; each next page is twice the last.
+const SPAN_PAGE: usize = 16;
 
 /// A MySQL or MariaDB store.
 pub struct Mysql {
@@ -156,46 +162,81 @@ impl Mysql {
     }
 
     /// The last `last` sessions (newest first), of the peer `peer` if given.
+    ///
+    /// Without a peer, read through `session_spans` as on SQLite ([`Sqlite::sessions`]), the
+    /// spans a page at a time, in one snapshot.
     pub fn sessions(
         &mut self,
         last: usize,
         peer: Option<&str>,
     ) -> Result<Vec<(String, SessionRow)>, StoreError> {
         let url = self.url.clone();
-        let rows: Vec<mysql::Row> = self
-            .conn()?
-            .exec(
-                "SELECT instance, id, peer, transport, opened, closed, bytes_in, bytes_out, msgs_in, msgs_out, reason
-                 FROM sessions WHERE (? IS NULL OR peer = ?) ORDER BY closed DESC, id DESC LIMIT ?",
-                (peer, peer, last as u64),
-            )
-            .map_err(|source| StoreError::Mysql { url, source })?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let mut r = r;
-                let instance: String = col(&mut r, 0);
-                let (id, peer, transport) = (col(&mut r, 1), col(&mut r, 2), col(&mut r, 3));
-                let (opened, closed) = (col(&mut r, 4), col(&mut r, 5));
-                let (bytes_in, bytes_out) = (col(&mut r, 6), col(&mut r, 7));
-                let (msgs_in, msgs_out, reason) = (col(&mut r, 8), col(&mut r, 9), col(&mut r, 10));
-                (
-                    instance,
-                    SessionRow {
-                        id,
-                        peer,
-                        transport,
-                        opened,
-                        closed,
-                        bytes_in,
-                        bytes_out,
-                        msgs_in,
-                        msgs_out,
-                        reason,
-                    },
-                )
-            })
-            .collect())
+        let err = |source| StoreError::Mysql {
+            url: url.clone(),
+            source,
+        };
+        let conn = self.conn()?;
+        if peer.is_some() || last == 0 {
+            let rows: Vec<mysql::Row> = conn
+                .exec(NEWEST_SESSIONS, (peer, peer, last as u64))
+                .map_err(err)?;
+            return Ok(rows.into_iter().map(session_of).collect());
+        }
+        // One snapshot: the pages of spans follow on from each other, and rows do not move.
+        let opts = mysql::TxOpts::default()
+            .set_with_consistent_snapshot(true)
+            .set_access_mode(Some(mysql::AccessMode::ReadOnly));
+        let tx = RefCell::new(conn.start_transaction(opts).map_err(err)?);
+        let (mut page, mut offset, mut size, mut more) = (VecDeque::new(), 0, SPAN_PAGE, true);
+        let spans = std::iter::from_fn(|| {
+            if page.is_empty() && more {
+                let rows: Result<Vec<mysql::Row>, _> = tx.borrow_mut().exec(
+                    format!("{SESSION_SPANS} LIMIT ? OFFSET ?"),
+                    (size as u64, offset as u64),
+                );
+                match rows {
+                    Ok(rows) => {
+                        more = rows.len() == size;
+                        offset += rows.len();
+                        // Most reads need a span or two; each page twice the last, up to 1,024.
+                        size = (size * 2).min(1024);
+                        page.extend(rows.into_iter().map(|mut r| {
+                            let span = SessionSpan {
+                                first_id: col(&mut r, 1),
+                                last_id: col(&mut r, 2),
+                                first_closed: col(&mut r, 3),
+                                last_closed: col(&mut r, 4),
+                            };
+                            Ok(((col::<String>(&mut r, 0), span), Some(span.last_closed)))
+                        }));
+                    }
+                    Err(e) => return Some(Err(err(e))),
+                }
+            }
+            page.pop_front()
+        });
+        newest(
+            spans,
+            last,
+            |(instance, span): (String, SessionSpan), oldest_kept| {
+                let (from, to) = span.closed_between(oldest_kept);
+                let rows: Vec<mysql::Row> = tx
+                    .borrow_mut()
+                    .exec(
+                        SPAN_SESSIONS,
+                        (
+                            &instance,
+                            span.first_id,
+                            span.last_id,
+                            from,
+                            to,
+                            last as u64,
+                        ),
+                    )
+                    .map_err(err)?;
+                Ok(rows.into_iter().map(session_of).collect())
+            },
+        )
     }
 
     /// The messages of one session, in order.
@@ -585,6 +626,19 @@ impl Mysql {
             sessions.into_iter(),
         )
         .map_err(err)?;
+        let spans = session_spans(batch);
+        if !spans.is_empty() {
+            let spans = spans.iter().map(|s| {
+                (
+                    instance,
+                    s.first_id,
+                    s.last_id,
+                    s.first_closed,
+                    s.last_closed,
+                )
+            });
+            tx.exec_batch(INSERT_SESSION_SPAN, spans).map_err(err)?;
+        }
         if !messages.is_empty() {
             // The instance, the same in every row, is a variable of the connection rather
             // than a parameter of each row: the server checks and converts a string
@@ -871,6 +925,23 @@ fn statement_sizes(mut rows: usize) -> impl Iterator<Item = usize> {
             size
         })
     })
+}
+
+/// A session from the columns of [`NEWEST_SESSIONS`].
+fn session_of(mut r: mysql::Row) -> (String, SessionRow) {
+    let session = SessionRow {
+        id: col(&mut r, 1),
+        peer: col(&mut r, 2),
+        transport: col(&mut r, 3),
+        opened: col(&mut r, 4),
+        closed: col(&mut r, 5),
+        bytes_in: col(&mut r, 6),
+        bytes_out: col(&mut r, 7),
+        msgs_in: col(&mut r, 8),
+        msgs_out: col(&mut r, 9),
+        reason: col(&mut r, 10),
+    };
+    (col(&mut r, 0), session)
 }
 
 /// Column `i` of a row, converted; NULL (or a value that does not convert) is the default.
@@ -1193,5 +1264,57 @@ mod tests {
             .map(|m| (m.message.session, m.message.at - century_ahead()))
             .collect();
         assert_eq!(got, [(6, 2_357 - 10_000), (3, 2_357 - 10_000)]);
+    }
+
+    /// Read span by span, a page of spans at a time, the newest sessions are exactly what one
+    /// query over the whole table gives (see the fixture), also once a database of version 4
+    /// is migrated. In a database of the test's own: other tests' sessions would move the
+    /// answers between the two reads.
+    #[test]
+    fn the_newest_sessions_read_span_by_span_match_one_query() {
+        let Some(url) = test_database() else { return };
+        let name = format!("switchboard_session_spans_{}", std::process::id());
+        let mut admin = Conn::new(Opts::from_url(&url).unwrap()).unwrap();
+        admin
+            .query_drop(format!("DROP DATABASE IF EXISTS {name}"))
+            .unwrap();
+        admin.query_drop(format!("CREATE DATABASE {name}")).unwrap();
+        let own = format!("{}/{name}", url.rsplit_once('/').unwrap().0);
+        let mut db = Mysql::open(&own, "the test's own database".into()).unwrap();
+        for (instance, batches) in crate::store::recorded_sessions::batches(1_000_000) {
+            db.start_server(&ServerRow::for_test(instance, 0)).unwrap();
+            for batch in batches {
+                db.write(instance, &batch).unwrap();
+            }
+        }
+        let check = |db: &mut Mysql| {
+            crate::store::recorded_sessions::assert_spans_match_one_query(|last| {
+                let read = db.sessions(last, None).unwrap();
+                let in_one_query: Vec<mysql::Row> = db
+                    .conn()
+                    .unwrap()
+                    .exec(NEWEST_SESSIONS, (None::<&str>, None::<&str>, last as u64))
+                    .unwrap();
+                (read, in_one_query.into_iter().map(session_of).collect())
+            })
+        };
+        assert!(check(&mut db) > 10_000);
+        assert_eq!(db.sessions(100_000, None).unwrap().len(), 4_200);
+        let spans: Option<u64> = db
+            .conn()
+            .unwrap()
+            .query_first("SELECT COUNT(*) FROM session_spans")
+            .unwrap();
+        assert!(spans.unwrap() < 420, "{spans:?} spans");
+        // Version 4 had no spans: the migration makes them of what is there.
+        db.conn()
+            .unwrap()
+            .query_drop("DROP TABLE session_spans; UPDATE schema_version SET version = 4")
+            .unwrap();
+        drop(db);
+        let mut db = Mysql::open(&own, "the test's own database".into()).unwrap();
+        assert_eq!(db.version().unwrap(), 5);
+        check(&mut db);
+        admin.query_drop(format!("DROP DATABASE {name}")).unwrap();
     }
 }

@@ -3,8 +3,10 @@
 
 use super::schema::{BENCH_COLUMNS, MIGRATIONS, SQLITE_ONLY, VERSION};
 use super::{
-    messages_in, newest, Backend, BenchRow, InstanceStats, MessageFilter, MessageRef, MessageRow,
-    Record, RecordedMessage, RecorderStats, ServerRow, SessionRow, StoreError, Written,
+    messages_in, newest, session_spans, Backend, BenchRow, InstanceStats, MessageFilter,
+    MessageRef, MessageRow, Record, RecordedMessage, RecorderStats, ServerRow, SessionRow,
+    SessionSpan, StoreError, Written, INSERT_SESSION_SPAN, NEWEST_SESSIONS, SESSION_SPANS,
+    SPAN_SESSIONS,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::{HashMap, HashSet};
@@ -129,20 +131,63 @@ impl Sqlite {
 
     /// The last `last` sessions (newest first), of the peer `peer` if given, with their
     /// instance.
+    ///
+    /// Without a peer, read through `session_spans` (the schema's version 5): spans newest
+    /// first through their index, each span's rows through the key, until no span left can
+    /// hold a session newer than the oldest of the newest `last` found. With a peer, which no
+    /// span knows, the table is read in one query.
     pub fn sessions(
         &self,
         last: usize,
         peer: Option<&str>,
     ) -> Result<Vec<(String, SessionRow)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT instance, id, peer, transport, opened, closed, bytes_in, bytes_out, msgs_in, msgs_out, reason
-                 FROM sessions WHERE (?1 IS NULL OR peer = ?1) ORDER BY closed DESC, id DESC LIMIT ?2",
-            )
-            .map_err(self.err())?;
+        if peer.is_some() || last == 0 {
+            return self.sessions_in(last, peer);
+        }
+        // One read transaction: the spans and the rows as they were at one moment.
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        let mut spans = tx.prepare(SESSION_SPANS).map_err(self.err())?;
+        let spans = spans
+            .query_map([], |r| {
+                let span = SessionSpan {
+                    first_id: r.get::<_, i64>(1)? as u64,
+                    last_id: r.get::<_, i64>(2)? as u64,
+                    first_closed: r.get(3)?,
+                    last_closed: r.get(4)?,
+                };
+                Ok(((r.get::<_, String>(0)?, span), Some(span.last_closed)))
+            })
+            .map_err(self.err())?
+            .map(|span| span.map_err(self.err()));
+        let mut read = tx.prepare(SPAN_SESSIONS).map_err(self.err())?;
+        newest(spans, last, |(instance, span), oldest_kept| {
+            let (from, to) = span.closed_between(oldest_kept);
+            let rows = read
+                .query_map(
+                    params![
+                        instance,
+                        span.first_id as i64,
+                        span.last_id as i64,
+                        from,
+                        to,
+                        last as i64
+                    ],
+                    |r| Ok((r.get::<_, String>(0)?, session_row(r)?)),
+                )
+                .map_err(self.err())?;
+            rows.collect::<Result<_, _>>().map_err(self.err())
+        })
+    }
+
+    /// [`sessions`](Sqlite::sessions) in one query over the whole table.
+    fn sessions_in(
+        &self,
+        last: usize,
+        peer: Option<&str>,
+    ) -> Result<Vec<(String, SessionRow)>, StoreError> {
+        let mut stmt = self.conn.prepare(NEWEST_SESSIONS).map_err(self.err())?;
         let rows = stmt
-            .query_map(params![peer, last as i64], |r| {
+            .query_map(params![peer, peer, last as i64], |r| {
                 Ok((r.get::<_, String>(0)?, session_row(r)?))
             })
             .map_err(self.err())?;
@@ -539,6 +584,17 @@ impl Backend for Sqlite {
                         ])
                         .map_err(err)?;
                 }
+            }
+            let mut span = tx.prepare_cached(INSERT_SESSION_SPAN).map_err(err)?;
+            for s in session_spans(batch) {
+                span.execute(params![
+                    instance,
+                    s.first_id as i64,
+                    s.last_id as i64,
+                    s.first_closed,
+                    s.last_closed
+                ])
+                .map_err(err)?;
             }
             // Messages go in statements of many rows each: SQLite's work per statement
             // (bind, step, reset) is then paid once per MESSAGE_ROWS messages.
@@ -960,12 +1016,12 @@ mod tests {
             .execute_batch(
                 "CREATE TABLE v3 AS SELECT instance, session, seq, at, request, reply FROM messages;
                  DROP TABLE messages; ALTER TABLE v3 RENAME TO messages; DROP TABLE message_spans;
-                 UPDATE schema_version SET version = 3;",
+                 DROP TABLE session_spans; UPDATE schema_version SET version = 3;",
             )
             .unwrap();
         drop(db);
         let mut db = Sqlite::open(&path).unwrap();
-        assert_eq!(db.version().unwrap(), 4);
+        assert_eq!(db.version().unwrap(), 5);
         assert!(db.spans_cover_messages().unwrap(), "read through spans");
         let all = MessageFilter {
             instance: None,
@@ -984,5 +1040,49 @@ mod tests {
             .execute_batch("DELETE FROM messages WHERE id % 3 = 0; VACUUM;")
             .unwrap();
         assert_matches_one_query(&db);
+    }
+
+    /// What `sessions` reads through spans, checked against one query over the whole table.
+    fn assert_sessions_match_one_query(db: &Sqlite) -> usize {
+        crate::store::recorded_sessions::assert_spans_match_one_query(|last| {
+            (
+                db.sessions(last, None).unwrap(),
+                db.sessions_in(last, None).unwrap(),
+            )
+        })
+    }
+
+    /// Read span by span, the newest sessions are exactly what one query over the whole table
+    /// gives, for a stream server's sessions (closed out of id order), a datagram server's,
+    /// and ties between instances; so after a store of version 4 is migrated.
+    #[test]
+    fn the_newest_sessions_read_span_by_span_match_one_query() {
+        let (mut db, path) = fresh("session-spans");
+        for (instance, batches) in crate::store::recorded_sessions::batches(1_000_000) {
+            db.start_server(&ServerRow::for_test(instance, 0)).unwrap();
+            for batch in batches {
+                db.write(instance, &batch).unwrap();
+            }
+        }
+        let (spans, sessions): (i64, i64) = db
+            .conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM session_spans), (SELECT COUNT(*) FROM sessions)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(sessions, 4_200);
+        assert!(spans < sessions / 10, "{spans} spans");
+        assert!(assert_sessions_match_one_query(&db) > 10_000);
+        assert_eq!(db.sessions(100_000, None).unwrap().len(), 4_200);
+        // Version 4 had no spans: the migration makes them of what is there.
+        db.conn
+            .execute_batch("DROP TABLE session_spans; UPDATE schema_version SET version = 4;")
+            .unwrap();
+        drop(db);
+        let db = Sqlite::open(&path).unwrap();
+        assert_eq!(db.version().unwrap(), 5);
+        assert_sessions_match_one_query(&db);
     }
 }
