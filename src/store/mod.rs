@@ -802,11 +802,10 @@ pub(crate) mod recorded_sessions {
             })
             .collect();
         let mut batches = Vec::new();
-        for (instance, sessions) in [
-            ("stream", stream.clone()),
-            ("datagram", datagram),
-            ("twin", stream),
-        ] {
+        for (instance, sessions) in INSTANCES
+            .into_iter()
+            .zip([stream.clone(), datagram, stream])
+        {
             let mut queue: Vec<(i64, Record)> = sessions
                 .into_iter()
                 .map(|(closed, id, opened)| {
@@ -815,17 +814,19 @@ pub(crate) mod recorded_sessions {
                     } else {
                         0
                     };
+                    // Every column its own value, so that one bound to another's place shows.
+                    let transport = if instance == "datagram" { "udp" } else { "tcp" };
                     let row = SessionRow {
                         id,
-                        peer: format!("tcp://127.0.0.1:{}", 40_000 + id % 7),
-                        transport: "tcp".into(),
+                        peer: format!("{transport}://127.0.0.1:{}", 40_000 + id % 7),
+                        transport: transport.into(),
                         opened,
                         closed,
                         bytes_in: id,
-                        bytes_out: id,
-                        msgs_in: 1,
-                        msgs_out: 1,
-                        reason: "eof".into(),
+                        bytes_out: 2 * id + 1,
+                        msgs_in: id % 5,
+                        msgs_out: id % 5 + 1,
+                        reason: ["eof", "reset", "timeout"][id as usize % 3].into(),
                     };
                     (closed + late as i64 * ms, Record::Session(row))
                 })
@@ -840,6 +841,34 @@ pub(crate) mod recorded_sessions {
             batches.push((instance, transactions));
         }
         batches
+    }
+
+    /// The instances [`batches`] records, to start first.
+    pub(crate) const INSTANCES: [&str; 3] = ["stream", "datagram", "twin"];
+
+    /// Writes [`batches`] through `write` (instance, batch) and returns the sessions written,
+    /// with their instance, in order of instance and id.
+    pub(crate) fn write_all(mut write: impl FnMut(&str, &[Record])) -> Vec<(String, SessionRow)> {
+        let mut recorded = Vec::new();
+        for (instance, batches) in batches(1_000_000) {
+            for batch in batches {
+                write(instance, &batch);
+                for record in batch {
+                    if let Record::Session(s) = record {
+                        recorded.push((instance.to_string(), s));
+                    }
+                }
+            }
+        }
+        in_key_order(recorded)
+    }
+
+    /// `sessions` in order of instance and id.
+    pub(crate) fn in_key_order(
+        mut sessions: Vec<(String, SessionRow)>,
+    ) -> Vec<(String, SessionRow)> {
+        sessions.sort_by(|a, b| (&a.0, a.1.id).cmp(&(&b.0, b.1.id)));
+        sessions
     }
 
     /// Checks what `sessions` reads through spans against one query over the whole table
