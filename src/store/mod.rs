@@ -101,6 +101,14 @@ pub enum StoreError {
         /// The newest version this binary knows.
         known: i64,
     },
+    /// Another instance held the schema migration's lock for longer than this one waited.
+    #[error("store {url}: another switchboard has been migrating its schema for over {waited} s; start again once it is done")]
+    MigrationBusy {
+        /// The store (password hidden).
+        url: String,
+        /// How long this one waited, in seconds.
+        waited: u64,
+    },
     /// The MySQL/MariaDB server refused or failed.
     #[error("store {url}: {}", mysql::describe(source))]
     Mysql {

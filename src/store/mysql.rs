@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 
 /// How long the server may take to answer before the store gives up on it.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a schema migration's statements, or the wait for another instance's migration,
+/// may take.
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Rows per multi-row INSERT or per bulk command, at most.
 const ROWS_PER_INSERT: usize = 512;
 /// How often a spooling writer tries the database again.
@@ -80,7 +83,7 @@ impl Mysql {
             spool_path: None,
             last_try: None,
         };
-        store.migrate()?;
+        store.migrate(MIGRATION_TIMEOUT)?;
         Ok(store)
     }
 
@@ -101,15 +104,31 @@ impl Mysql {
     }
 
     /// Applies the migrations the database lacks, one instance at a time (a named lock).
-    fn migrate(&mut self) -> Result<(), StoreError> {
+    ///
+    /// On a connection of its own, whose reads may take up to [`MIGRATION_TIMEOUT`]: a
+    /// migration that fills a table from a large one (version 5 reads every session) can
+    /// take minutes, longer than the store's usual [`TIMEOUT`]. Another instance's migration is
+    /// waited for up to `wait` (at start, as long).
+    fn migrate(&mut self, wait: Duration) -> Result<(), StoreError> {
         let url = self.url.clone();
         let err = |source| StoreError::Mysql {
             url: url.clone(),
             source,
         };
-        let conn = self.conn()?;
-        conn.query_drop("SELECT GET_LOCK('switchboard_migrate', 30)")
+        let opts = OptsBuilder::from_opts(self.opts.clone()).read_timeout(Some(MIGRATION_TIMEOUT));
+        let conn = &mut Conn::new(opts).map_err(err)?;
+        let locked: Option<Option<i64>> = conn
+            .query_first(format!(
+                "SELECT GET_LOCK('switchboard_migrate', {})",
+                wait.as_secs()
+            ))
             .map_err(err)?;
+        if locked.flatten() != Some(1) {
+            return Err(StoreError::MigrationBusy {
+                url: url.clone(),
+                waited: wait.as_secs(),
+            });
+        }
         let result = (|| {
             conn.query_drop("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
                 .map_err(err)?;
@@ -122,6 +141,9 @@ impl Mysql {
                     found,
                     known: VERSION,
                 });
+            }
+            if found > 0 && found < VERSION {
+                tracing::info!(store = %url, from = found, to = VERSION, "migrating the store's schema");
             }
             for (i, statements) in MIGRATIONS.iter().enumerate().skip(found as usize) {
                 for sql in *statements {
@@ -1268,7 +1290,7 @@ mod tests {
 
     /// Read span by span, a page of spans at a time, the newest sessions are exactly what one
     /// query over the whole table gives (see the fixture), also once a database of version 4
-    /// is migrated. In a database of the test's own: other tests' sessions would move the
+    /// is migrated, and when that migration had been cut short. In a database of the test's own: other tests' sessions would move the
     /// answers between the two reads.
     #[test]
     fn the_newest_sessions_read_span_by_span_match_one_query() {
@@ -1317,6 +1339,57 @@ mod tests {
         let mut db = Mysql::open(&own, "the test's own database".into()).unwrap();
         assert_eq!(db.version().unwrap(), 5);
         check(&mut db);
+        let count = |db: &mut Mysql, sql: &str| -> u64 {
+            db.conn().unwrap().query_first(sql).unwrap().unwrap()
+        };
+        let migrated = count(&mut db, "SELECT COUNT(*) FROM session_spans");
+        // A migration cut short (its DDL already committed, its fill partly done, a stray
+        // span left) runs again cleanly.
+        db.conn()
+            .unwrap()
+            .query_drop(
+                "DROP INDEX session_spans_by_time ON session_spans;
+                 INSERT INTO session_spans VALUES ('stray', 1, 2, 3, 4);
+                 UPDATE schema_version SET version = 4",
+            )
+            .unwrap();
+        drop(db);
+        let mut db = Mysql::open(&own, "the test's own database".into()).unwrap();
+        assert_eq!(db.version().unwrap(), 5);
+        assert_eq!(
+            count(&mut db, "SELECT COUNT(*) FROM session_spans"),
+            migrated
+        );
+        check(&mut db);
         admin.query_drop(format!("DROP DATABASE {name}")).unwrap();
+    }
+
+    /// A second instance waits for the first's migration (the named lock), and says so
+    /// plainly when it has waited its limit, rather than migrating beside it.
+    #[test]
+    fn a_migration_under_way_is_waited_for() {
+        let Some(url) = test_database() else { return };
+        let mut db = Mysql::open(&url, "the test database".into()).unwrap();
+        let mut other = Conn::new(Opts::from_url(&url).unwrap()).unwrap();
+        let held: Option<i64> = other
+            .query_first("SELECT GET_LOCK('switchboard_migrate', 10)")
+            .unwrap();
+        assert_eq!(held, Some(1));
+        let busy = db.migrate(Duration::from_secs(1)).unwrap_err();
+        assert!(
+            busy.to_string().contains(
+                "another switchboard has been migrating its schema for over 1 s; start again once it is done"
+            ),
+            "{busy}"
+        );
+        // Released within the wait: the migration goes on (here, nothing is left to migrate).
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            other
+                .query_drop("SELECT RELEASE_LOCK('switchboard_migrate')")
+                .unwrap();
+        });
+        db.migrate(Duration::from_secs(20)).unwrap();
+        release.join().unwrap();
     }
 }

@@ -82,18 +82,22 @@ pub(crate) const MIGRATIONS: &[&[&str]] = &[
     // of MariaDB's); instead each transaction of the writer adds a row here per run of close
     // ids (`super::session_spans`), and `sessions` walks them newest first, reading each
     // span's rows through the key (see `super::Store::sessions`).
+    // MySQL cannot roll a migration back (its DDL commits), so one cut short (a killed
+    // process, a lost connection) must run again cleanly: the table only if missing, emptied
+    // of a partial fill, and the index last.
     &[
-        "CREATE TABLE session_spans (
+        "CREATE TABLE IF NOT EXISTS session_spans (
         instance VARCHAR(128) NOT NULL,
         first_id BIGINT NOT NULL,
         last_id BIGINT NOT NULL,
         first_closed BIGINT NOT NULL,
         last_closed BIGINT NOT NULL)",
-        "CREATE INDEX session_spans_by_time ON session_spans (last_closed)",
+        "DELETE FROM session_spans",
         // Sessions recorded before: spans of each instance's ids by the thousand.
         "INSERT INTO session_spans (instance, first_id, last_id, first_closed, last_closed)
         SELECT instance, MIN(id), MAX(id), MIN(closed), MAX(closed) FROM sessions
         GROUP BY instance, id - id % 1024",
+        "CREATE INDEX session_spans_by_time ON session_spans (last_closed)",
     ],
 ];
 
