@@ -446,9 +446,11 @@ pub fn check_messages_command(url: &str) {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    // The newest with this address (stats lists by start): a database with history may hold
+    // an older server that had the same port.
     let instance = stats
         .iter()
-        .find(|s| s["address"] == addr.as_str())
+        .rfind(|s| s["address"] == addr.as_str())
         .expect("the server's instance")["instance"]
         .as_str()
         .unwrap()
