@@ -52,7 +52,7 @@ impl StoreArg {
                 self.store
             );
         }
-        Ok(switchboard::store::open(&self.store)?)
+        Ok(switchboard::store::open_to_read(&self.store)?)
     }
 }
 

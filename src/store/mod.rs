@@ -361,6 +361,54 @@ impl SessionSpan {
     }
 }
 
+/// The servers behind [`Store::stats`], in order of start: instance, model, address, written,
+/// spooled, waited, dropped.
+pub(crate) const STATS_SERVERS: &str =
+    "SELECT instance, model, address, written, spooled, waited, dropped FROM servers ORDER BY started, instance";
+
+/// The sessions behind [`Store::stats`], in one pass over the table (it is read whole: an
+/// aggregate of every row): per instance and close reason, how many, their bytes in and out,
+/// and their messages.
+pub(crate) const STATS_SESSIONS: &str = "SELECT instance, reason, COUNT(*), CAST(SUM(bytes_in) AS SIGNED),
+    CAST(SUM(bytes_out) AS SIGNED), CAST(SUM(msgs_in) AS SIGNED) FROM sessions GROUP BY instance, reason";
+
+/// A row of [`STATS_SESSIONS`].
+pub(crate) struct ReasonTotals {
+    pub instance: String,
+    pub reason: String,
+    pub sessions: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub messages: u64,
+}
+
+/// Each instance's totals added up from its rows of [`STATS_SESSIONS`] (`servers` come with
+/// theirs empty), its reasons in order; sessions of an instance not in `servers` are left out.
+pub(crate) fn add_up(
+    mut servers: Vec<InstanceStats>,
+    groups: impl IntoIterator<Item = ReasonTotals>,
+) -> Vec<InstanceStats> {
+    let at: std::collections::HashMap<String, usize> = servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.instance.clone(), i))
+        .collect();
+    for g in groups {
+        if let Some(&i) = at.get(&g.instance) {
+            let s = &mut servers[i];
+            s.sessions += g.sessions;
+            s.bytes_in += g.bytes_in;
+            s.bytes_out += g.bytes_out;
+            s.messages += g.messages;
+            s.reasons.push((g.reason, g.sessions));
+        }
+    }
+    for s in &mut servers {
+        s.reasons.sort();
+    }
+    servers
+}
+
 /// A row [`newest`] can pick the newest of: ranked by a time, ties broken as its one-query
 /// read breaks them.
 pub(crate) trait Ranked {
@@ -626,6 +674,16 @@ pub fn open(url: &StoreUrl) -> Result<Store, StoreError> {
     match url {
         StoreUrl::Sqlite(path) => Sqlite::open(path).map(Store::Sqlite),
         StoreUrl::Mysql(raw) => Mysql::open(raw, url.to_string()).map(Store::Mysql),
+    }
+}
+
+/// As [`open`], for a person reading the store (`sessions`, `stats`, `messages`, `runs`): on
+/// MySQL/MariaDB a statement may take minutes rather than a recording server's 30 s (`stats`
+/// adds up every session).
+pub fn open_to_read(url: &StoreUrl) -> Result<Store, StoreError> {
+    match url {
+        StoreUrl::Mysql(raw) => Mysql::open_to_read(raw, url.to_string()).map(Store::Mysql),
+        StoreUrl::Sqlite(_) => open(url),
     }
 }
 
@@ -950,5 +1008,68 @@ mod tests {
         );
         assert_eq!(span(1, 9, 100, 200).closed_between(Some(150)), (150, 200));
         assert_eq!(span(1, 9, 100, 200).closed_between(Some(50)), (100, 200));
+    }
+
+    /// `stats` adds each instance's rows by close reason into its totals, reasons in order,
+    /// and leaves out sessions of an instance no server row names.
+    #[test]
+    fn stats_add_up_each_instance_by_reason() {
+        let server = |instance: &str| InstanceStats {
+            instance: instance.into(),
+            model: "epoll".into(),
+            address: "tcp://127.0.0.1:1".into(),
+            sessions: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            messages: 0,
+            reasons: Vec::new(),
+            written: Some(9),
+            spooled: None,
+            waited: None,
+            dropped: None,
+        };
+        let group = |instance: &str, reason: &str, n: u64| ReasonTotals {
+            instance: instance.into(),
+            reason: reason.into(),
+            sessions: n,
+            bytes_in: 10 * n,
+            bytes_out: 100 * n,
+            messages: 1000 * n,
+        };
+        let all = add_up(
+            vec![server("b"), server("a"), server("idle")],
+            [
+                group("a", "reset", 2),
+                group("gone", "eof", 7),
+                group("b", "eof", 1),
+                group("a", "eof", 3),
+            ],
+        );
+        let got: Vec<_> = all
+            .iter()
+            .map(|s| {
+                let (name, reasons) = (s.instance.as_str(), s.reasons.clone());
+                (
+                    name,
+                    s.sessions,
+                    s.bytes_in,
+                    s.bytes_out,
+                    s.messages,
+                    reasons,
+                )
+            })
+            .collect();
+        let reasons = |r: &[(&str, u64)]| -> Vec<(String, u64)> {
+            r.iter().map(|(s, n)| (s.to_string(), *n)).collect()
+        };
+        assert_eq!(
+            got,
+            [
+                ("b", 1, 10, 100, 1000, reasons(&[("eof", 1)])),
+                ("a", 5, 50, 500, 5000, reasons(&[("eof", 3), ("reset", 2)])),
+                ("idle", 0, 0, 0, 0, reasons(&[])),
+            ]
+        );
+        assert_eq!(all[0].written, Some(9), "the server's own columns kept");
     }
 }

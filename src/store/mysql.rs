@@ -6,10 +6,10 @@
 use super::schema::{BENCH_COLUMNS, MIGRATIONS, VERSION};
 use super::sqlite::{SpoolRows, Sqlite};
 use super::{
-    by_bound, messages_in, newest, session_spans, Backend, BenchRow, Bounded, InstanceStats,
-    MessageFilter, MessageRef, MessageRow, Record, RecordedMessage, RecorderStats, ServerRow,
-    SessionRow, SessionSpan, StoreError, Written, INSERT_SESSION_SPAN, NEWEST_SESSIONS,
-    SESSION_SPANS, SPAN_SESSIONS,
+    add_up, by_bound, messages_in, newest, session_spans, Backend, BenchRow, Bounded,
+    InstanceStats, MessageFilter, MessageRef, MessageRow, ReasonTotals, Record, RecordedMessage,
+    RecorderStats, ServerRow, SessionRow, SessionSpan, StoreError, Written, INSERT_SESSION_SPAN,
+    NEWEST_SESSIONS, SESSION_SPANS, SPAN_SESSIONS, STATS_SERVERS, STATS_SESSIONS,
 };
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, Params, Transaction, Value};
@@ -19,8 +19,12 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-/// How long the server may take to answer before the store gives up on it.
+/// How long the server may take to answer a recording server's store before it gives up on
+/// it (and spools).
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long it may take to answer a read (`sessions`, `stats`, `messages`, `runs`): `stats`
+/// adds up every session, 36 s for 21 million here.
+const READ_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a schema migration's statements, or the wait for another instance's migration,
 /// may take.
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -62,12 +66,22 @@ pub struct Mysql {
 }
 
 impl Mysql {
-    /// Connects and brings the schema up to date.
+    /// Connects and brings the schema up to date, for a recording server: a statement not
+    /// answered within [`TIMEOUT`] fails (and the server spools).
     pub fn open(url: &str, display: String) -> Result<Mysql, StoreError> {
+        Mysql::open_within(url, display, TIMEOUT)
+    }
+
+    /// As [`open`](Mysql::open), for reading: a statement may take up to [`READ_TIMEOUT`].
+    pub fn open_to_read(url: &str, display: String) -> Result<Mysql, StoreError> {
+        Mysql::open_within(url, display, READ_TIMEOUT)
+    }
+
+    fn open_within(url: &str, display: String, timeout: Duration) -> Result<Mysql, StoreError> {
         let opts = Opts::from_url(url).map_err(|_| StoreError::Url(display.clone()))?;
         let opts: Opts = OptsBuilder::from_opts(opts)
             .tcp_connect_timeout(Some(Duration::from_secs(5)))
-            .read_timeout(Some(TIMEOUT))
+            .read_timeout(Some(timeout))
             .write_timeout(Some(TIMEOUT))
             .into();
         let (conn, bulk) = connect(&opts).map_err(|source| StoreError::Mysql {
@@ -295,48 +309,34 @@ impl Mysql {
             source,
         };
         let conn = self.conn()?;
-        let rows: Vec<mysql::Row> = conn
-            .query(
-                "SELECT s.instance, s.model, s.address, s.written, s.spooled, s.waited, s.dropped,
-                        COUNT(x.id), CAST(COALESCE(SUM(x.bytes_in), 0) AS SIGNED), CAST(COALESCE(SUM(x.bytes_out), 0) AS SIGNED),
-                        CAST(COALESCE(SUM(x.msgs_in), 0) AS SIGNED)
-                 FROM servers s LEFT JOIN sessions x ON x.instance = s.instance
-                 GROUP BY s.instance, s.model, s.address, s.written, s.spooled, s.waited, s.dropped, s.started
-                 ORDER BY s.started",
-            )
-            .map_err(err)?;
-        let mut all = Vec::new();
-        for r in rows {
-            let mut r = r;
-            let (instance, model, address): (String, String, String) =
-                (col(&mut r, 0), col(&mut r, 1), col(&mut r, 2));
-            let (written, spooled, waited, dropped) = (
-                col(&mut r, 3),
-                col(&mut r, 4),
-                col(&mut r, 5),
-                col(&mut r, 6),
-            );
-            let (sessions, bytes_in) = (col(&mut r, 7), col(&mut r, 8));
-            let (bytes_out, messages) = (col(&mut r, 9), col(&mut r, 10));
-            let reasons: Vec<(String, u64)> = conn
-                .exec("SELECT reason, COUNT(*) FROM sessions WHERE instance = ? GROUP BY reason ORDER BY reason", (&instance,))
-                .map_err(err)?;
-            all.push(InstanceStats {
-                instance,
-                model,
-                address,
-                sessions,
-                bytes_in,
-                bytes_out,
-                messages,
-                reasons,
-                written,
-                spooled,
-                waited,
-                dropped,
-            });
-        }
-        Ok(all)
+        let servers: Vec<mysql::Row> = conn.query(STATS_SERVERS).map_err(err)?;
+        let servers = servers
+            .into_iter()
+            .map(|mut r| InstanceStats {
+                instance: col(&mut r, 0),
+                model: col(&mut r, 1),
+                address: col(&mut r, 2),
+                written: col(&mut r, 3),
+                spooled: col(&mut r, 4),
+                waited: col(&mut r, 5),
+                dropped: col(&mut r, 6),
+                sessions: 0,
+                bytes_in: 0,
+                bytes_out: 0,
+                messages: 0,
+                reasons: Vec::new(),
+            })
+            .collect();
+        let groups: Vec<mysql::Row> = conn.query(STATS_SESSIONS).map_err(err)?;
+        let groups = groups.into_iter().map(|mut r| ReasonTotals {
+            instance: col(&mut r, 0),
+            reason: col(&mut r, 1),
+            sessions: col(&mut r, 2),
+            bytes_in: col(&mut r, 3),
+            bytes_out: col(&mut r, 4),
+            messages: col(&mut r, 5),
+        });
+        Ok(add_up(servers, groups))
     }
 
     /// Recorded messages that match `filter`, newest first.
@@ -847,9 +847,10 @@ pub(crate) fn describe(e: &mysql::Error) -> String {
     };
     match io.map(std::io::Error::kind) {
         Some(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => format!(
-            "the server did not answer within {} s (a stalled server, or a read of a very large \
-             table: narrow `messages` with --instance)",
-            TIMEOUT.as_secs()
+            "the server did not answer in time ({} s for a server's records, {} s for a read: \
+             a stalled server, or a read of a very large table)",
+            TIMEOUT.as_secs(),
+            READ_TIMEOUT.as_secs()
         ),
         _ => match e {
             mysql::Error::MySqlError(m) => {
@@ -990,7 +991,9 @@ mod tests {
     fn driver_errors_are_said_in_words() {
         let timed_out = mysql::Error::IoError(std::io::ErrorKind::WouldBlock.into());
         assert!(
-            describe(&timed_out).starts_with("the server did not answer within 30 s"),
+            describe(&timed_out).starts_with(
+                "the server did not answer in time (30 s for a server's records, 600 s for a read"
+            ),
             "{}",
             describe(&timed_out)
         );

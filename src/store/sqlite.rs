@@ -3,10 +3,10 @@
 
 use super::schema::{BENCH_COLUMNS, MIGRATIONS, SQLITE_ONLY, VERSION};
 use super::{
-    messages_in, newest, session_spans, Backend, BenchRow, InstanceStats, MessageFilter,
-    MessageRef, MessageRow, Record, RecordedMessage, RecorderStats, ServerRow, SessionRow,
-    SessionSpan, StoreError, Written, INSERT_SESSION_SPAN, NEWEST_SESSIONS, SESSION_SPANS,
-    SPAN_SESSIONS,
+    add_up, messages_in, newest, session_spans, Backend, BenchRow, InstanceStats, MessageFilter,
+    MessageRef, MessageRow, ReasonTotals, Record, RecordedMessage, RecorderStats, ServerRow,
+    SessionRow, SessionSpan, StoreError, Written, INSERT_SESSION_SPAN, NEWEST_SESSIONS,
+    SESSION_SPANS, SPAN_SESSIONS, STATS_SERVERS, STATS_SESSIONS,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::{HashMap, HashSet};
@@ -280,50 +280,45 @@ impl Sqlite {
 
     /// Totals per instance, in order of start.
     pub fn stats(&self) -> Result<Vec<InstanceStats>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT s.instance, s.model, s.address, s.written, s.waited, s.dropped, s.spooled,
-                        COUNT(x.id), COALESCE(SUM(x.bytes_in), 0), COALESCE(SUM(x.bytes_out), 0), COALESCE(SUM(x.msgs_in), 0)
-                 FROM servers s LEFT JOIN sessions x ON x.instance = s.instance
-                 GROUP BY s.instance, s.model, s.address, s.written, s.waited, s.dropped, s.spooled, s.started
-                 ORDER BY s.started",
-            )
-            .map_err(self.err())?;
-        let mut all: Vec<InstanceStats> = stmt
+        let mut stmt = self.conn.prepare(STATS_SERVERS).map_err(self.err())?;
+        let count =
+            |r: &rusqlite::Row<'_>, i| r.get::<_, Option<i64>>(i).map(|v| v.map(|v| v as u64));
+        let servers = stmt
             .query_map([], |r| {
                 Ok(InstanceStats {
                     instance: r.get(0)?,
                     model: r.get(1)?,
                     address: r.get(2)?,
-                    written: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
-                    waited: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
-                    dropped: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
-                    spooled: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
-                    sessions: r.get::<_, i64>(7)? as u64,
-                    bytes_in: r.get::<_, i64>(8)? as u64,
-                    bytes_out: r.get::<_, i64>(9)? as u64,
-                    messages: r.get::<_, i64>(10)? as u64,
+                    written: count(r, 3)?,
+                    spooled: count(r, 4)?,
+                    waited: count(r, 5)?,
+                    dropped: count(r, 6)?,
+                    sessions: 0,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                    messages: 0,
                     reasons: Vec::new(),
                 })
             })
             .map_err(self.err())?
             .collect::<Result<_, _>>()
             .map_err(self.err())?;
-        let mut stmt = self
-            .conn
-            .prepare("SELECT reason, COUNT(*) FROM sessions WHERE instance = ?1 GROUP BY reason ORDER BY reason")
-            .map_err(self.err())?;
-        for s in &mut all {
-            s.reasons = stmt
-                .query_map([&s.instance], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        let mut stmt = self.conn.prepare(STATS_SESSIONS).map_err(self.err())?;
+        let groups: Vec<ReasonTotals> = stmt
+            .query_map([], |r| {
+                Ok(ReasonTotals {
+                    instance: r.get(0)?,
+                    reason: r.get(1)?,
+                    sessions: r.get::<_, i64>(2)? as u64,
+                    bytes_in: r.get::<_, i64>(3)? as u64,
+                    bytes_out: r.get::<_, i64>(4)? as u64,
+                    messages: r.get::<_, i64>(5)? as u64,
                 })
-                .map_err(self.err())?
-                .collect::<Result<_, _>>()
-                .map_err(self.err())?;
-        }
-        Ok(all)
+            })
+            .map_err(self.err())?
+            .collect::<Result<_, _>>()
+            .map_err(self.err())?;
+        Ok(add_up(servers, groups))
     }
 }
 
