@@ -67,12 +67,12 @@ pub struct Mysql {
 
 impl Mysql {
     /// Connects and brings the schema up to date, for a recording server: a statement not
-    /// answered within [`TIMEOUT`] fails (and the server spools).
+    /// answered within 30 s fails (and the server spools).
     pub fn open(url: &str, display: String) -> Result<Mysql, StoreError> {
         Mysql::open_within(url, display, TIMEOUT)
     }
 
-    /// As [`open`](Mysql::open), for reading: a statement may take up to [`READ_TIMEOUT`].
+    /// As [`open`](Mysql::open), for reading: a statement may take up to 10 minutes.
     pub fn open_to_read(url: &str, display: String) -> Result<Mysql, StoreError> {
         Mysql::open_within(url, display, READ_TIMEOUT)
     }
