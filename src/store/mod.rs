@@ -835,7 +835,7 @@ pub trait Backend: Send {
 /// Sessions as servers record them, for the backends' tests: three instances' batches.
 #[cfg(test)]
 pub(crate) mod recorded_sessions {
-    use super::{Record, SessionRow};
+    use super::{Backend, Record, ServerRow, SessionRow};
 
     /// `stream` (connections opened 10 ms apart, most closing within 50 ms, some after
     /// seconds, a few only at the end), `datagram` (a session per datagram, closed as it
@@ -909,16 +909,23 @@ pub(crate) mod recorded_sessions {
         batches
     }
 
-    /// The instances [`batches`] records, to start first.
+    /// The instances [`batches`] records.
     pub(crate) const INSTANCES: [&str; 3] = ["stream", "datagram", "twin"];
 
-    /// Writes [`batches`] through `write` (instance, batch) and returns the sessions written,
-    /// with their instance, in order of instance and id.
-    pub(crate) fn write_all(mut write: impl FnMut(&str, &[Record])) -> Vec<(String, SessionRow)> {
+    /// Records [`batches`] into `db` (each instance started first by `start`, as a server
+    /// starts) and returns the sessions written, with their instance, in order of instance and
+    /// id.
+    pub(crate) fn record_into<B: Backend>(
+        db: &mut B,
+        start: impl Fn(&mut B, &ServerRow),
+    ) -> Vec<(String, SessionRow)> {
+        for instance in INSTANCES {
+            start(db, &ServerRow::for_test(instance, 0));
+        }
         let mut recorded = Vec::new();
         for (instance, batches) in batches(1_000_000) {
             for batch in batches {
-                write(instance, &batch);
+                db.write(instance, &batch).unwrap();
                 for record in batch {
                     if let Record::Session(s) = record {
                         recorded.push((instance.to_string(), s));

@@ -1306,12 +1306,10 @@ mod tests {
         admin.query_drop(format!("CREATE DATABASE {name}")).unwrap();
         let own = format!("{}/{name}", url.rsplit_once('/').unwrap().0);
         let mut db = Mysql::open(&own, "the test's own database".into()).unwrap();
-        for instance in crate::store::recorded_sessions::INSTANCES {
-            db.start_server(&ServerRow::for_test(instance, 0)).unwrap();
-        }
-        let recorded = crate::store::recorded_sessions::write_all(|instance, batch| {
-            db.write(instance, batch).unwrap();
-        });
+        let recorded =
+            crate::store::recorded_sessions::record_into(&mut db, |db: &mut Mysql, row| {
+                db.start_server(row).unwrap()
+            });
         let read =
             crate::store::recorded_sessions::in_key_order(db.sessions(100_000, None).unwrap());
         assert!(read == recorded, "the sessions read back are those written");

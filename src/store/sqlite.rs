@@ -554,8 +554,7 @@ impl Backend for Sqlite {
         };
         let tx = self.conn.transaction().map_err(err)?;
         {
-            // Sessions, like messages, go in statements of many rows each: a datagram server
-            // records a session per datagram.
+            // Sessions as messages are: a datagram server records a session per datagram.
             let sessions: Vec<&SessionRow> = batch
                 .iter()
                 .filter_map(|r| match r {
@@ -563,19 +562,8 @@ impl Backend for Sqlite {
                     Record::Message(_) | Record::Messages(_) => None,
                 })
                 .collect();
-            let mut many = tx
-                .prepare_cached(&insert_sessions(SESSION_ROWS))
+            insert_chunked(&tx, instance, &sessions, insert_sessions, bind_sessions)
                 .map_err(err)?;
-            let mut one = tx.prepare_cached(&insert_sessions(1)).map_err(err)?;
-            let mut chunks = sessions.chunks_exact(SESSION_ROWS);
-            for chunk in &mut chunks {
-                bind_sessions(&mut many, instance, chunk).map_err(err)?;
-                many.raw_execute().map_err(err)?;
-            }
-            for s in chunks.remainder() {
-                bind_sessions(&mut one, instance, std::slice::from_ref(s)).map_err(err)?;
-                one.raw_execute().map_err(err)?;
-            }
             let mut span = tx.prepare_cached(INSERT_SESSION_SPAN).map_err(err)?;
             for s in session_spans(batch) {
                 span.execute(params![
@@ -587,22 +575,9 @@ impl Backend for Sqlite {
                 ])
                 .map_err(err)?;
             }
-            // Messages go in statements of many rows each: SQLite's work per statement
-            // (bind, step, reset) is then paid once per MESSAGE_ROWS messages.
-            let mut many = tx
-                .prepare_cached(&insert_messages(MESSAGE_ROWS))
-                .map_err(err)?;
-            let mut one = tx.prepare_cached(&insert_messages(1)).map_err(err)?;
             let messages: Vec<MessageRef<'_>> = messages_in(batch).collect();
-            let mut chunks = messages.chunks_exact(MESSAGE_ROWS);
-            for chunk in &mut chunks {
-                bind_messages(&mut many, instance, chunk).map_err(err)?;
-                many.raw_execute().map_err(err)?;
-            }
-            for m in chunks.remainder() {
-                bind_messages(&mut one, instance, std::slice::from_ref(m)).map_err(err)?;
-                one.raw_execute().map_err(err)?;
-            }
+            insert_chunked(&tx, instance, &messages, insert_messages, bind_messages)
+                .map_err(err)?;
             // The span these messages took: while this transaction holds the write lock, the
             // table's rows are numbered on from its highest id, so they took the ids just
             // below the last one.
@@ -654,11 +629,32 @@ impl Backend for Sqlite {
     }
 }
 
-/// Messages per multi-row INSERT.
-const MESSAGE_ROWS: usize = 32;
+/// Rows per multi-row INSERT.
+const ROWS_PER_INSERT: usize = 32;
 
-/// Sessions per multi-row INSERT.
-const SESSION_ROWS: usize = 32;
+/// Inserts `rows` in statements of [`ROWS_PER_INSERT`] rows each (`sql(n)` for `n` rows, bound
+/// by `bind`), the remainder one at a time: SQLite's work per statement (bind, step, reset)
+/// is then paid once per 32 rows, and only two statements are ever prepared.
+fn insert_chunked<T>(
+    tx: &rusqlite::Transaction<'_>,
+    instance: &str,
+    rows: &[T],
+    sql: fn(usize) -> String,
+    bind: fn(&mut rusqlite::CachedStatement<'_>, &str, &[T]) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    let mut many = tx.prepare_cached(&sql(ROWS_PER_INSERT))?;
+    let mut chunks = rows.chunks_exact(ROWS_PER_INSERT);
+    for chunk in &mut chunks {
+        bind(&mut many, instance, chunk)?;
+        many.raw_execute()?;
+    }
+    let mut one = tx.prepare_cached(&sql(1))?;
+    for row in chunks.remainder() {
+        bind(&mut one, instance, std::slice::from_ref(row))?;
+        one.raw_execute()?;
+    }
+    Ok(())
+}
 
 /// `INSERT OR IGNORE INTO {into} VALUES (...), ...` for `rows` rows of the instance and
 /// `columns` more (OR IGNORE: a record written twice, by a retried batch, is kept once).
@@ -1084,12 +1080,10 @@ mod tests {
     #[test]
     fn the_newest_sessions_read_span_by_span_match_one_query() {
         let (mut db, path) = fresh("session-spans");
-        for instance in crate::store::recorded_sessions::INSTANCES {
-            db.start_server(&ServerRow::for_test(instance, 0)).unwrap();
-        }
-        let recorded = crate::store::recorded_sessions::write_all(|instance, batch| {
-            db.write(instance, batch).unwrap();
-        });
+        let recorded =
+            crate::store::recorded_sessions::record_into(&mut db, |db: &mut Sqlite, row| {
+                db.start_server(row).unwrap()
+            });
         let read =
             crate::store::recorded_sessions::in_key_order(db.sessions(100_000, None).unwrap());
         assert!(read == recorded, "the sessions read back are those written");
