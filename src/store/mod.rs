@@ -31,7 +31,7 @@ pub use sqlite::Sqlite;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where the store is: `sqlite://PATH` (relative to the working directory, or absolute with a
 /// third slash: `sqlite:///var/lib/sb.db`) or `mysql://USER:PASS@HOST:PORT/DB`.
@@ -45,6 +45,11 @@ pub enum StoreUrl {
 
 /// The default store: `switchboard.db` in the working directory.
 pub const DEFAULT_STORE: &str = "sqlite://switchboard.db";
+
+/// How long a schema migration may take, and how long another instance waits for it: a
+/// migration that copies or fills a table from a large one takes about a minute per 20
+/// million rows here.
+pub(crate) const MIGRATION_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl FromStr for StoreUrl {
     type Err = StoreError;

@@ -9,7 +9,8 @@ use super::{
     add_up, by_bound, messages_in, newest, session_spans, Backend, BenchRow, Bounded,
     InstanceStats, MessageFilter, MessageRef, MessageRow, ReasonTotals, Record, RecordedMessage,
     RecorderStats, ServerRow, SessionRow, SessionSpan, StoreError, Written, INSERT_SESSION_SPAN,
-    NEWEST_SESSIONS, SESSION_SPANS, SPAN_SESSIONS, STATS_SERVERS, STATS_SESSIONS,
+    MIGRATION_TIMEOUT, NEWEST_SESSIONS, SESSION_SPANS, SPAN_SESSIONS, STATS_SERVERS,
+    STATS_SESSIONS,
 };
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, Params, Transaction, Value};
@@ -25,9 +26,6 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// How long it may take to answer a read (`sessions`, `stats`, `messages`, `runs`): `stats`
 /// adds up every session, 36 s for 21 million here.
 const READ_TIMEOUT: Duration = Duration::from_secs(600);
-/// How long a schema migration's statements, or the wait for another instance's migration,
-/// may take.
-const MIGRATION_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Rows per multi-row INSERT or per bulk command, at most.
 const ROWS_PER_INSERT: usize = 512;
 /// How often a spooling writer tries the database again.

@@ -5,14 +5,17 @@ use super::schema::{BENCH_COLUMNS, MIGRATIONS, SQLITE_ONLY, VERSION};
 use super::{
     add_up, messages_in, newest, session_spans, Backend, BenchRow, InstanceStats, MessageFilter,
     MessageRef, MessageRow, ReasonTotals, Record, RecordedMessage, RecorderStats, ServerRow,
-    SessionRow, SessionSpan, StoreError, Written, INSERT_SESSION_SPAN, NEWEST_SESSIONS,
-    SESSION_SPANS, SPAN_SESSIONS, STATS_SERVERS, STATS_SESSIONS,
+    SessionRow, SessionSpan, StoreError, Written, INSERT_SESSION_SPAN, MIGRATION_TIMEOUT,
+    NEWEST_SESSIONS, SESSION_SPANS, SPAN_SESSIONS, STATS_SERVERS, STATS_SESSIONS,
 };
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, ErrorCode, Transaction, TransactionBehavior};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
+
+/// How long a write waits for another process's (prefork, fork) before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Spooled rows, by table, that a replay has taken.
 #[derive(Debug, Default)]
@@ -30,6 +33,11 @@ pub struct Sqlite {
 impl Sqlite {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Sqlite, StoreError> {
+        Sqlite::open_within(path, MIGRATION_TIMEOUT)
+    }
+
+    /// [`Sqlite::open`], waiting up to `wait` for another instance's schema migration.
+    fn open_within(path: &Path, wait: Duration) -> Result<Sqlite, StoreError> {
         let url = format!("sqlite://{}", path.display());
         let err = |source| StoreError::Database {
             url: url.clone(),
@@ -37,7 +45,7 @@ impl Sqlite {
         };
         let conn = Connection::open(path).map_err(err)?;
         // Several processes (prefork, fork) write at once: wait for each other, briefly.
-        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         // 16 KiB pages for a new store (an existing one keeps its own): a batch of messages
         // is a quarter of the pages, page writes and WAL frames, a quarter fewer µs of the
         // writer's per message. Set before WAL, which fixes the page size.
@@ -47,7 +55,7 @@ impl Sqlite {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err)?;
         let mut store = Sqlite { conn, url };
-        store.migrate()?;
+        store.migrate(wait)?;
         Ok(store)
     }
 
@@ -59,24 +67,44 @@ impl Sqlite {
     }
 
     /// Applies the migrations the database lacks; refuses a schema newer than this binary's.
-    fn migrate(&mut self) -> Result<(), StoreError> {
+    ///
+    /// A store that is up to date is only read. One that is not is migrated in one write
+    /// transaction, which another instance's migration holds for as long as it runs (version 4
+    /// copies every message): that is waited for up to `wait`, not the busy timeout's 10 s.
+    fn migrate(&mut self, wait: Duration) -> Result<(), StoreError> {
         let url = self.url.clone();
         let err = |source| StoreError::Database {
             url: url.clone(),
             source,
         };
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
+        let current = schema_version(&self.conn).map_err(err)?;
+        if current > VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found: current,
+                known: VERSION,
+            });
+        }
+        if current == VERSION {
+            return Ok(());
+        }
+        self.conn.busy_timeout(wait).map_err(err)?;
+        let began = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate);
+        let tx = match began {
+            Ok(tx) => tx,
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => {
+                self.conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+                return Err(StoreError::MigrationBusy {
+                    url,
+                    waited: wait.as_secs(),
+                });
+            }
+            Err(e) => return Err(err(e)),
+        };
+        tx.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
             .map_err(err)?;
-        let found: Option<i64> = tx
-            .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
-            .optional()
-            .map_err(err)?
-            .flatten();
-        let found = found.unwrap_or(0);
+        // Again, now that no other instance can be migrating: it may have done so meanwhile.
+        let found = schema_version(&tx).map_err(err)?;
         if found > VERSION {
             return Err(StoreError::SchemaTooNew {
                 found,
@@ -730,6 +758,21 @@ fn bind_messages(
     Ok(())
 }
 
+/// The schema version `conn` sees, 0 for a database switchboard has not set up yet.
+fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(0);
+    }
+    let version: Option<i64> =
+        conn.query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))?;
+    Ok(version.unwrap_or(0))
+}
+
 /// One transaction's messages of one instance: rows `first_id..=last_id`, none older than
 /// `first_at` (a span given to a migrated store's rows may hold other instances' rows too).
 struct Span {
@@ -824,6 +867,48 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.db");
         (Sqlite::open(&path).unwrap(), path)
+    }
+
+    /// A store being migrated is waited for, not failed after the busy timeout's 10 s, and
+    /// the wait's end is said plainly; a store already up to date opens beside a writer.
+    #[test]
+    fn a_migration_under_way_is_waited_for() {
+        let (_, path) = fresh("migrating");
+        let writer = Connection::open(&path).unwrap();
+        writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let opened = Sqlite::open_within(&path, Duration::from_secs(1));
+        assert!(opened.is_ok(), "{:?}", opened.err());
+        writer.execute_batch("ROLLBACK").unwrap();
+
+        // Another instance creating a store: WAL set, its first migration's write lock held.
+        let path = path.with_file_name("new.db");
+        let other = Connection::open(&path).unwrap();
+        other.pragma_update(None, "journal_mode", "WAL").unwrap();
+        other
+            .execute_batch("BEGIN IMMEDIATE; CREATE TABLE schema_version (version BIGINT NOT NULL)")
+            .unwrap();
+        let started = std::time::Instant::now();
+        let busy = Sqlite::open_within(&path, Duration::from_secs(1))
+            .err()
+            .unwrap();
+        assert!(
+            busy.to_string().contains(
+                "another switchboard has been migrating its schema for over 1 s; start again once it is done"
+            ),
+            "{busy}"
+        );
+        assert!(
+            started.elapsed() < BUSY_TIMEOUT,
+            "waited the busy timeout, not the wait"
+        );
+        // Committed within the wait: this one migrates what the other left.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        let db = Sqlite::open_within(&path, Duration::from_secs(20)).unwrap();
+        release.join().unwrap();
+        assert_eq!(db.version().unwrap(), VERSION);
     }
 
     /// Three instances recorded as servers record: sessions answered interleaved in time, each
