@@ -331,11 +331,16 @@ impl Session {
     /// Bytes read from the peer: answers every whole frame among them. An error means the
     /// connection must close now (a bad frame); replies already queued may still be sent.
     pub fn receive(&mut self, data: &[u8]) -> Result<(), CloseReason> {
+        self.receive_at(data, Instant::now())
+    }
+
+    /// [`receive`](Session::receive), the bytes read at `now`: a reactor reads the clock once
+    /// a turn, not at every read and write of every connection it drives.
+    pub fn receive_at(&mut self, data: &[u8], now: Instant) -> Result<(), CloseReason> {
         self.stats.bytes_in += data.len() as u64;
         if self.done.is_some() || data.is_empty() {
             return Ok(()); // after the service closed, what follows is not read
         }
-        let now = Instant::now();
         self.clock.active = now;
         let mark = self.output.len();
         let result = match self.take_in(data, now) {
@@ -559,13 +564,18 @@ impl Session {
 
     /// `n` bytes of [`pending`](Session::pending) were written.
     pub fn advance(&mut self, n: usize) {
+        self.advance_at(n, Instant::now());
+    }
+
+    /// [`advance`](Session::advance), the bytes written at `now` (see
+    /// [`receive_at`](Session::receive_at)).
+    pub fn advance_at(&mut self, n: usize, now: Instant) {
         if n == 0 {
             return;
         }
         self.sent += n;
         self.stats.bytes_out += n as u64;
         debug_assert!(self.sent <= self.output.len());
-        let now = Instant::now();
         self.clock.active = now;
         if self.sent == self.output.len() {
             if self.output.capacity() > KEEP_BUFFER {

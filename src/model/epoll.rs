@@ -26,6 +26,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::thread;
+use std::time::Instant;
 
 const LISTENER: u64 = u64::MAX;
 const WAKER: u64 = u64::MAX - 1;
@@ -128,9 +129,10 @@ pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::
             Some(Default::default())
         };
         let n = epoll.wait(&mut events, timeout)?;
+        let now = Instant::now();
         // Turns that ran out last round go first, then what the kernel reported.
         for token in std::mem::take(&mut again_now) {
-            drive(&mut table, token, &mut buf, &mut again, &mut timers, shared);
+            drive(&mut table, token, &mut buf, now, &mut again, &mut timers, shared);
         }
         for ev in &events[..n] {
             match ev.u64 {
@@ -158,11 +160,11 @@ pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::
                             conn.hung_up();
                         }
                     }
-                    drive(&mut table, token, &mut buf, &mut again, &mut timers, shared);
+                    drive(&mut table, token, &mut buf, now, &mut again, &mut timers, shared);
                 }
             }
         }
-        timers.expire(&mut table, |table, token, reason| {
+        timers.expire(&mut table, now, |table, token, reason| {
             reactor::close(table, token, reason, shared)
         });
         std::mem::swap(&mut again, &mut again_now);
@@ -174,6 +176,7 @@ fn drive(
     table: &mut Table,
     token: usize,
     buf: &mut [u8],
+    now: Instant,
     again: &mut Vec<usize>,
     timers: &mut Timers,
     shared: &Shared,
@@ -181,7 +184,7 @@ fn drive(
     let Some(conn) = table.get_mut(token) else {
         return;
     };
-    let status = conn.drive(buf);
+    let status = conn.drive(buf, now);
     if let Status::Open { .. } = status {
         timers.arm(token, conn);
     }

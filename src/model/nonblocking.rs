@@ -12,7 +12,7 @@ use crate::shared::Shared;
 use crate::transport::Listener;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Idle turns after which the loop sleeps instead of yielding.
 const SPIN_TURNS: u32 = 100;
@@ -39,12 +39,13 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
             }
         }
         // Try every connection: each drive reads and writes what it can without waiting.
+        let now = Instant::now();
         for token in table.tokens() {
             let Some(conn) = table.get_mut(token) else {
                 continue;
             };
             let before = conn.activity();
-            match conn.drive(&mut buf) {
+            match conn.drive(&mut buf, now) {
                 Status::Closed(reason) => {
                     reactor::close(&mut table, token, reason, shared);
                     progress = true;
@@ -55,7 +56,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
                 }
             }
         }
-        timers.expire(&mut table, |table, token, reason| {
+        timers.expire(&mut table, now, |table, token, reason| {
             reactor::close(table, token, reason, shared)
         });
         if progress {

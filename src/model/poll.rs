@@ -12,6 +12,7 @@ use crate::transport::Listener;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Serves until a stop on one thread, then drains.
 pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> {
@@ -60,6 +61,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
             &mut fds,
             reactor::wait_time(&timers, &drain, accepting && !listening),
         )?;
+        let now = Instant::now();
         let conns = if accepting { &fds[2..] } else { &fds[..] };
         // Readable or writable connections: one drive each.
         for (pfd, &token) in conns.iter().zip(&tokens) {
@@ -69,12 +71,12 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
             let Some(conn) = table.get_mut(token) else {
                 continue;
             };
-            match conn.drive(&mut buf) {
+            match conn.drive(&mut buf, now) {
                 Status::Open { .. } => timers.arm(token, conn),
                 Status::Closed(reason) => close(&mut table, token, reason, shared),
             }
         }
-        timers.expire(&mut table, |table, token, reason| {
+        timers.expire(&mut table, now, |table, token, reason| {
             close(table, token, reason, shared)
         });
         // Accept last, so a new connection's token cannot be mistaken for a closed one's.

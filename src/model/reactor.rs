@@ -45,7 +45,10 @@ impl Conn {
     ///
     /// A read that fills less than the buffer emptied the socket, so it is not followed by a
     /// read that would only say EAGAIN: one read and one write per message, as in C.
-    pub(super) fn drive(&mut self, buf: &mut [u8]) -> Status {
+    ///
+    /// `now` is when the reactor's turn began: the clock is read once a turn, as the sessions'
+    /// timeouts (seconds) need no finer time, rather than twice a message.
+    pub(super) fn drive(&mut self, buf: &mut [u8], now: Instant) -> Status {
         for _ in 0..TURN {
             // The socket may hold more: the last read filled the buffer, or backpressure
             // stopped us reading.
@@ -55,7 +58,7 @@ impl Conn {
                     Ok(0) => self.session.receive_eof(),
                     Ok(n) => {
                         unread = n == buf.len() || self.hung_up;
-                        self.session.receive(&buf[..n])
+                        self.session.receive_at(&buf[..n], now)
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
                     Err(e) if e.kind() == ErrorKind::Interrupted => {
@@ -65,13 +68,13 @@ impl Conn {
                     Err(e) => return Status::Closed(CloseReason::from_io(&e)),
                 };
                 if let Err(reason) = received {
-                    let _ = self.write_pending(); // replies queued before the bad frame, best effort
+                    let _ = self.write_pending(now); // replies queued before the bad frame, best effort
                     return Status::Closed(reason);
                 }
             } else if self.session.finished().is_none() {
                 unread = true;
             }
-            if let Err(e) = self.write_pending() {
+            if let Err(e) = self.write_pending(now) {
                 return Status::Closed(CloseReason::from_io(&e));
             }
             if let Some(reason) = self.session.finished() {
@@ -85,10 +88,10 @@ impl Conn {
     }
 
     /// Writes queued replies until they are all out or the socket's buffer is full.
-    fn write_pending(&mut self) -> io::Result<()> {
+    fn write_pending(&mut self, now: Instant) -> io::Result<()> {
         while !self.session.pending().is_empty() {
             match (&self.stream).write(self.session.pending()) {
-                Ok(n) => self.session.advance(n),
+                Ok(n) => self.session.advance_at(n, now),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -286,14 +289,14 @@ impl Timers {
         }
     }
 
-    /// Hands every connection whose timeout ran out to `close`, with the reason; arms the
-    /// others whose entry came due at their later deadline.
+    /// Hands every connection whose timeout ran out by `now` (the turn's clock reading) to
+    /// `close`, with the reason; arms the others whose entry came due at their later deadline.
     pub(super) fn expire<C: Timed>(
         &mut self,
         table: &mut Table<C>,
+        now: Instant,
         mut close: impl FnMut(&mut Table<C>, usize, CloseReason),
     ) {
-        let now = Instant::now();
         while let Some(&Reverse((at, token, id))) = self.heap.peek() {
             if at > now {
                 break;

@@ -13,6 +13,7 @@ use crate::transport::Listener;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Serves until a stop on one thread, then drains.
 pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> {
@@ -59,6 +60,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
         }
         let wait = reactor::wait_time(&timers, &drain, accepting && !listening);
         sys::select(nfds, &mut read, &mut write, wait)?;
+        let now = Instant::now();
         // Readable or writable connections: one drive each.
         for token in table.tokens() {
             let Some(conn) = table.get_mut(token) else {
@@ -68,12 +70,12 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
             if !read.contains(fd) && !write.contains(fd) {
                 continue;
             }
-            match conn.drive(&mut buf) {
+            match conn.drive(&mut buf, now) {
                 Status::Open { .. } => timers.arm(token, conn),
                 Status::Closed(reason) => close(&mut table, token, reason, shared),
             }
         }
-        timers.expire(&mut table, |table, token, reason| {
+        timers.expire(&mut table, now, |table, token, reason| {
             close(table, token, reason, shared)
         });
         if listening && read.contains(listen_fd) {

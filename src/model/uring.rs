@@ -113,6 +113,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
         ring.submit_and_wait(if cut { None } else { wait })?;
         done.clear();
         ring.completions(&mut done);
+        let now = Instant::now(); // once a batch of completions, not twice a message
         for c in &done {
             match c.token {
                 ACCEPT => {
@@ -138,7 +139,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
                         ring.sent(slot); // its buffer is free again
                     }
                     if let Some(conn) = table.get_mut(slot) {
-                        completed(&ring, conn, token & 1, c);
+                        completed(&ring, conn, token & 1, c, now);
                     }
                     if let Some(bid) = c.buffer {
                         ring.give_back(bid); // the session has copied the bytes
@@ -158,7 +159,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
             }
         }
         // Out of time: shut down, so its receive ends and it closes as any other would.
-        timers.expire(&mut table, |table, slot, reason| {
+        timers.expire(&mut table, now, |table, slot, reason| {
             let Some(conn) = table.get_mut(slot) else {
                 return;
             };
@@ -243,8 +244,8 @@ fn accepted(
     ring.recv_multi(fd, token(slot, RECV))
 }
 
-/// Feeds a completed receive or send into the connection's session.
-fn completed(ring: &Uring, conn: &mut Conn, op: u64, c: &Completion) {
+/// Feeds a completed receive or send into the connection's session, as of `now`.
+fn completed(ring: &Uring, conn: &mut Conn, op: u64, c: &Completion, now: Instant) {
     let outcome = if op == RECV {
         if !c.more {
             conn.receiving = false;
@@ -252,7 +253,7 @@ fn completed(ring: &Uring, conn: &mut Conn, op: u64, c: &Completion) {
         }
         match (c.io(), c.buffer) {
             (Ok(0), _) => conn.session.receive_eof(),
-            (Ok(n), Some(bid)) => conn.session.receive(ring.buffer(bid, n)),
+            (Ok(n), Some(bid)) => conn.session.receive_at(ring.buffer(bid, n), now),
             (Ok(_), None) => Ok(()),
             // Out of provided buffers, or our own cancel: armed again when it may read.
             (Err(e), _)
@@ -268,7 +269,7 @@ fn completed(ring: &Uring, conn: &mut Conn, op: u64, c: &Completion) {
     } else {
         conn.sending = false;
         c.io()
-            .map(|n| conn.session.advance(n))
+            .map(|n| conn.session.advance_at(n, now))
             .map_err(|e| CloseReason::from_io(&e))
     };
     if let Err(reason) = outcome {
