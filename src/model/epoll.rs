@@ -132,7 +132,15 @@ pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::
         let now = Instant::now();
         // Turns that ran out last round go first, then what the kernel reported.
         for token in std::mem::take(&mut again_now) {
-            drive(&mut table, token, &mut buf, now, &mut again, &mut timers, shared);
+            drive(
+                &mut table,
+                token,
+                &mut buf,
+                now,
+                &mut again,
+                &mut timers,
+                shared,
+            );
         }
         for ev in &events[..n] {
             match ev.u64 {
@@ -160,7 +168,15 @@ pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::
                             conn.hung_up();
                         }
                     }
-                    drive(&mut table, token, &mut buf, now, &mut again, &mut timers, shared);
+                    drive(
+                        &mut table,
+                        token,
+                        &mut buf,
+                        now,
+                        &mut again,
+                        &mut timers,
+                        shared,
+                    );
                 }
             }
         }
