@@ -130,17 +130,12 @@ pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::
         };
         let n = epoll.wait(&mut events, timeout)?;
         let now = Instant::now();
+        let mut drive_now = |table: &mut Table, timers: &mut Timers, token| {
+            drive(table, token, &mut buf, now, &mut again, timers, shared)
+        };
         // Turns that ran out last round go first, then what the kernel reported.
         for token in std::mem::take(&mut again_now) {
-            drive(
-                &mut table,
-                token,
-                &mut buf,
-                now,
-                &mut again,
-                &mut timers,
-                shared,
-            );
+            drive_now(&mut table, &mut timers, token);
         }
         for ev in &events[..n] {
             match ev.u64 {
@@ -168,15 +163,7 @@ pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::
                             conn.hung_up();
                         }
                     }
-                    drive(
-                        &mut table,
-                        token,
-                        &mut buf,
-                        now,
-                        &mut again,
-                        &mut timers,
-                        shared,
-                    );
+                    drive_now(&mut table, &mut timers, token);
                 }
             }
         }

@@ -77,14 +77,14 @@ impl Sqlite {
             url: url.clone(),
             source,
         };
-        let current = schema_version(&self.conn).map_err(err)?;
-        if current > VERSION {
-            return Err(StoreError::SchemaTooNew {
-                found: current,
+        let known = |found| match found {
+            found if found > VERSION => Err(StoreError::SchemaTooNew {
+                found,
                 known: VERSION,
-            });
-        }
-        if current == VERSION {
+            }),
+            found => Ok(found),
+        };
+        if known(schema_version(&self.conn).map_err(err)?)? == VERSION {
             return Ok(());
         }
         self.conn.busy_timeout(wait).map_err(err)?;
@@ -104,13 +104,7 @@ impl Sqlite {
         tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
             .map_err(err)?;
         // Again, now that no other instance can be migrating: it may have done so meanwhile.
-        let found = schema_version(&tx).map_err(err)?;
-        if found > VERSION {
-            return Err(StoreError::SchemaTooNew {
-                found,
-                known: VERSION,
-            });
-        }
+        let found = known(schema_version(&tx).map_err(err)?)?;
         if found > 0 && found < VERSION {
             // Version 4 copies the `messages` table once: long for a store of many.
             tracing::info!(store = %url, from = found, to = VERSION, "migrating the store's schema");
