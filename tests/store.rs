@@ -243,9 +243,9 @@ fn a_trickle_of_records_is_written_in_few_transactions() {
     let elapsed = began.elapsed();
     let writes = writes.lock().unwrap();
     assert_eq!(writes.iter().sum::<usize>(), 200, "every record written");
-    // The writer pauses 10 ms after each short transaction, so however slow this machine,
-    // there are at most as many transactions as 10 ms spans, and one more for the end.
-    let spans = elapsed.as_millis() as usize / 10;
+    // The writer pauses after each short transaction, so however slow this machine, there
+    // are at most as many transactions as pauses fit, and one more for the end.
+    let spans = (elapsed.as_millis() / store::LINGER.as_millis()) as usize;
     assert!(
         writes.len() <= spans + 2,
         "{} transactions in {elapsed:?}: {writes:?}",

@@ -25,7 +25,7 @@ mod schema;
 mod sqlite;
 
 pub use mysql::Mysql;
-pub use recorder::{Recorder, RecorderStats, SharedStats, Writer, QUEUE};
+pub use recorder::{Recorder, RecorderStats, SharedStats, Writer, LINGER, QUEUE};
 pub use sqlite::Sqlite;
 
 use std::fmt;
