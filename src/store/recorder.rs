@@ -14,9 +14,9 @@ pub const QUEUE: usize = 64 * 1024;
 const BATCH: usize = 4096;
 /// Tries of a failing batch before its records are counted as dropped.
 const TRIES: u32 = 5;
-/// After a short transaction (fewer records than the most it takes, 4,096, or the queue holds), the writer lets
-/// records gather this long before it looks again (not after a model waited for room: then the
-/// queue is drained at once; nor once the server stops). A busy server then pays one commit per
+/// After a short transaction (fewer records than the 4,096 it takes at most, or than the queue
+/// holds), the writer lets records gather this long before it looks again (not after a model
+/// waited for room: then the queue is drained at once; nor once the server stops). A busy server then pays one commit per
 /// many connections' batches, and the database works in a few long bursts rather than many
 /// short ones, which keeps the cores busy where the server, its clients and the database share
 /// them: at 10 ms, recording into a MariaDB beside the server left both cores 11-14% idle and
