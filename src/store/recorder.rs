@@ -15,14 +15,14 @@ const BATCH: usize = 4096;
 /// Tries of a failing batch before its records are counted as dropped.
 const TRIES: u32 = 5;
 /// After a short transaction (fewer records than the 4,096 it takes at most, or than the queue
-/// holds), the writer lets records gather this long before it looks again (not after a model
-/// waited for room: then the queue is drained at once; nor once the server stops). A busy server then pays one commit per
-/// many connections' batches, and the database works in a few long bursts rather than many
-/// short ones, which keeps the cores busy where the server, its clients and the database share
-/// them: at 10 ms, recording into a MariaDB beside the server left both cores 11-14% idle and
+/// holds), the writer lets records gather this long before it looks again (not after a model waited
+/// for room: then the queue is drained at once; nor once the server stops). A busy server then pays
+/// one commit per many connections' batches, and the database works in a few long bursts rather
+/// than many short ones, which keeps the cores busy where the server, its clients and the database
+/// share them: at 10 ms, recording into a MariaDB beside the server left both cores 11-14% idle and
 /// kept 0.57x-0.63x of the throughput of not recording; at 250 ms, 3-5% idle and 0.71x or more
-/// (README, "The writer's pause"). What waits meanwhile is memory: the server held 12-18 MB more
-/// at 108,000-128,000 messages a second, against about 1 MB at 10 ms.
+/// (README, "The writer's pause"). What waits meanwhile is memory: the server held 12-18 MB more at
+/// 108,000-128,000 messages a second, against about 1 MB at 10 ms.
 pub const LINGER: Duration = Duration::from_millis(250);
 
 /// What the recorder did, for `stats` and the `servers` row.
