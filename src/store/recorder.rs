@@ -5,7 +5,7 @@ use super::{Backend, Record};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread::{self, JoinHandle, Thread};
 use std::time::Duration;
 
 /// Records queued before a model waits for room.
@@ -15,14 +15,13 @@ const BATCH: usize = 4096;
 /// Tries of a failing batch before its records are counted as dropped.
 const TRIES: u32 = 5;
 /// After a short transaction (fewer records than the 4,096 it takes at most, or than the queue
-/// holds), the writer lets records gather this long before it looks again (not after a model waited
-/// for room: then the queue is drained at once; nor once the server stops). A busy server then pays
-/// one commit per many connections' batches, and the database works in a few long bursts rather
-/// than many short ones, which keeps the cores busy where the server, its clients and the database
-/// share them: at 10 ms, recording into a MariaDB beside the server left both cores 11-14% idle and
-/// kept 0.57x-0.63x of the throughput of not recording; at 250 ms, 3-5% idle and 0.71x or more
-/// (README, "The writer's pause"). What waits meanwhile is memory: the server held 12-18 MB more at
-/// 108,000-128,000 messages a second, against about 1 MB at 10 ms.
+/// holds), the writer lets records gather this long before it looks again; a model that finds
+/// the queue full, and the server's stop, cut the pause short. A busy server then pays one commit
+/// per many connections' batches, and a database on the same cores works in a few long bursts
+/// rather than many short ones, which left those cores idle: recording into such a MariaDB kept
+/// 0.57x-0.63x of the throughput of not recording with a 10 ms pause, 0.71x or more with this one
+/// (README, "The writer's pause"), for 12-18 MB of queued records at over 100,000 messages a
+/// second.
 pub const LINGER: Duration = Duration::from_millis(250);
 
 /// What the recorder did, for `stats` and the `servers` row.
@@ -57,6 +56,8 @@ enum Queued {
 pub struct Recorder {
     queue: SyncSender<Queued>,
     stats: SharedStats,
+    /// The writer's thread, to wake from its pause when the queue is full.
+    writer: Thread,
 }
 
 /// The writer thread; [`finish`](Writer::finish) waits until the queue is written out.
@@ -80,11 +81,12 @@ impl Recorder {
             thread::Builder::new().name("store-writer".into()),
             move || write_all(backend, &instance, waiting, capacity, &counters),
         )?;
-        let writer = Writer {
+        let recorder = Recorder {
             queue: queue.clone(),
-            thread,
+            stats,
+            writer: thread.thread().clone(),
         };
-        Ok((Recorder { queue, stats }, writer))
+        Ok((recorder, Writer { queue, thread }))
     }
 
     /// Queues a record. When the queue is full, waits for room (counted as `waited`): a store
@@ -95,6 +97,8 @@ impl Recorder {
             Ok(()) => {}
             Err(TrySendError::Full(record)) => {
                 self.stats.waited.fetch_add(1, Relaxed);
+                // The writer may be in its pause: the queue wants draining now.
+                self.writer.unpark();
                 if self.queue.send(record).is_err() {
                     self.stats.dropped.fetch_add(1, Relaxed);
                 }
