@@ -17,7 +17,7 @@
 # The hosts, on 10.77.0.0/24:
 #   client  10.77.0.30            where `bench` runs: scripts/fleet.sh exec client switchboard bench tcp://10.77.0.10:8079
 #   lb      10.77.0.10:8079       HAProxy (admin socket: $FLEET_DIR/haproxy.sock)
-#   sbN     10.77.0.1N:8079       `switchboard serve --proxy-protocol`, N = 1 … FLEET_INSTANCES
+#   sbN     10.77.0.1N:8079       `switchboard serve --proxy-protocol --proxy-from LB`, N = 1 … 9
 #   db      10.77.0.20:3306       MariaDB (scripts/mariadb.sh); the store URL is in $FLEET_DIR/store
 #
 # Settings, from the environment:
@@ -95,7 +95,7 @@ start_instance() {
   alive "$(pid_of "$i")" && fail "instance $i is already running (pid $(pid_of "$i"))"
   rm -f "$dir/sb$i.pid"
   # shellcheck disable=SC2086 # FLEET_ARGS is a list of arguments
-  on "sb$i" setsid "$bin" serve "tcp://$(address "sb$i"):$port" --model "$model" --proxy-protocol \
+  on "sb$i" setsid "$bin" serve "tcp://$(address "sb$i"):$port" --model "$model" --proxy-protocol --proxy-from "$lb" \
     --store "$(cat "$dir/store")" --pid-file "$dir/sb$i.pid" --drain "$drain" ${FLEET_ARGS:-} \
     </dev/null >>"$log" 2>&1 &
   # The pid file is written once the instance listens (and has its store).

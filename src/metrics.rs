@@ -21,7 +21,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Close reasons as the store names them, in the order counted.
-const REASONS: [&str; 6] = ["eof", "reset", "timeout", "error", "denied", "shutdown"];
+const REASONS: [&str; 7] = [
+    "eof",
+    "reset",
+    "timeout",
+    "error",
+    "denied",
+    "untrusted",
+    "shutdown",
+];
 
 /// Upper bounds of the connection-duration buckets, in seconds.
 const DURATION_BUCKETS: [f64; 8] = [0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0];
@@ -71,7 +79,7 @@ impl AtomicHistogram {
 /// What the metrics add to the server's counters, in shared memory like them.
 #[derive(Debug, Default)]
 pub(crate) struct Meters {
-    closes: [AtomicU64; 6],
+    closes: [AtomicU64; REASONS.len()],
     durations: AtomicHistogram,
     service: AtomicHistogram,
 }

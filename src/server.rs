@@ -1,7 +1,7 @@
 //! The server: a builder that binds, and `run`, which hands the listener to the chosen model
 //! and returns a summary once a stop has drained.
 
-use crate::access::AccessList;
+use crate::access::{AccessList, TrustedProxies};
 use crate::addr::Addr;
 use crate::codec::{Framing, DEFAULT_MAX_FRAME};
 use crate::model::Model;
@@ -89,6 +89,7 @@ pub struct ServerBuilder {
     timeouts: Timeouts,
     max_conns: usize,
     proxy_protocol: bool,
+    proxy_from: TrustedProxies,
     tls: Option<Arc<rustls::ServerConfig>>,
     own_fd_tables: bool,
 }
@@ -199,10 +200,21 @@ impl ServerBuilder {
 
     /// Expects every connection to start with a PROXY protocol header, v1 or v2, as a load
     /// balancer sends it (`--proxy-protocol`): the client it names is the peer the log, the
-    /// store, the service and the access lists see. A connection without a valid header is
-    /// closed (reason `error`). Stream addresses only. Default: off.
+    /// store, the service and the access lists see. Only the proxies named by
+    /// [`proxy_from`](ServerBuilder::proxy_from) may connect (a connection from anyone else is
+    /// closed unread, reason `untrusted`), and [`bind`](ServerBuilder::bind) refuses to start
+    /// without one. A connection without a valid header is closed (reason `error`); a header
+    /// that names no client (a health check) leaves the connection judged by its own address.
+    /// Stream addresses only. Default: off.
     pub fn proxy_protocol(mut self, on: bool) -> Self {
         self.proxy_protocol = on;
+        self
+    }
+
+    /// The proxies whose PROXY headers are believed under
+    /// [`proxy_protocol`](ServerBuilder::proxy_protocol) (`--proxy-from`). Default: none.
+    pub fn proxy_from(mut self, proxies: TrustedProxies) -> Self {
+        self.proxy_from = proxies;
         self
     }
 
@@ -267,10 +279,12 @@ impl ServerBuilder {
                 )))
             }
         }
-        if self.proxy_protocol && !addr.is_stream() {
-            return Err(ServeError::Invalid(format!(
-                "--proxy-protocol applies to stream addresses (tcp://, unix://), not {addr}: a datagram carries no PROXY header"
-            )));
+        if self.proxy_protocol {
+            check_proxies(&addr, &self.proxy_from)?;
+        } else if !self.proxy_from.is_empty() {
+            return Err(ServeError::Invalid(
+                "--proxy-from names the proxies whose PROXY headers are believed: it needs --proxy-protocol".into(),
+            ));
         }
         let listener = match self.listener.take() {
             Some(l) => l,
@@ -346,7 +360,9 @@ impl ServerBuilder {
             meters: meters.clone(),
             timeouts: self.timeouts,
             max_conns: self.max_conns.max(1) as u64,
-            proxy_protocol: self.proxy_protocol,
+            proxies: self
+                .proxy_protocol
+                .then(|| Arc::new(self.proxy_from.clone())),
             tls: self.tls.clone(),
             own_fd_tables: self.own_fd_tables,
             out_of_files_until: Default::default(),
@@ -364,6 +380,37 @@ impl ServerBuilder {
             metrics_addr,
         })
     }
+}
+
+/// Refuses a `--proxy-protocol` that would believe nobody, or whose proxies could never
+/// connect to `addr`: every connection would be refused, which is never what was meant.
+fn check_proxies(addr: &Addr, proxies: &TrustedProxies) -> Result<(), ServeError> {
+    if !addr.is_stream() {
+        return Err(ServeError::Invalid(format!(
+            "--proxy-protocol applies to stream addresses (tcp://, unix://), not {addr}: a datagram carries no PROXY header"
+        )));
+    }
+    let unix = matches!(addr, Addr::Unix(_));
+    if proxies.is_empty() {
+        let example = if unix { "uid:0" } else { "10.0.0.5" };
+        return Err(ServeError::Invalid(format!(
+            "--proxy-protocol believes the client a PROXY header names, so it needs the proxies whose headers are to be believed: \
+             add --proxy-from with your load balancer's {} (--proxy-from {example}); \
+             --proxy-from 0.0.0.0/0 would let anyone who can connect claim any address",
+            if unix { "user id" } else { "address or network" }
+        )));
+    }
+    if unix && !proxies.names_a_user() {
+        return Err(ServeError::Invalid(format!(
+            "{addr} is a Unix socket, whose peers have no address: name the proxy by the user it runs as (--proxy-from uid:N)"
+        )));
+    }
+    if !unix && !proxies.names_a_network() {
+        return Err(ServeError::Invalid(format!(
+            "{addr} is served over IP: name the proxy by its address or network (--proxy-from 10.0.0.5, --proxy-from 10.0.0.0/24); uid:N names proxies on Unix sockets"
+        )));
+    }
+    Ok(())
 }
 
 /// A bound server: [`run`](Server::run) serves until stopped.
@@ -395,6 +442,7 @@ impl Server {
             timeouts: Timeouts::DEFAULT,
             max_conns: DEFAULT_MAX_CONNS,
             proxy_protocol: false,
+            proxy_from: TrustedProxies::default(),
             tls: None,
             own_fd_tables: false,
         }
@@ -457,6 +505,9 @@ pub struct Summary {
     pub connections: u64,
     /// Connections the access lists refused.
     pub denied: u64,
+    /// Connections refused under `--proxy-protocol` because their peer is not a proxy named by
+    /// `--proxy-from`.
+    pub untrusted: u64,
     /// Connections closed by `--idle-timeout`, `--frame-timeout` or `--send-timeout`.
     pub timeouts: u64,
     /// Connections that ended in an error (a bad frame, an IO error).
@@ -488,6 +539,13 @@ impl fmt::Display for Summary {
         }
         if self.denied > 0 {
             write!(f, "; {} connections denied", self.denied)?;
+        }
+        if self.untrusted > 0 {
+            write!(
+                f,
+                "; {} connections from untrusted proxies refused",
+                self.untrusted
+            )?;
         }
         Ok(())
     }

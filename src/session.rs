@@ -50,6 +50,9 @@ pub enum CloseReason {
     Denied,
     /// `--proxy-protocol`: the connection did not start with a valid PROXY header.
     Proxy(ProxyError),
+    /// `--proxy-protocol`: the peer is not a proxy named by `--proxy-from`, so no header of its
+    /// is believed; closed before a byte was read.
+    UntrustedProxy,
     /// TLS failed: a handshake the server refused, bytes that are not TLS, a bad record.
     Tls(String),
     /// Another IO error on this connection.
@@ -58,13 +61,14 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// The reason's class, as the store records it: `eof`, `reset`, `timeout`, `error`,
-    /// `denied` or `shutdown`.
+    /// `denied`, `untrusted` or `shutdown`.
     pub fn kind(&self) -> &'static str {
         match self {
             CloseReason::Eof | CloseReason::ServiceClosed => "eof",
             CloseReason::PeerReset => "reset",
             CloseReason::Timeout(_) => "timeout",
             CloseReason::Denied => "denied",
+            CloseReason::UntrustedProxy => "untrusted",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Frame(_)
             | CloseReason::Proxy(_)
@@ -111,6 +115,9 @@ impl fmt::Display for CloseReason {
                 f.write_str("replies not taken in time (--send-timeout)")
             }
             CloseReason::Denied => f.write_str("denied by the access lists"),
+            CloseReason::UntrustedProxy => {
+                f.write_str("not a trusted proxy (--proxy-from): its PROXY header is not believed")
+            }
             CloseReason::Proxy(e) => write!(f, "bad PROXY header: {e}"),
             CloseReason::Tls(e) => write!(f, "TLS: {e}"),
             CloseReason::Io(kind) => write!(f, "io error: {kind}"),
@@ -203,8 +210,8 @@ struct Tls {
 
 /// Opens the service once the PROXY header is read: for the peer it names (`true`: the client
 /// the header named, to be judged by the access lists; `false`: the proxy spoke for itself, as
-/// in a health check, and the peer is the connection's own). Its handler, or why the
-/// connection closes instead ([`CloseReason::Denied`]).
+/// in a health check, and the peer is the connection's own, judged as any connection is). Its
+/// handler, or why the connection closes instead ([`CloseReason::Denied`]).
 pub type Opener = Box<dyn FnOnce(&Peer, bool) -> Result<Box<dyn Handler>, CloseReason> + Send>;
 
 /// One connection's codec, service handler and buffers.
@@ -780,11 +787,13 @@ mod tests {
         );
     }
 
+    /// A session behind a proxy at 127.0.0.1 that refuses peers whose address holds `deny`,
+    /// the header's client when it names one and the proxy's own otherwise.
     fn proxied(deny: &'static str) -> Session {
         Session::behind_proxy(
             Framing::Line.codec(64),
-            Box::new(move |peer, named| {
-                if named && peer.addr.contains(deny) {
+            Box::new(move |peer, _named| {
+                if peer.addr.contains(deny) {
                     return Err(CloseReason::Denied);
                 }
                 Ok(Upper.open(peer))
@@ -840,11 +849,20 @@ mod tests {
             .receive(b"PROXY TCP4 192.0.2.7 198.51.100.1 51000 8079\r\nhi\n")
             .unwrap_err();
         assert_eq!(e, CloseReason::Denied);
-        // The proxy speaking for itself (a health check) is not judged by the lists.
         let mut s = proxied("127.0.0.1");
-        s.receive(b"PROXY UNKNOWN\r\nhi\n").unwrap();
+        s.receive(b"PROXY TCP4 192.0.2.7 198.51.100.1 51000 8079\r\nhi\n")
+            .unwrap();
+        assert_eq!(
+            s.pending(),
+            b"HI\n",
+            "the proxy's own address is not the client's"
+        );
+        // The proxy speaking for itself (a health check): its own address is the peer.
+        let mut s = proxied("127.0.0.1");
+        let e = s.receive(b"PROXY UNKNOWN\r\nhi\n").unwrap_err();
+        assert_eq!(e, CloseReason::Denied);
         assert_eq!(s.peer().addr, "tcp://127.0.0.1:40000");
-        assert_eq!(s.pending(), b"HI\n");
+        assert!(s.pending().is_empty());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What every connection of a server shares, handed to its model: the service and options, the
 //! stop, the totals, the store; and the bookkeeping when a connection is accepted and closed.
 
-use crate::access::AccessList;
+use crate::access::{AccessList, TrustedProxies};
 use crate::codec::Framing;
 use crate::metrics::Meters;
 use crate::model::Model;
@@ -30,6 +30,9 @@ pub(crate) struct Counters {
     messages: AtomicU64,
     /// Connections refused by the access lists (numbered with the others, not served).
     denied: AtomicU64,
+    /// Connections refused under `--proxy-protocol` because their peer is not a proxy named
+    /// by `--proxy-from` (numbered with the others, not served).
+    untrusted: AtomicU64,
     /// Connections closed by one of their timeouts.
     timeouts: AtomicU64,
     /// Places taken under `--max-conns`: connections open, and accepts about to happen.
@@ -83,9 +86,11 @@ impl Counters {
 
     pub(crate) fn summary(&self, elapsed: Duration) -> Summary {
         let denied = self.denied.load(Relaxed);
+        let untrusted = self.untrusted.load(Relaxed);
         Summary {
-            connections: self.connections.load(Relaxed) - denied,
+            connections: self.connections.load(Relaxed) - denied - untrusted,
             denied,
+            untrusted,
             timeouts: self.timeouts.load(Relaxed),
             errors: self.errors.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
@@ -119,8 +124,9 @@ pub(crate) struct Shared {
     pub(crate) timeouts: Timeouts,
     /// `--max-conns`: connections open at once, across every thread and process.
     pub(crate) max_conns: u64,
-    /// `--proxy-protocol`: every connection starts with a PROXY header naming its client.
-    pub(crate) proxy_protocol: bool,
+    /// `--proxy-protocol`: every connection starts with a PROXY header naming its client,
+    /// believed only from these proxies (`--proxy-from`); anyone else is refused unread.
+    pub(crate) proxies: Option<Arc<TrustedProxies>>,
     /// `tls://`: every connection speaks TLS with this configuration.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     /// `epoll`'s reactor threads each take a file table of their own (see
@@ -300,48 +306,62 @@ impl Shared {
     }
 
     /// A connection (or datagram) was accepted from `addr`, its socket `fd` for a Unix peer's
-    /// credentials: the peer to serve, or `None` when the access lists refuse it. A refusal is
-    /// counted, recorded (reason `denied`) and logged at most once per address per interval;
-    /// the caller closes the connection without reading a byte. A stream's place under
-    /// `--max-conns` is given back when it is refused.
+    /// credentials: the peer to serve, or `None` when it is refused (the access lists, or
+    /// `--proxy-from` behind a proxy). A refusal is counted, recorded (reason `denied` or
+    /// `untrusted`) and logged at most once per address per interval; the caller closes the
+    /// connection without reading a byte. A stream's place under `--max-conns` is given back
+    /// when it is refused.
     pub(crate) fn admit(&self, addr: String, fd: Option<RawFd>) -> Option<Peer> {
-        // Behind a proxy the address is the proxy's: the networks judge the client its header
-        // names (in the session); a Unix peer's user is still the socket's own.
-        let admitted = if self.proxy_protocol && !addr.starts_with("unix:") {
-            true
-        } else {
-            self.access.admits(&addr, fd)
-        };
+        let verdict = self.judge(&addr, fd);
         let peer = self.accepted(addr);
-        if admitted {
+        let Err(reason) = verdict else {
             return Some(peer);
-        }
+        };
         if fd.is_some() {
             self.release();
         }
         if let Some(meters) = &self.meters {
-            meters.closed(&CloseReason::Denied, Duration::ZERO);
+            meters.closed(&reason, Duration::ZERO);
         }
-        self.record(
-            &peer,
-            SessionStats::default(),
-            &CloseReason::Denied,
-            Instant::now(),
-        );
-        self.refused(&peer);
+        self.record(&peer, SessionStats::default(), &reason, Instant::now());
+        self.refused(&peer, &reason);
         None
     }
 
-    /// A peer the access lists refused: counted, and logged at most once per address per
-    /// interval across every process of the server.
-    fn refused(&self, peer: &Peer) {
-        self.counters.denied.fetch_add(1, Relaxed);
+    /// Judges a connection's own peer at accept. Behind a proxy, only a proxy named by
+    /// `--proxy-from` may connect at all; the networks then judge the client its header names
+    /// (in the session), or this address when the header names none. A Unix peer's user is
+    /// the socket's own, so `--allow-uid` judges it here either way.
+    fn judge(&self, addr: &str, fd: Option<RawFd>) -> Result<(), CloseReason> {
+        match &self.proxies {
+            Some(proxies) if !proxies.trusts(addr, fd) => Err(CloseReason::UntrustedProxy),
+            Some(_) if !addr.starts_with("unix:") => Ok(()),
+            _ if self.access.admits(addr, fd) => Ok(()),
+            _ => Err(CloseReason::Denied),
+        }
+    }
+
+    /// A peer refused for `reason`: counted, and logged at most once per address per interval
+    /// across every process of the server.
+    fn refused(&self, peer: &Peer, reason: &CloseReason) {
+        let untrusted = *reason == CloseReason::UntrustedProxy;
+        let counter = if untrusted {
+            &self.counters.untrusted
+        } else {
+            &self.counters.denied
+        };
+        counter.fetch_add(1, Relaxed);
         // The address without its port: a flood from one host is one line per interval.
         let host = match peer.addr.rsplit_once(':') {
             Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
             _ => peer.addr.as_str(),
         };
-        if self.counters.refusal_due(host) {
+        if !self.counters.refusal_due(host) {
+            return;
+        }
+        if untrusted {
+            tracing::warn!(peer = %peer.addr, model = %self.model, "not a trusted proxy (--proxy-from): closed unread, its PROXY header not believed; further refusals of this address are not logged for 10 s");
+        } else {
             tracing::warn!(peer = %peer.addr, model = %self.model, "denied by the access lists (--allow, --deny, --allow-uid); further refusals of this address are not logged for 10 s");
         }
     }
@@ -386,7 +406,7 @@ impl Shared {
             meters: self.meters.clone(),
             timeouts: self.timeouts,
             max_conns: self.max_conns,
-            proxy_protocol: self.proxy_protocol,
+            proxies: self.proxies.clone(),
             tls: self.tls.clone(),
             own_fd_tables: self.own_fd_tables,
             out_of_files_until: Default::default(),
@@ -405,12 +425,19 @@ impl Shared {
         }
         let codec = self.framing.codec(self.max_frame);
         let id = peer.id;
-        let mut session = if self.proxy_protocol {
+        let mut session = if self.proxies.is_some() {
             let (service, access) = (self.service.clone(), self.access.clone());
+            // The proxy's own verdict, for a header that names no client (a health check).
+            let own = peer.addr.starts_with("unix:") || access.admits(&peer.addr, None);
             Session::behind_proxy(
                 codec,
                 Box::new(move |client, named| {
-                    if named && !access.admits(&client.addr, None) {
+                    let admitted = if named {
+                        access.admits(&client.addr, None)
+                    } else {
+                        own
+                    };
+                    if !admitted {
                         return Err(CloseReason::Denied);
                     }
                     Ok(service.open(client))
@@ -475,8 +502,8 @@ impl Shared {
         self.release();
         self.count(stats, reason, opened);
         self.record(peer, stats, reason, opened);
-        if *reason == CloseReason::Denied {
-            return self.refused(peer);
+        if matches!(reason, CloseReason::Denied | CloseReason::UntrustedProxy) {
+            return self.refused(peer, reason);
         }
         let ms = opened.elapsed().as_millis() as u64;
         if reason.is_error() {

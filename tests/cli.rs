@@ -113,6 +113,59 @@ fn bad_options_are_usage_errors() {
 }
 
 #[test]
+fn a_proxy_protocol_that_believes_nobody_or_anybody_by_mistake_does_not_start() {
+    let sock = std::env::temp_dir().join(format!("sb-proxy-{}.sock", std::process::id()));
+    let unix = format!("unix://{}", sock.display());
+    for (args, says) in [
+        (
+            &["serve", "tcp://127.0.0.1:0", "--proxy-protocol"][..],
+            "--proxy-from 10.0.0.5",
+        ),
+        (&["serve", &unix, "--proxy-protocol"], "--proxy-from uid:0"),
+        (
+            &[
+                "serve",
+                &unix,
+                "--proxy-protocol",
+                "--proxy-from",
+                "127.0.0.1",
+            ],
+            "uid:N",
+        ),
+        (
+            &[
+                "serve",
+                "tcp://127.0.0.1:0",
+                "--proxy-protocol",
+                "--proxy-from",
+                "uid:0",
+            ],
+            "address or network",
+        ),
+        (
+            &["serve", "tcp://127.0.0.1:0", "--proxy-from", "127.0.0.1"],
+            "needs --proxy-protocol",
+        ),
+        (
+            &[
+                "serve",
+                "tcp://127.0.0.1:0",
+                "--proxy-protocol",
+                "--proxy-from",
+                "lb.example",
+            ],
+            "uid:N",
+        ),
+    ] {
+        let out = switchboard(args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert!(!sock.exists(), "refused before binding");
+}
+
+#[test]
 fn a_taken_port_is_a_runtime_error() {
     let s = ServerProcess::tcp("threads", &[]);
     let out = switchboard(&["serve", &s.addr]);

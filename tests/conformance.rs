@@ -556,18 +556,31 @@ fn max_conns_leaves_the_rest_in_the_backlog(m: Spec) {
     );
 }
 
+/// `--proxy-from` naming the test itself as the proxy: loopback over TCP, its user over Unix.
+fn this_test_as_the_proxy(m: Spec) -> String {
+    if m.transport == "unix" {
+        use std::os::unix::fs::MetadataExt;
+        format!("uid:{}", std::fs::metadata("/proc/self").unwrap().uid())
+    } else {
+        "127.0.0.1".into()
+    }
+}
+
 fn behind_a_proxy_the_header_names_the_client(m: Spec) {
+    let me = this_test_as_the_proxy(m);
     let s = serve(
         m,
         &[
             "--frame",
             "line",
             "--proxy-protocol",
+            "--proxy-from",
+            &me,
             "--deny",
             "198.51.100.0/24",
         ],
     );
-    // v1 from a client the lists admit; the proxy's own address (loopback) is not judged.
+    // v1 from a client the lists admit.
     let mut c = s.connect();
     c.write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 51000 8079\r\nhello\n")
         .unwrap();
@@ -610,6 +623,81 @@ fn behind_a_proxy_the_header_names_the_client(m: Spec) {
         "tcp://198.51.100.3:51000",
     ] {
         assert!(sessions.contains(peer), "{peer} recorded: {sessions}");
+    }
+}
+
+fn only_a_trusted_proxy_is_believed(m: Spec) {
+    // The server trusts another proxy than this test (an address or a user it is not).
+    let other = if m.transport == "unix" {
+        "uid:65533"
+    } else {
+        "127.0.0.2"
+    };
+    let s = serve(
+        m,
+        &[
+            "--frame",
+            "line",
+            "--proxy-protocol",
+            "--proxy-from",
+            other,
+            "--allow",
+            "10.0.0.0/8",
+        ],
+    );
+    // Forged headers from an untrusted peer: a client the lists admit, the proxy speaking for
+    // itself (v1 UNKNOWN, v2 LOCAL): each closed unread.
+    let mut local = proxy_v2("10.1.2.3:40000");
+    local[12] = 0x20; // version 2, LOCAL
+    for forged in [
+        b"PROXY TCP4 10.1.2.3 127.0.0.1 51000 8079\r\nforged\n".to_vec(),
+        b"PROXY UNKNOWN\r\nforged\n".to_vec(),
+        local,
+    ] {
+        let mut c = s.connect();
+        let _ = c.write_all(&forged);
+        assert!(closed_by_peer(&mut c), "a forged header was answered");
+    }
+    s.wait_log("not a trusted proxy");
+    let dir = s.dir.clone();
+    let (status, summary) = s.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        summary.contains("served 0 connections")
+            && summary.contains("3 connections from untrusted proxies refused"),
+        "{summary}"
+    );
+    let sessions = ask_store(&dir, &["sessions", "--json"]);
+    assert_eq!(sessions.matches("\"untrusted\"").count(), 3, "{sessions}");
+
+    // A trusted proxy's health check (a header naming no client) is judged by the proxy's
+    // own address, which --allow 10.0.0.0/8 refuses over TCP; a client the header names and
+    // the lists admit is served.
+    let me = this_test_as_the_proxy(m);
+    let s = serve(
+        m,
+        &[
+            "--frame",
+            "line",
+            "--proxy-protocol",
+            "--proxy-from",
+            &me,
+            "--allow",
+            "10.0.0.0/8",
+        ],
+    );
+    let mut c = s.connect();
+    c.write_all(b"PROXY TCP4 10.1.2.3 127.0.0.1 51000 8079\r\nadmitted\n")
+        .unwrap();
+    assert_eq!(recv_line(&mut c), b"ADMITTED");
+    drop(c);
+    let mut c = s.connect();
+    let _ = c.write_all(b"PROXY UNKNOWN\r\nown address\n");
+    if m.transport == "tcp" {
+        assert!(closed_by_peer(&mut c), "127.0.0.1 is not in 10.0.0.0/8");
+    } else {
+        // A Unix peer has no address for the networks to judge; its user was judged at accept.
+        assert_eq!(recv_line(&mut c), b"OWN ADDRESS");
     }
 }
 
@@ -896,6 +984,10 @@ macro_rules! checks {
         #[test]
         fn behind_a_proxy_the_header_names_the_client() {
             super::super::behind_a_proxy_the_header_names_the_client(M)
+        }
+        #[test]
+        fn only_a_trusted_proxy_is_believed() {
+            super::super::only_a_trusted_proxy_is_believed(M)
         }
         #[test]
         fn tls_is_served_to_python_and_openssl() {

@@ -1,6 +1,8 @@
 //! Behind a real load balancer: Debian's HAProxy, started here with a config of its own, passes
-//! connections to `switchboard serve --proxy-protocol` with `send-proxy-v2` (health checks on),
-//! and the client's own address, not HAProxy's, is what switchboard logs, records and judges.
+//! connections to `switchboard serve --proxy-protocol --proxy-from HAPROXY` with `send-proxy-v2`
+//! (health checks on), under every stream model over TCP and Unix sockets, and the client's own
+//! address, not HAProxy's, is what switchboard logs, records and judges; a header forged by a
+//! client beside HAProxy is not believed.
 //! Without HAProxy the test says so and passes, unless `SWITCHBOARD_REQUIRE_HAPROXY` is set (as
 //! `scripts/test.sh` sets it where HAProxy is).
 
@@ -56,23 +58,57 @@ fn connect_from(source: &str, to: SocketAddr) -> TestConn {
     TestConn::Tcp(stream)
 }
 
-#[test]
-fn behind_haproxy_the_clients_own_address_is_seen() {
+/// The stream models, each behind HAProxy over TCP and over a Unix socket.
+const MODELS: [&str; 11] = [
+    "iterative",
+    "threads",
+    "pool",
+    "fork",
+    "prefork",
+    "nonblocking",
+    "select",
+    "poll",
+    "epoll",
+    "async",
+    "uring",
+];
+
+/// HAProxy's own address towards the servers (`source` in its config): the one proxy trusted.
+const HAPROXY_SOURCE: &str = "127.0.0.5";
+
+/// HAProxy in front of a `switchboard serve --proxy-protocol` of `model` over `transport`,
+/// trusting HAProxy alone: clients through it are seen by their own address (and judged by
+/// it), while a client that connects straight to the server with a forged header is refused.
+fn behind_haproxy(model: &str, transport: &str) {
     let Some(bin) = haproxy() else {
         return;
     };
-    let s = ServerProcess::start(
-        "tcp://127.0.0.1:0",
+    let uid = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").unwrap().uid()
+    };
+    let trusted = if transport == "unix" {
+        format!("uid:{uid}")
+    } else {
+        HAPROXY_SOURCE.to_string()
+    };
+    let s = ServerProcess::stream(
+        model,
+        transport,
         &[
-            "--model",
-            "epoll",
             "--frame",
             "line",
             "--proxy-protocol",
+            "--proxy-from",
+            &trusted,
             "--deny",
             "127.0.0.24",
         ],
     );
+    let target = match s.unix_path() {
+        Some(path) => format!("unix@{}", path.display()),
+        None => format!("{} source {HAPROXY_SOURCE}", s.sockaddr()),
+    };
     let port = free_port();
     let config = s.dir.join("haproxy.cfg");
     std::fs::write(
@@ -80,8 +116,7 @@ fn behind_haproxy_the_clients_own_address_is_seen() {
         format!(
             "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\
              frontend clients\n  bind 127.0.0.1:{port}\n  default_backend switchboards\n\
-             backend switchboards\n  server sb1 {} send-proxy-v2 check inter 200ms\n",
-            s.sockaddr()
+             backend switchboards\n  server sb1 {target} send-proxy-v2 check inter 200ms\n"
         ),
     )
     .unwrap();
@@ -116,12 +151,29 @@ fn behind_haproxy_the_clients_own_address_is_seen() {
     let _ = c.write_all(b"denied\n");
     assert!(closed_by_peer(&mut c));
     s.wait_log("denied by the access lists");
+    // A client beside the balancer forges a header naming an address the lists admit: over
+    // TCP it is not the balancer's address, so it is refused unread. (Over a Unix socket this
+    // test runs as the balancer's user; the conformance suite forges from another user.)
+    if transport == "tcp" {
+        let server: SocketAddr = s.sockaddr().parse().unwrap();
+        let mut forger = connect_from("127.0.0.23", server);
+        let _ = forger.write_all(b"PROXY TCP4 127.0.0.25 127.0.0.1 4000 8079\r\nforged\n");
+        assert!(closed_by_peer(&mut forger), "a forged header was believed");
+        s.wait_log("not a trusted proxy");
+    }
 
     let dir = s.dir.clone();
     let log = s.log();
     let (status, summary) = s.terminate();
     assert!(status.success(), "{status:?}");
-    assert!(summary.contains("1 connections denied"), "{summary}");
+    // At least one: HAProxy may retry a connection the server closed before it sent a byte.
+    assert!(summary.contains(" connections denied"), "{summary}");
+    if transport == "tcp" {
+        assert!(
+            summary.contains("1 connections from untrusted proxies refused"),
+            "{summary}"
+        );
+    }
     assert!(
         !log.contains("bad PROXY header"),
         "HAProxy's health checks speak the PROXY protocol too:\n{log}"
@@ -135,4 +187,18 @@ fn behind_haproxy_the_clients_own_address_is_seen() {
         sessions.contains("\"peer\":\"tcp://127.0.0.24:") && sessions.contains("\"denied\""),
         "the denied client too: {sessions}"
     );
+}
+
+#[test]
+fn behind_haproxy_every_model_sees_the_clients_own_address_over_tcp() {
+    for model in MODELS {
+        behind_haproxy(model, "tcp");
+    }
+}
+
+#[test]
+fn behind_haproxy_every_model_sees_the_clients_own_address_over_unix() {
+    for model in MODELS {
+        behind_haproxy(model, "unix");
+    }
 }

@@ -6,7 +6,9 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use switchboard::access::{parse_network, AccessList};
+use switchboard::access::{
+    parse_network, parse_proxy_source, AccessList, ProxySource, TrustedProxies,
+};
 use switchboard::codec::Framing;
 use switchboard::service::Builtin;
 use switchboard::transport::SocketOptions;
@@ -72,9 +74,12 @@ pub struct Args {
     /// tls://: require a client certificate signed by the CA in this PEM file (mutual TLS).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
-    /// Every connection starts with a PROXY protocol header (v1 or v2), as HAProxy's send-proxy and nginx's proxy_protocol send it: the client it names is the peer the log, the store and --allow/--deny see. A connection without a valid header is closed (reason error).
+    /// Every connection starts with a PROXY protocol header (v1 or v2), as HAProxy's send-proxy and nginx's proxy_protocol send it: the client it names is the peer the log, the store and --allow/--deny see. Needs --proxy-from. A connection without a valid header is closed (reason error); a header naming no client (LOCAL, UNKNOWN: a health check) is judged by the proxy's own address.
     #[arg(long)]
     proxy_protocol: bool,
+    /// With --proxy-protocol: a proxy whose PROXY headers are believed, by network or address (10.0.0.5, 10.0.0.0/24, ::1) or, on a Unix socket, by the user it runs as (uid:N); repeatable. A connection from anyone else is closed unread, counted and recorded (reason untrusted). --proxy-from 0.0.0.0/0 believes anyone who can connect, who may then claim any address past --allow and --deny.
+    #[arg(long = "proxy-from", value_name = "CIDR|uid:N", value_parser = parse_proxy_source)]
+    proxy_from: Vec<ProxySource>,
     /// Admit only peers in this network (CIDR such as 10.0.0.0/8 or fd00::/8, or one address); repeatable. With any --allow, only those.
     #[arg(long = "allow", value_name = "CIDR", value_parser = parse_network)]
     allow: Vec<ipnet::IpNet>,
@@ -211,6 +216,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .access(AccessList::new(args.allow, args.deny, args.allow_uid))
         .max_conns(args.max_conns as usize)
         .proxy_protocol(args.proxy_protocol)
+        .proxy_from(TrustedProxies::new(args.proxy_from))
         .timeouts(Timeouts {
             idle: nonzero(args.idle_timeout),
             frame: nonzero(args.frame_timeout),

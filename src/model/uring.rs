@@ -119,11 +119,12 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
                 ACCEPT => {
                     accepts -= 1;
                     match c.io() {
-                        Ok(_) => {
-                            let fd = Uring::accepted_fd(c.result);
-                            let (stream, addr) = stream_of(&listener, fd);
-                            accepted(&mut ring, &mut table, &mut timers, stream, addr, shared)?
-                        }
+                        Ok(_) => match stream_of(&listener, Uring::accepted_fd(c.result)) {
+                            Some((stream, addr)) => {
+                                accepted(&mut ring, &mut table, &mut timers, stream, addr, shared)?
+                            }
+                            None => shared.release(), // gone before it could be named
+                        },
                         Err(e) => {
                             shared.release();
                             if e.raw_os_error() != Some(libc::ECANCELED) {
@@ -192,23 +193,21 @@ fn sweep(
     Ok(())
 }
 
-/// The stream an accept completed with, and its peer's name.
-fn stream_of(listener: &Listener, fd: OwnedFd) -> (Stream, String) {
+/// The stream an accept completed with, and its peer's name; `None` for a TCP peer already
+/// gone (its address can no longer be asked: a client that left before its accept, as the other
+/// models' accept reports with ECONNABORTED, is no connection to judge or count).
+fn stream_of(listener: &Listener, fd: OwnedFd) -> Option<(Stream, String)> {
     match listener {
         Listener::Tcp(_) => {
             let s = std::net::TcpStream::from(fd);
-            let addr = s
-                .peer_addr()
-                .map_or_else(|_| "tcp://".into(), |a| format!("tcp://{a}"));
-            (Stream::Tcp(s), addr)
+            let addr = format!("tcp://{}", s.peer_addr().ok()?);
+            Some((Stream::Tcp(s), addr))
         }
         _ => {
             let s = std::os::unix::net::UnixStream::from(fd);
             let addr = s.peer_addr().ok();
-            (
-                Stream::Unix(s),
-                unix_peer_name(addr.as_ref().and_then(|a| a.as_pathname())),
-            )
+            let name = unix_peer_name(addr.as_ref().and_then(|a| a.as_pathname()));
+            Some((Stream::Unix(s), name))
         }
     }
 }
