@@ -239,6 +239,16 @@ impl Scrape {
                     "Records waiting for the store's writer.",
                     depth,
                 ),
+                gauge(
+                    "switchboard_store_queue_bytes",
+                    "Bytes of the records waiting for the store's writer (bounded by --store-queue).",
+                    store.bytes.load(Relaxed) as i64,
+                ),
+                gauge(
+                    "switchboard_store_failing",
+                    "1 while the store cannot take records (they wait, spool or drop, as --on-store-error says).",
+                    store.failing.load(Relaxed) as i64,
+                ),
                 counter(
                     "switchboard_store_written_total",
                     "Rows the store's writer wrote.",
@@ -246,17 +256,17 @@ impl Scrape {
                 ),
                 counter(
                     "switchboard_store_spooled_total",
-                    "Rows written to the local spool while the database was away.",
+                    "Rows written to the local spool while the store could not take them.",
                     store.spooled.load(Relaxed),
                 ),
                 counter(
                     "switchboard_store_waited_total",
-                    "Times a model waited for room in the store's queue.",
+                    "Times a model waited for room in the store's queue (records or bytes).",
                     store.waited.load(Relaxed),
                 ),
                 counter(
                     "switchboard_store_dropped_total",
-                    "Rows the store could not write.",
+                    "Rows the store could not write, dropped (--on-store-error drop, or a stop when the spool failed too).",
                     store.dropped.load(Relaxed),
                 ),
             ]);

@@ -10,7 +10,8 @@ use crate::session::Timeouts;
 use crate::shared::{host_name, instance_id, Shared, StoreHandle};
 use crate::shutdown::{Lifecycle, StopHandle};
 use crate::store::{
-    now_us, Recorder, RecorderStats, ServerRow, SharedStats, StoreError, StoreUrl, Writer, QUEUE,
+    now_us, spool::replay_leftovers, OnStoreError, Recorder, RecorderOptions, RecorderStats,
+    ServerRow, SharedStats, StoreError, StoreUrl, Writer, QUEUE_BYTES,
 };
 use crate::sys::SharedMem;
 use crate::transport::{BindError, Listener, SocketOptions};
@@ -83,11 +84,15 @@ pub struct ServerBuilder {
     max_children: usize,
     store: Option<StoreUrl>,
     record_messages: bool,
+    store_queue: usize,
+    on_store_error: Option<OnStoreError>,
+    spool_dir: Option<std::path::PathBuf>,
     listener: Option<Listener>,
     access: AccessList,
     metrics: Option<std::net::SocketAddr>,
     timeouts: Timeouts,
     max_conns: usize,
+    output_budget: usize,
     proxy_protocol: bool,
     proxy_from: TrustedProxies,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -176,6 +181,28 @@ impl ServerBuilder {
         self
     }
 
+    /// Bytes of records queued for the store before the server waits for room
+    /// (`--store-queue`), in each process of the server. Default:
+    /// [`QUEUE_BYTES`](crate::store::QUEUE_BYTES), 64 MiB.
+    pub fn store_queue(mut self, bytes: usize) -> Self {
+        self.store_queue = bytes;
+        self
+    }
+
+    /// What to do with records while the store cannot take them (`--on-store-error`).
+    /// Default: wait for SQLite, spool for MySQL/MariaDB (see [`OnStoreError`]).
+    pub fn on_store_error(mut self, policy: Option<OnStoreError>) -> Self {
+        self.on_store_error = policy;
+        self
+    }
+
+    /// Where spools go (`--spool-dir`), and where leftover spools are replayed from at start.
+    /// Default: the working directory.
+    pub fn spool_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.spool_dir = dir;
+        self
+    }
+
     /// Serves `GET /metrics` (Prometheus text format) on this TCP address while the server
     /// runs (`--metrics`). Default: none.
     pub fn metrics(mut self, addr: Option<std::net::SocketAddr>) -> Self {
@@ -195,6 +222,15 @@ impl ServerBuilder {
     /// backlog until a place frees. Default: 10,000.
     pub fn max_conns(mut self, max: usize) -> Self {
         self.max_conns = max;
+        self
+    }
+
+    /// Unsent reply bytes past which a connection is read no further, until they drain
+    /// (`--output-budget`): what a client that sends and never reads can hold of the server's
+    /// memory, beyond one frame and its reply, under every model. Default:
+    /// [`OUTPUT_BUDGET`](crate::session::OUTPUT_BUDGET), 64 KiB.
+    pub fn output_budget(mut self, bytes: usize) -> Self {
+        self.output_budget = bytes;
         self
     }
 
@@ -290,11 +326,18 @@ impl ServerBuilder {
             Some(l) => l,
             None => Listener::bind(&self.addr, &self.socket)?,
         };
+        let lifecycle = Arc::new(Lifecycle::new(self.drain)?);
         let (store, writer) = match &self.store {
             None => (None, None),
             Some(url) => {
                 let mut backend = crate::store::open(url)?;
-                if let Err(e) = backend.replay_leftover_spools() {
+                let mut options = RecorderOptions::for_store(url);
+                options.bytes = self.store_queue;
+                options.on_error = self.on_store_error.unwrap_or(options.on_error);
+                if let Some(dir) = &self.spool_dir {
+                    options.spool_dir = dir.clone();
+                }
+                if let Err(e) = replay_leftovers(&mut backend, &options.spool_dir) {
                     tracing::warn!(error = %e, "cannot replay a spool left by an earlier server yet");
                 }
                 let instance = instance_id();
@@ -309,10 +352,17 @@ impl ServerBuilder {
                     started: now_us(),
                 })?;
                 let stats: SharedStats = Arc::new(SharedMem::<RecorderStats>::new()?);
-                let (recorder, writer) =
-                    Recorder::start(Box::new(backend), instance.clone(), QUEUE, stats.clone())?;
+                let stopping = lifecycle.clone();
+                let (recorder, writer) = Recorder::start(
+                    Box::new(backend),
+                    instance.clone(),
+                    options.clone(),
+                    stats.clone(),
+                    Box::new(move || stopping.is_stopping()),
+                )?;
                 let store = StoreHandle {
                     url: url.clone(),
+                    options,
                     instance,
                     recorder,
                     stats,
@@ -353,13 +403,14 @@ impl ServerBuilder {
             nodelay: self.socket.nodelay,
             workers: self.workers,
             max_children: self.max_children,
-            lifecycle: Arc::new(Lifecycle::new(self.drain)?),
+            lifecycle,
             counters: Arc::new(SharedMem::new()?),
             store,
             access: Arc::new(self.access),
             meters: meters.clone(),
             timeouts: self.timeouts,
             max_conns: self.max_conns.max(1) as u64,
+            output_budget: self.output_budget.max(1),
             proxies: self
                 .proxy_protocol
                 .then(|| Arc::new(self.proxy_from.clone())),
@@ -436,11 +487,15 @@ impl Server {
             max_children: DEFAULT_MAX_CHILDREN,
             store: None,
             record_messages: false,
+            store_queue: QUEUE_BYTES,
+            on_store_error: None,
+            spool_dir: None,
             listener: None,
             access: AccessList::default(),
             metrics: None,
             timeouts: Timeouts::DEFAULT,
             max_conns: DEFAULT_MAX_CONNS,
+            output_budget: crate::session::OUTPUT_BUDGET,
             proxy_protocol: false,
             proxy_from: TrustedProxies::default(),
             tls: None,

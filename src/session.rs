@@ -20,15 +20,21 @@ use crate::proxy::{self, ProxyError};
 use crate::service::{Action, Handler, Peer, Reply};
 use std::fmt;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A session's input or output buffer larger than this is freed once it is empty (smaller ones
 /// are kept for the next message): an idle connection holds at most this much of each.
 pub const KEEP_BUFFER: usize = 1024;
 
-/// Replies queued past this many bytes make [`Session::wants_read`] false: a model stops
-/// reading from a peer that does not read its replies, so it holds only this much of our memory.
-pub const OUTPUT_BUDGET: usize = 1 << 20;
+/// The default output budget (`--output-budget`, [`Session::with_output_budget`]): once this
+/// many reply bytes wait unsent, [`Session::wants_read`] is false and every model stops reading
+/// from the peer until they drain, so a peer that does not read its replies holds about this
+/// much of the server's memory, whatever the model. 64 KiB: as much as one read takes, so a
+/// peer that reads is never slowed by it, and the kernel's socket buffers (megabytes once
+/// autotuned) keep the line busy meanwhile.
+pub const OUTPUT_BUDGET: usize = 64 * 1024;
 
 /// Why a connection ended. The log line, the summary and the store all use this one enum.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,6 +236,8 @@ pub struct Session {
     output: Vec<u8>,
     /// How much of `output` has been written.
     sent: usize,
+    /// Unsent reply bytes past which the session reads no more ([`OUTPUT_BUDGET`]).
+    budget: usize,
     /// Set once the session will read no more: it closes when its output is drained.
     done: Option<CloseReason>,
     stats: SessionStats,
@@ -237,6 +245,9 @@ pub struct Session {
     timer: Option<ServiceTimer>,
     timeouts: Timeouts,
     clock: Clock,
+    /// Time the server spent stalled (waiting for room to record), which the peer does not
+    /// pay for in its timeouts, and how much of it the clocks have been moved for.
+    stalls: Option<(Arc<AtomicU64>, u64)>,
 }
 
 /// Told how long the service took over each message (`serve --metrics`).
@@ -270,6 +281,7 @@ impl Session {
             input: Vec::new(),
             output: Vec::new(),
             sent: 0,
+            budget: OUTPUT_BUDGET,
             done: None,
             stats: SessionStats::default(),
             tap: None,
@@ -280,6 +292,7 @@ impl Session {
                 frame: None,
                 send: None,
             },
+            stalls: None,
         }
     }
 
@@ -317,6 +330,49 @@ impl Session {
         self.opened
     }
 
+    /// Reads no more once `bytes` of replies wait unsent (at least 1; default
+    /// [`OUTPUT_BUDGET`]): the most of the server's memory a peer that does not read can hold,
+    /// beyond one frame and its reply.
+    pub fn with_output_budget(mut self, bytes: usize) -> Self {
+        self.budget = bytes.max(1);
+        self
+    }
+
+    /// Does not count against the peer's timeouts the time that `stalls` (nanoseconds, counted
+    /// by whoever made the server wait, such as a store's full queue) grows by: a server held
+    /// up by its store resumes its connections where they stood.
+    pub fn with_stall_clock(mut self, stalls: Arc<AtomicU64>) -> Self {
+        let seen = stalls.load(Relaxed);
+        self.stalls = Some((stalls, seen));
+        self
+    }
+
+    /// Stall time not yet added to the clocks.
+    fn unpaid_stall(&self) -> Duration {
+        self.stalls
+            .as_ref()
+            .map_or(Duration::ZERO, |(stalls, seen)| {
+                Duration::from_nanos(stalls.load(Relaxed).saturating_sub(*seen))
+            })
+    }
+
+    /// Moves the clocks later by the stall time since they were last moved.
+    fn catch_up(&mut self) {
+        let Some((stalls, seen)) = self.stalls.as_mut() else {
+            return;
+        };
+        let now = stalls.load(Relaxed);
+        if now <= *seen {
+            return;
+        }
+        let d = Duration::from_nanos(now - *seen);
+        *seen = now;
+        let c = &mut self.clock;
+        c.active += d;
+        c.frame = c.frame.map(|t| t + d);
+        c.send = c.send.map(|t| t + d);
+    }
+
     /// Closes the session when the peer keeps it waiting past `timeouts`.
     pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
         self.timeouts = timeouts;
@@ -344,6 +400,7 @@ impl Session {
     /// [`receive`](Session::receive), the bytes read at `now`: a reactor reads the clock once
     /// a turn, not at every read and write of every connection it drives.
     pub fn receive_at(&mut self, data: &[u8], now: Instant) -> Result<(), CloseReason> {
+        self.catch_up();
         self.stats.bytes_in += data.len() as u64;
         if self.done.is_some() || data.is_empty() {
             return Ok(()); // after the service closed, what follows is not read
@@ -473,6 +530,7 @@ impl Session {
     /// The peer shut its side: answers what is left, then the session ends once its output is
     /// written (half-close: the peer still reads every reply).
     pub fn receive_eof(&mut self) -> Result<(), CloseReason> {
+        self.catch_up();
         if self.done.is_some() {
             return Ok(());
         }
@@ -580,6 +638,7 @@ impl Session {
         if n == 0 {
             return;
         }
+        self.catch_up();
         self.sent += n;
         self.stats.bytes_out += n as u64;
         debug_assert!(self.sent <= self.output.len());
@@ -593,6 +652,12 @@ impl Session {
             self.sent = 0;
             self.clock.send = None;
         } else {
+            if self.sent > KEEP_BUFFER && self.sent >= self.output.len() / 2 {
+                // Written bytes are dropped from the front once they are half the buffer: a
+                // slow reader's replies then never hold more than twice what is unsent.
+                self.output.drain(..self.sent);
+                self.sent = 0;
+            }
             self.clock.send = Some(now);
         }
     }
@@ -612,11 +677,17 @@ impl Session {
             _ => None,
         };
         let send = t.send.zip(c.send).map(|(d, since)| since + d);
-        [idle, frame, send].into_iter().flatten().min()
+        let stalled = self.unpaid_stall();
+        [idle, frame, send]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|d| d + stalled)
     }
 
     /// The timeout that ran out by `now`, if one did: the connection is to close for it.
     pub fn expired(&self, now: Instant) -> Option<CloseReason> {
+        let now = now.checked_sub(self.unpaid_stall()).unwrap_or(now);
         let t = &self.timeouts;
         let c = &self.clock;
         let past = |limit: Option<Duration>, since: Option<Instant>| {
@@ -641,10 +712,20 @@ impl Session {
         self.clock.send = None;
     }
 
-    /// True while the session takes more input: it has not ended and its queued replies are
-    /// within [`OUTPUT_BUDGET`].
+    /// True while the session takes more input: it has not ended and its unsent replies are
+    /// within its output budget ([`with_output_budget`](Session::with_output_budget)).
     pub fn wants_read(&self) -> bool {
-        self.done.is_none() && self.output.len() - self.sent < OUTPUT_BUDGET
+        self.read_allowance() > 0
+    }
+
+    /// How many bytes a model may read for this session now: the room left in its output
+    /// budget, 0 once it has ended. A model that reads no more than this at a time keeps a
+    /// non-reading peer's replies within the budget (plus what one frame's reply adds).
+    pub fn read_allowance(&self) -> usize {
+        match self.done {
+            Some(_) => 0,
+            None => self.budget.saturating_sub(self.output.len() - self.sent),
+        }
     }
 
     /// The reason to close now: the session ended and every reply was written.
@@ -698,16 +779,30 @@ mod tests {
 
     #[test]
     fn stops_reading_past_the_output_budget() {
-        let mut s = Session::new(Framing::Raw.codec(0), Upper.open(&Peer::new(1, "t")));
-        let chunk = vec![b'x'; 64 * 1024];
+        let budget = 48 * 1024;
+        let mut s = Session::new(Framing::Raw.codec(0), Upper.open(&Peer::new(1, "t")))
+            .with_output_budget(budget);
+        let chunk = vec![b'x'; 16 * 1024];
         let mut fed = 0;
         while s.wants_read() {
-            s.receive(&chunk).unwrap();
-            fed += chunk.len();
-            assert!(fed <= OUTPUT_BUDGET + chunk.len());
+            // As a model does: no read larger than the allowance.
+            let n = s.read_allowance().min(chunk.len());
+            s.receive(&chunk[..n]).unwrap();
+            fed += n;
+            assert!(s.pending().len() <= budget, "{fed} fed");
+        }
+        assert_eq!(s.pending().len(), budget);
+        assert_eq!(s.read_allowance(), 0);
+        // A slow reader: a little taken at a time, and the replies written drop off the front.
+        for _ in 0..40 {
+            s.advance(1000);
+            let n = s.read_allowance().min(chunk.len());
+            s.receive(&chunk[..n]).unwrap();
+            assert!(s.pending().len() <= budget);
+            assert!(s.output.len() <= 2 * budget, "{} kept", s.output.len());
         }
         s.advance(s.pending().len());
-        assert!(s.wants_read());
+        assert_eq!(s.read_allowance(), budget);
     }
 
     fn timed(framing: Framing) -> Session {
@@ -774,6 +869,25 @@ mod tests {
         assert!(s.deadline().unwrap() >= deadline);
         s.advance(3);
         assert_eq!(s.expired(deadline), None, "all taken: only idle remains");
+    }
+
+    #[test]
+    fn time_the_server_stalled_is_not_the_peers_to_pay() {
+        let stalls = Arc::new(AtomicU64::new(0));
+        let mut s = timed(Framing::Line).with_stall_clock(stalls.clone());
+        s.receive(b"hal").unwrap();
+        let deadline = s.deadline().unwrap();
+        // The server waits 25 s for its store: the frame's 10 s and the idle 100 s move on.
+        stalls.fetch_add(25_000_000_000, Relaxed);
+        assert_eq!(s.deadline(), Some(deadline + Duration::from_secs(25)));
+        assert_eq!(s.expired(deadline), None);
+        assert_eq!(
+            s.expired(deadline + Duration::from_secs(25)),
+            Some(CloseReason::Timeout(Expiry::Frame))
+        );
+        s.receive(b"f\n").unwrap(); // the clocks move for it once, then run as before
+        s.advance(s.pending().len());
+        assert!(s.deadline().unwrap() >= deadline + Duration::from_secs(90));
     }
 
     #[test]

@@ -10,7 +10,8 @@ use crate::service::{Peer, Service};
 use crate::session::{CloseReason, MessageTap, Session, SessionStats, Timeouts};
 use crate::shutdown::Lifecycle;
 use crate::store::{
-    now_us, MessageBatch, Record, Recorder, SessionRow, SharedStats, StoreUrl, Writer, QUEUE,
+    now_us, MessageBatch, Record, Recorder, RecorderOptions, SessionRow, SharedStats, StoreUrl,
+    Writer,
 };
 use crate::sys::SharedMem;
 use std::os::fd::RawFd;
@@ -124,6 +125,8 @@ pub(crate) struct Shared {
     pub(crate) timeouts: Timeouts,
     /// `--max-conns`: connections open at once, across every thread and process.
     pub(crate) max_conns: u64,
+    /// `--output-budget`: unsent reply bytes past which a connection is read no further.
+    pub(crate) output_budget: usize,
     /// `--proxy-protocol`: every connection starts with a PROXY header naming its client,
     /// believed only from these proxies (`--proxy-from`); anyone else is refused unread.
     pub(crate) proxies: Option<Arc<TrustedProxies>>,
@@ -158,6 +161,8 @@ const REFUSAL_LOG_EVERY: u64 = 10;
 /// A server's store: its URL, its instance id, and the recorder models hand records to.
 pub(crate) struct StoreHandle {
     pub(crate) url: StoreUrl,
+    /// How its recorder queues, and what it does when the store fails.
+    pub(crate) options: RecorderOptions,
     pub(crate) instance: String,
     pub(crate) recorder: Recorder,
     /// Shared with forked workers, so the instance's totals add up theirs.
@@ -371,18 +376,22 @@ impl Shared {
     pub(crate) fn for_worker(&self) -> Result<(Shared, Option<Writer>), ServeError> {
         // The parent's store writer is a thread, which a forked child does not have: the
         // worker writes through a connection of its own, counting into the shared totals.
+        let lifecycle = Arc::new(Lifecycle::new(self.lifecycle.drain())?);
         let (store, writer) = match &self.store {
             None => (None, None),
             Some(parent) => {
                 let backend = crate::store::open(&parent.url)?;
+                let stopping = lifecycle.clone();
                 let (recorder, writer) = Recorder::start(
                     Box::new(backend),
                     parent.instance.clone(),
-                    QUEUE,
+                    parent.options.clone(),
                     parent.stats.clone(),
+                    Box::new(move || stopping.is_stopping()),
                 )?;
                 let store = StoreHandle {
                     url: parent.url.clone(),
+                    options: parent.options.clone(),
                     instance: parent.instance.clone(),
                     recorder,
                     stats: parent.stats.clone(),
@@ -399,13 +408,14 @@ impl Shared {
             nodelay: self.nodelay,
             workers: self.workers,
             max_children: self.max_children,
-            lifecycle: Arc::new(Lifecycle::new(self.lifecycle.drain())?),
+            lifecycle,
             counters: self.counters.clone(),
             store,
             access: self.access.clone(),
             meters: self.meters.clone(),
             timeouts: self.timeouts,
             max_conns: self.max_conns,
+            output_budget: self.output_budget,
             proxies: self.proxies.clone(),
             tls: self.tls.clone(),
             own_fd_tables: self.own_fd_tables,
@@ -447,7 +457,8 @@ impl Shared {
             Session::new(codec, self.service.open(&peer))
         }
         .with_peer(peer)
-        .with_timeouts(self.timeouts);
+        .with_timeouts(self.timeouts)
+        .with_output_budget(self.output_budget);
         if let Some(config) = &self.tls {
             session = match rustls::ServerConnection::new(config.clone()) {
                 Ok(conn) => session.with_tls(conn),
@@ -457,6 +468,10 @@ impl Shared {
         if let Some(meters) = &self.meters {
             let meters = meters.clone();
             session = session.with_service_timer(Box::new(move |d| meters.served(d)));
+        }
+        if let Some(store) = &self.store {
+            // Time spent waiting for the store is the server's, not the peer's.
+            session = session.with_stall_clock(store.recorder.stalls());
         }
         match &self.store {
             Some(store) if store.messages => session.with_tap(Box::new(MessageRecorder {

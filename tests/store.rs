@@ -4,10 +4,15 @@ mod common;
 
 use common::*;
 use std::io::Write;
+use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread;
-use switchboard::store::{self, Record, Recorder, RecorderStats, SessionRow, StoreUrl};
+use switchboard::store::{
+    self, MessageBatch, OnStoreError, Record, Recorder, RecorderOptions, RecorderStats, SessionRow,
+    StoreUrl,
+};
 
 fn switchboard_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(bin())
@@ -166,6 +171,21 @@ fn closed_session(id: u64, bytes: u64) -> SessionRow {
     }
 }
 
+/// A recorder's options: a queue of `records` and `bytes`, `on_error`, spools in `dir`.
+fn options(records: usize, bytes: usize, on_error: OnStoreError, dir: &Path) -> RecorderOptions {
+    RecorderOptions {
+        records,
+        bytes,
+        on_error,
+        spool_dir: dir.to_path_buf(),
+    }
+}
+
+/// A server that is not stopping.
+fn never_stopping() -> store::Stopping {
+    Box::new(|| false)
+}
+
 #[test]
 fn a_full_queue_makes_models_wait_and_loses_nothing() {
     let dir = scratch("backpressure");
@@ -173,8 +193,14 @@ fn a_full_queue_makes_models_wait_and_loses_nothing() {
     let backend = store::open(&url).unwrap();
     let stats = Arc::new(RecorderStats::default());
     // A queue of one record: the four senders find it full again and again.
-    let (recorder, writer) =
-        Recorder::start(Box::new(backend), "test".into(), 1, Arc::new(stats.clone())).unwrap();
+    let (recorder, writer) = Recorder::start(
+        Box::new(backend),
+        "test".into(),
+        options(1, store::QUEUE_BYTES, OnStoreError::Wait, &dir),
+        Arc::new(stats.clone()),
+        never_stopping(),
+    )
+    .unwrap();
     let senders: Vec<_> = (0..4)
         .map(|t| {
             let recorder = recorder.clone();
@@ -207,6 +233,200 @@ fn a_full_queue_makes_models_wait_and_loses_nothing() {
     );
 }
 
+/// A real SQLite store in front of which a switch makes every write fail, as a full disk or a
+/// lock held elsewhere would, until it is turned off.
+struct Failing {
+    store: store::Store,
+    failing: Arc<AtomicBool>,
+}
+
+impl store::Backend for Failing {
+    fn write(
+        &mut self,
+        instance: &str,
+        batch: &[Record],
+    ) -> Result<store::Written, store::StoreError> {
+        if self.failing.load(Relaxed) {
+            return Err(store::StoreError::Url(
+                "disk full (the test's switch)".into(),
+            ));
+        }
+        self.store.write(instance, batch)
+    }
+    fn stop_server(&mut self, i: &str, t: i64, s: &RecorderStats) -> Result<(), store::StoreError> {
+        self.store.stop_server(i, t, s)
+    }
+}
+
+/// A store at `dir/name.db` that fails while the switch returned is on (it starts on).
+fn failing_store(dir: &Path, name: &str) -> (Failing, Arc<AtomicBool>, StoreUrl) {
+    let url = StoreUrl::Sqlite(dir.join(format!("{name}.db")));
+    let failing = Arc::new(AtomicBool::new(true));
+    let store = store::open(&url).unwrap();
+    (
+        Failing {
+            store,
+            failing: failing.clone(),
+        },
+        failing,
+        url,
+    )
+}
+
+/// A packed record of `n` messages of `size` bytes each way, of session `id`.
+fn messages(id: u64, n: u64, size: usize) -> Record {
+    let mut batch = MessageBatch::new(id);
+    for seq in 1..=n {
+        batch.push(seq, 1, &vec![b'a'; size], &vec![b'A'; size]);
+    }
+    Record::Messages(batch)
+}
+
+/// Waits (bounded) until `done` says so.
+fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn while_the_store_fails_records_wait_within_the_byte_budget_and_none_is_lost() {
+    let dir = scratch("outage");
+    let (backend, failing, url) = failing_store(&dir, "outage");
+    let stats = Arc::new(RecorderStats::default());
+    let budget = 1 << 20;
+    let (recorder, writer) = Recorder::start(
+        Box::new(backend),
+        "test".into(),
+        options(store::QUEUE, budget, OnStoreError::Wait, &dir),
+        Arc::new(stats.clone()),
+        never_stopping(),
+    )
+    .unwrap();
+    // 64 records of 2 x 64 KiB (8 MiB in all) from a model's thread, into a store that fails.
+    let sender = {
+        let recorder = recorder.clone();
+        thread::spawn(move || {
+            for id in 0..64 {
+                recorder.record(messages(id, 1, 64 * 1024));
+            }
+        })
+    };
+    eventually("the store's failure is seen", || {
+        stats.failing.load(Relaxed) == 1
+    });
+    eventually("the sender waits for room", || {
+        stats.waited.load(Relaxed) > 0
+    });
+    thread::sleep(std::time::Duration::from_millis(300));
+    let held = stats.bytes.load(Relaxed) as usize;
+    assert!(
+        held <= budget + 200 * 1024,
+        "{held} bytes queued past a budget of {budget}"
+    );
+    assert!(!sender.is_finished(), "serving waits while the store fails");
+    assert_eq!(stats.dropped.load(Relaxed), 0);
+    // The store can write again: everything is written, nothing was dropped.
+    failing.store(false, Relaxed);
+    sender.join().unwrap();
+    drop(recorder);
+    writer.finish().unwrap();
+    assert_eq!(stats.failing.load(Relaxed), 0, "the outage is over");
+    assert_eq!(stats.written.load(Relaxed), 64);
+    assert_eq!(stats.dropped.load(Relaxed), 0);
+    let mut db = store::open(&url).unwrap();
+    let all = db
+        .recorded_messages(&store::MessageFilter {
+            last: 1000,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(all.len(), 64);
+}
+
+#[test]
+fn a_stop_while_the_store_fails_spools_what_is_left_for_the_next_server() {
+    let dir = scratch("outage-stop");
+    let (backend, _failing, url) = failing_store(&dir, "stop");
+    let stats = Arc::new(RecorderStats::default());
+    let stopping = Arc::new(AtomicBool::new(false));
+    let stop = stopping.clone();
+    let (recorder, writer) = Recorder::start(
+        Box::new(backend),
+        // A process of this host that is not running: its spool is anyone's to replay.
+        format!(
+            "{}:4194000:1",
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap()
+                .trim()
+        ),
+        options(8, store::QUEUE_BYTES, OnStoreError::Wait, &dir),
+        Arc::new(stats.clone()),
+        Box::new(move || stop.load(Relaxed)),
+    )
+    .unwrap();
+    // More than the queue holds: the sender waits, until the stop spools what is queued.
+    let sender = {
+        let recorder = recorder.clone();
+        thread::spawn(move || {
+            for id in 0..100 {
+                recorder.record(Record::Session(closed_session(id, 1)));
+            }
+        })
+    };
+    eventually("the sender waits", || stats.waited.load(Relaxed) > 0);
+    stopping.store(true, Relaxed);
+    sender.join().unwrap();
+    drop(recorder);
+    writer.finish().unwrap();
+    assert_eq!(stats.dropped.load(Relaxed), 0);
+    assert_eq!(stats.spooled.load(Relaxed), 100, "all went to the spool");
+    // The next server's start replays the spool into the store, and removes it.
+    let mut db = store::open(&url).unwrap();
+    store::spool::replay_leftovers(&mut db, &dir).unwrap();
+    assert_eq!(db.sessions(1000, None).unwrap().len(), 100);
+    let left = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("switchboard-spool")
+        })
+        .count();
+    assert_eq!(left, 0, "the spool is gone once replayed");
+}
+
+#[test]
+fn dropping_is_the_operators_choice_and_is_counted() {
+    let dir = scratch("outage-drop");
+    let (backend, failing, _url) = failing_store(&dir, "drop");
+    let stats = Arc::new(RecorderStats::default());
+    let (recorder, writer) = Recorder::start(
+        Box::new(backend),
+        "test".into(),
+        options(4, store::QUEUE_BYTES, OnStoreError::Drop, &dir),
+        Arc::new(stats.clone()),
+        never_stopping(),
+    )
+    .unwrap();
+    for id in 0..50 {
+        recorder.record(Record::Session(closed_session(id, 1)));
+    }
+    failing.store(false, Relaxed);
+    recorder.record(Record::Session(closed_session(50, 1)));
+    drop(recorder);
+    writer.finish().unwrap();
+    let (written, dropped) = (stats.written.load(Relaxed), stats.dropped.load(Relaxed));
+    assert_eq!(written + dropped, 51);
+    assert!(
+        dropped > 0 && written >= 1,
+        "{written} written, {dropped} dropped"
+    );
+}
+
 /// A backend that counts its transactions and the records in them.
 struct Counting(Arc<std::sync::Mutex<Vec<usize>>>);
 
@@ -227,8 +447,14 @@ fn a_trickle_of_records_is_written_in_few_transactions() {
     let (recorder, writer) = Recorder::start(
         Box::new(Counting(writes.clone())),
         "test".into(),
-        store::QUEUE,
+        options(
+            store::QUEUE,
+            store::QUEUE_BYTES,
+            OnStoreError::Wait,
+            &scratch("trickle"),
+        ),
         Arc::new(stats.clone()),
+        never_stopping(),
     )
     .unwrap();
     let began = std::time::Instant::now();

@@ -52,6 +52,7 @@ struct MessageJson<'a> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut db = args.store.open()?;
+    super::say_if_incomplete(&mut db)?;
     let rows = db.recorded_messages(&MessageFilter {
         instance: args.instance.clone(),
         session: args.session,

@@ -74,6 +74,15 @@ impl RecordArgs {
     }
 }
 
+/// Says on stderr when what a store shows is incomplete: its servers dropped records.
+pub fn say_if_incomplete(db: &mut switchboard::store::Store) -> anyhow::Result<()> {
+    let dropped = db.dropped()?;
+    if dropped > 0 {
+        eprintln!("note: this store is incomplete: its servers dropped {dropped} records they could not write (see `switchboard stats`, column dropped)");
+    }
+    Ok(())
+}
+
 /// How a client trusts a `tls://` server.
 #[derive(clap::Args)]
 pub struct TrustArgs {

@@ -11,6 +11,7 @@ use switchboard::access::{
 };
 use switchboard::codec::Framing;
 use switchboard::service::Builtin;
+use switchboard::store::OnStoreError;
 use switchboard::transport::SocketOptions;
 use switchboard::{Addr, Model, Server, Timeouts};
 
@@ -56,6 +57,9 @@ pub struct Args {
     /// The most connections open at once (across every worker); past it the server stops accepting and new clients wait in the kernel's backlog until a place frees.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     max_conns: u64,
+    /// Stop reading a connection once this many bytes of its replies wait unsent, until they drain: the most a client that sends and never reads holds of the server's memory (beyond one frame and its reply), under every model. Bytes, or with a unit: 16KiB, 1MiB.
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_size)]
+    output_budget: usize,
     /// Close a connection with no byte in either direction for this long (reason timeout); 0 never does. 500ms, 30s, 5m.
     #[arg(long, value_name = "DUR", default_value = "5m", value_parser = parse_duration)]
     idle_timeout: Duration,
@@ -100,6 +104,15 @@ pub struct Args {
     /// What to record: a row per connection (sessions), or every request and reply too (messages).
     #[arg(long = "record", value_enum, default_value_t = RecordWhat::Sessions)]
     what: RecordWhat,
+    /// Bytes of records waiting for the store before serving waits for room (per process of the server). 64MiB, 1GiB.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    store_queue: usize,
+    /// While the store cannot take records (database away, disk full, file locked or read-only): wait (records wait in the queue, then serving waits, until the store writes again; a stop spools what is left), spool (into --spool-dir, replayed once the store writes again), or drop (count them and serve on). Default: wait for sqlite://, spool for mysql://.
+    #[arg(long, value_name = "WHAT", value_enum)]
+    on_store_error: Option<OnError>,
+    /// Where spools go, and where spools left by stopped servers are replayed from at start. Default: the working directory.
+    #[arg(long, value_name = "DIR")]
+    spool_dir: Option<PathBuf>,
 }
 
 /// SIGHUP: a new copy of this server takes over the socket; once it serves, this one stops
@@ -159,6 +172,27 @@ impl Drop for PidFile {
     }
 }
 
+/// `--on-store-error`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnError {
+    /// Records wait in the queue, then serving waits, until the store writes again.
+    Wait,
+    /// Records go to a local spool, replayed once the store writes again.
+    Spool,
+    /// Records are counted as dropped; serving goes on.
+    Drop,
+}
+
+impl From<OnError> for OnStoreError {
+    fn from(e: OnError) -> Self {
+        match e {
+            OnError::Wait => OnStoreError::Wait,
+            OnError::Spool => OnStoreError::Spool,
+            OnError::Drop => OnStoreError::Drop,
+        }
+    }
+}
+
 /// What `serve --record` keeps.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum RecordWhat {
@@ -213,8 +247,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .max_children(args.max_children as usize)
         .store(args.record.url())
         .record_messages(args.what == RecordWhat::Messages)
+        .store_queue(args.store_queue)
+        .on_store_error(args.on_store_error.map(OnStoreError::from))
+        .spool_dir(args.spool_dir)
         .access(AccessList::new(args.allow, args.deny, args.allow_uid))
         .max_conns(args.max_conns as usize)
+        .output_budget(args.output_budget)
         .proxy_protocol(args.proxy_protocol)
         .proxy_from(TrustedProxies::new(args.proxy_from))
         .timeouts(Timeouts {

@@ -42,6 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut db = args.store.open()?;
     let mut out = io::stdout().lock();
     let rows = db.sessions(args.last, args.peer.as_deref())?;
+    super::say_if_incomplete(&mut db)?;
     if !args.json {
         writeln!(
             out,

@@ -36,6 +36,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut db = args.store.open()?;
     let mut out = io::stdout().lock();
     let all = db.stats()?;
+    super::say_if_incomplete(&mut db)?;
     if args.json {
         for s in &all {
             print_json(

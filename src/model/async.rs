@@ -249,7 +249,10 @@ async fn connection<S: Ready>(mut stream: S, mut live: Live) {
         } else {
             tokio::select! {
                 ready = stream.readable() => ready.and_then(|()| {
-                    READ_BUF.with_borrow_mut(|buf| match stream.try_read(buf) {
+                    READ_BUF.with_borrow_mut(|buf| {
+                        // Nothing is pending here: the allowance is the whole output budget.
+                        let allowance = session.read_allowance().min(buf.len()).max(1);
+                        match stream.try_read(&mut buf[..allowance]) {
                         Ok(n) => {
                             let received = match n {
                                 0 => session.receive_eof(),
@@ -260,7 +263,7 @@ async fn connection<S: Ready>(mut stream: S, mut live: Live) {
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
                         Err(e) => Err(e),
-                    })
+                    }})
                 }),
                 () = &mut timer => Ok(true),
             }

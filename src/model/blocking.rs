@@ -92,7 +92,9 @@ pub(super) fn serve_stream(stream: &Stream, peer: Peer, shared: &Shared, cut: im
             break reason.clone();
         }
         read_timeout.arm(stream, &session);
-        let received = match (&*stream).read(&mut buf) {
+        // Every reply was written before this read: the allowance is the whole budget.
+        let allowance = session.read_allowance().min(buf.len()).max(1);
+        let received = match (&*stream).read(&mut buf[..allowance]) {
             Ok(0) => session.receive_eof(),
             Ok(n) => session.receive(&buf[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,

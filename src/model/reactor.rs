@@ -53,11 +53,14 @@ impl Conn {
             // The socket may hold more: the last read filled the buffer, or backpressure
             // stopped us reading.
             let mut unread = false;
-            if self.session.wants_read() {
-                let received = match (&self.stream).read(buf) {
+            // No more than the session's output budget has room for: a peer that does not
+            // read its replies is read no further than the budget.
+            let allowance = self.session.read_allowance().min(buf.len());
+            if allowance > 0 {
+                let received = match (&self.stream).read(&mut buf[..allowance]) {
                     Ok(0) => self.session.receive_eof(),
                     Ok(n) => {
-                        unread = n == buf.len() || self.hung_up;
+                        unread = n == allowance || self.hung_up;
                         self.session.receive_at(&buf[..n], now)
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),

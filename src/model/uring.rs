@@ -25,13 +25,23 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
 
-const ACCEPT: u64 = u64::MAX;
 const WAKER: u64 = u64::MAX - 1;
 const CANCEL: u64 = u64::MAX - 2;
 /// Submissions the ring holds at once; more are handed to the kernel early.
 const ENTRIES: u32 = 1024;
 /// Accepts waiting on the listener at once: a burst of connections is taken this many a round.
 const ACCEPTS: usize = 16;
+/// The accepts' tokens: `ACCEPT + i` for accept slot `i`, where the ring keeps its peer's
+/// address.
+const ACCEPT: u64 = u64::MAX - 64;
+
+/// The accept slot a token names, if it names one.
+fn accept_slot(token: u64) -> Option<usize> {
+    token
+        .checked_sub(ACCEPT)
+        .map(|i| i as usize)
+        .filter(|&i| i < ACCEPTS)
+}
 
 /// A connection's two kinds of submission, in the low bit of its token.
 const RECV: u64 = 0;
@@ -82,12 +92,14 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
     let mut done = Vec::new();
     let mut drain = Drain::new(shared);
     let (mut accepting, mut swept, mut cut) = (true, false, false);
-    let mut accepts = 0; // in flight, each holding a place
+    // The accept slots not in flight; each in flight holds a place under --max-conns.
+    let mut free: Vec<usize> = (0..ACCEPTS).rev().collect();
     loop {
+        let accepts = ACCEPTS - free.len();
         if drain.stopping() {
             if accepting {
                 accepting = false;
-                ring.cancel_all(ACCEPT, CANCEL)?;
+                ring.cancel_fd(listener.as_raw_fd(), CANCEL)?;
             }
             if accepts == 0 && !swept {
                 swept = true;
@@ -104,35 +116,35 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
                 }
             }
         }
-        while accepting && accepts < ACCEPTS && shared.reserve() {
-            ring.accept(listener.as_raw_fd(), ACCEPT)?;
-            accepts += 1;
+        while accepting && !free.is_empty() && shared.reserve() {
+            let i = free.pop().expect("not empty");
+            ring.accept(listener.as_raw_fd(), i, ACCEPT + i as u64)?;
         }
-        let full = accepting && accepts == 0;
+        let full = accepting && free.len() == ACCEPTS;
         let wait = reactor::wait_time(&timers, &drain, full);
         ring.submit_and_wait(if cut { None } else { wait })?;
         done.clear();
         ring.completions(&mut done);
         let now = Instant::now(); // once a batch of completions, not twice a message
         for c in &done {
-            match c.token {
-                ACCEPT => {
-                    accepts -= 1;
-                    match c.io() {
-                        Ok(_) => match stream_of(&listener, Uring::accepted_fd(c.result)) {
-                            Some((stream, addr)) => {
-                                accepted(&mut ring, &mut table, &mut timers, stream, addr, shared)?
-                            }
-                            None => shared.release(), // gone before it could be named
-                        },
-                        Err(e) => {
-                            shared.release();
-                            if e.raw_os_error() != Some(libc::ECANCELED) {
-                                shared.accept_failed(e)?;
-                            }
+            if let Some(i) = accept_slot(c.token) {
+                free.push(i);
+                match c.io() {
+                    Ok(_) => {
+                        let fd = Uring::accepted_fd(c.result);
+                        let (stream, addr) = stream_of(&listener, fd, ring.accepted_from(i));
+                        accepted(&mut ring, &mut table, &mut timers, stream, addr, shared)?
+                    }
+                    Err(e) => {
+                        shared.release();
+                        if e.raw_os_error() != Some(libc::ECANCELED) {
+                            shared.accept_failed(e)?;
                         }
                     }
                 }
+                continue;
+            }
+            match c.token {
                 WAKER | CANCEL => {} // the stop is seen at the top of the loop
                 token => {
                     let slot = (token >> 1) as usize;
@@ -193,21 +205,27 @@ fn sweep(
     Ok(())
 }
 
-/// The stream an accept completed with, and its peer's name; `None` for a TCP peer already
-/// gone (its address can no longer be asked: a client that left before its accept, as the other
-/// models' accept reports with ECONNABORTED, is no connection to judge or count).
-fn stream_of(listener: &Listener, fd: OwnedFd) -> Option<(Stream, String)> {
+/// The stream an accept completed with, and its peer's name: `from`, the address the accept
+/// wrote (still right for a peer that has reset since, which `getpeername` no longer names).
+fn stream_of(
+    listener: &Listener,
+    fd: OwnedFd,
+    from: Option<socket2::SockAddr>,
+) -> (Stream, String) {
     match listener {
         Listener::Tcp(_) => {
             let s = std::net::TcpStream::from(fd);
-            let addr = format!("tcp://{}", s.peer_addr().ok()?);
-            Some((Stream::Tcp(s), addr))
+            let addr = from
+                .and_then(|a| a.as_socket())
+                .or_else(|| s.peer_addr().ok());
+            let name = addr.map_or_else(|| "tcp://".into(), |a| format!("tcp://{a}"));
+            (Stream::Tcp(s), name)
         }
         _ => {
             let s = std::os::unix::net::UnixStream::from(fd);
             let addr = s.peer_addr().ok();
             let name = unix_peer_name(addr.as_ref().and_then(|a| a.as_pathname()));
-            Some((Stream::Unix(s), name))
+            (Stream::Unix(s), name)
         }
     }
 }
@@ -228,8 +246,10 @@ fn accepted(
     let Some(peer) = shared.admit(addr, Some(fd)) else {
         return Ok(()); // refused: dropping the stream closes it unread
     };
+    let session = shared.session(peer);
+    let allowance = session.read_allowance();
     let slot = table.insert(Conn {
-        session: shared.session(peer),
+        session,
         receiving: true,
         cancelling: false,
         sending: false,
@@ -240,7 +260,7 @@ fn accepted(
     if let Some(conn) = table.get_mut(slot) {
         timers.arm(slot, conn);
     }
-    ring.recv_multi(fd, token(slot, RECV))
+    ring.recv_multi(fd, token(slot, RECV), allowance)
 }
 
 /// Feeds a completed receive or send into the connection's session, as of `now`.
@@ -296,7 +316,7 @@ fn next(ring: &mut Uring, conn: &mut Conn, slot: usize) -> io::Result<Option<Clo
         ring.cancel(token(slot, RECV), CANCEL)?;
         conn.cancelling = true;
     } else if !conn.receiving && wants_read {
-        ring.recv_multi(fd, token(slot, RECV))?;
+        ring.recv_multi(fd, token(slot, RECV), conn.session.read_allowance())?;
         conn.receiving = true;
     }
     Ok(ending.filter(|_| !conn.receiving && !conn.sending))

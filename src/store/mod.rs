@@ -22,10 +22,14 @@
 mod mysql;
 mod recorder;
 mod schema;
+pub mod spool;
 mod sqlite;
 
 pub use mysql::Mysql;
-pub use recorder::{Recorder, RecorderStats, SharedStats, Writer, LINGER, QUEUE};
+pub use recorder::{
+    OnStoreError, Recorder, RecorderOptions, RecorderStats, SharedStats, Stopping, Writer, LINGER,
+    QUEUE, QUEUE_BYTES,
+};
 pub use sqlite::Sqlite;
 
 use std::fmt;
@@ -261,7 +265,7 @@ pub struct BenchRow {
 }
 
 /// Which recorded messages `switchboard messages` reads back.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MessageFilter {
     /// Only this server instance's.
     pub instance: Option<String>,
@@ -598,6 +602,16 @@ pub enum Record {
 }
 
 impl Record {
+    /// About how much memory the record holds while it is queued.
+    pub fn bytes(&self) -> usize {
+        let own = std::mem::size_of::<Record>();
+        match self {
+            Record::Session(s) => own + s.peer.len() + s.transport.len() + s.reason.len(),
+            Record::Message(m) => own + m.request.len() + m.reply.len(),
+            Record::Messages(b) => own + b.bytes() + b.len() * 32,
+        }
+    }
+
     /// Rows this record becomes.
     pub fn rows(&self) -> u64 {
         match self {
@@ -627,6 +641,9 @@ pub(crate) fn messages_in(records: &[Record]) -> impl Iterator<Item = MessageRef
         single.into_iter().chain(packed.into_iter().flatten())
     })
 }
+
+/// The records dropped, over every server: `CAST` so both backends return an integer.
+const DROPPED: &str = "SELECT CAST(COALESCE(SUM(dropped), 0) AS SIGNED) FROM servers";
 
 /// Microseconds since the Unix epoch, now.
 pub fn now_us() -> i64 {
@@ -701,14 +718,6 @@ impl Store {
         }
     }
 
-    /// Replays spools that dead servers left behind (MySQL only; see [`Mysql`]).
-    pub fn replay_leftover_spools(&mut self) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(_) => Ok(()),
-            Store::Mysql(m) => m.replay_leftover_spools(),
-        }
-    }
-
     /// Records a server's start.
     pub fn start_server(&mut self, row: &ServerRow) -> Result<(), StoreError> {
         match self {
@@ -763,6 +772,15 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.stats(),
             Store::Mysql(m) => m.stats(),
+        }
+    }
+
+    /// Records that the servers which recorded here could not write and dropped, as each
+    /// reported when it stopped: when above 0, what the store shows is incomplete.
+    pub fn dropped(&mut self) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.dropped(),
+            Store::Mysql(m) => m.dropped(),
         }
     }
 

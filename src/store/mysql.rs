@@ -1,10 +1,9 @@
 //! The MySQL/MariaDB backend: many server instances, on one machine or several, record into
-//! one database. When the database is unreachable or goes away, batches go to a local SQLite
-//! spool (same schema) and are replayed, in order, once it answers again; its primary keys
-//! make a replayed record land once even if it had reached the database before.
+//! one database. When the database is unreachable or goes away, a recording server's batches
+//! go to a local spool ([`super::spool`]) and are replayed once it answers again; its primary
+//! keys make a replayed record land once even if it had reached the database before.
 
 use super::schema::{BENCH_COLUMNS, MIGRATIONS, VERSION};
-use super::sqlite::{SpoolRows, Sqlite};
 use super::{
     add_up, by_bound, messages_in, newest, session_spans, Backend, BenchRow, Bounded,
     InstanceStats, MessageFilter, MessageRef, MessageRow, ReasonTotals, Record, RecordedMessage,
@@ -16,9 +15,8 @@ use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, Params, Transaction, Value};
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long the server may take to answer a recording server's store before it gives up on
 /// it (and spools).
@@ -28,8 +26,6 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 const READ_TIMEOUT: Duration = Duration::from_secs(600);
 /// Rows per multi-row INSERT or per bulk command, at most.
 const ROWS_PER_INSERT: usize = 512;
-/// How often a spooling writer tries the database again.
-const RETRY: Duration = Duration::from_secs(1);
 /// Sessions of one instance that `messages` finds one query each, at most: an instance with
 /// more is read in one query that sorts its rows.
 const SESSIONS_ONE_BY_ONE: usize = 4096;
@@ -57,10 +53,6 @@ pub struct Mysql {
     /// Whether the server is MariaDB, which inserts a batch by bulk execution (see
     /// [`insert_rows`]).
     bulk: bool,
-    /// Where batches go while the database is away, and when it was last tried.
-    spool: Option<Sqlite>,
-    spool_path: Option<PathBuf>,
-    last_try: Option<Instant>,
 }
 
 impl Mysql {
@@ -91,9 +83,6 @@ impl Mysql {
             url: display,
             conn: Some(conn),
             bulk,
-            spool: None,
-            spool_path: None,
-            last_try: None,
         };
         store.migrate(MIGRATION_TIMEOUT)?;
         Ok(store)
@@ -182,6 +171,16 @@ impl Mysql {
             .query_first("SELECT MAX(version) FROM schema_version")
             .map_err(|source| StoreError::Mysql { url, source })?;
         Ok(v.flatten().unwrap_or(0))
+    }
+
+    /// Records the servers that recorded here reported dropped (see [`super::Store::dropped`]).
+    pub fn dropped(&mut self) -> Result<u64, StoreError> {
+        let url = self.url.clone();
+        let n: Option<Option<i64>> = self
+            .conn()?
+            .query_first(super::DROPPED)
+            .map_err(|source| StoreError::Mysql { url, source })?;
+        Ok(n.flatten().unwrap_or(0).max(0) as u64)
     }
 
     /// Records a server's start.
@@ -684,125 +683,14 @@ impl Mysql {
         }
         tx.commit().map_err(err)
     }
-
-    /// The spool, opened (created) on first use, beside the working directory's files.
-    fn spool(&mut self, instance: &str) -> Result<&mut Sqlite, StoreError> {
-        if self.spool.is_none() {
-            let name: String = instance
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-                .collect();
-            let path = PathBuf::from(format!("switchboard-spool-{name}.db"));
-            tracing::warn!(spool = %path.display(), "the database is away: spooling records locally");
-            self.spool = Some(Sqlite::open(&path)?);
-            self.spool_path = Some(path);
-        }
-        Ok(self.spool.as_mut().expect("opened above"))
-    }
-
-    /// Moves what the spool holds into the database, oldest first; stops at the first failure.
-    fn replay(&mut self, instance: &str) -> Result<(), StoreError> {
-        let Some(mut spool) = self.spool.take() else {
-            return Ok(());
-        };
-        match self.drain_spool(&mut spool, instance) {
-            Ok(()) => {
-                if let Some(path) = self.spool_path.take() {
-                    drop(spool);
-                    tracing::info!(spool = %path.display(), "spool replayed into the database");
-                    remove_spool(&path);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.spool = Some(spool);
-                Err(e)
-            }
-        }
-    }
-
-    /// Writes one instance's spooled records into the database and forgets them, in order.
-    fn drain_spool(&mut self, spool: &mut Sqlite, instance: &str) -> Result<(), StoreError> {
-        loop {
-            let (rows, batch): (SpoolRows, Vec<Record>) =
-                spool.oldest(instance, ROWS_PER_INSERT)?;
-            if batch.is_empty() {
-                return Ok(());
-            }
-            self.write_db(instance, &batch)?;
-            spool.forget(&rows)?;
-        }
-    }
-
-    /// Replays the spools that servers which have since died left in the working directory
-    /// (the database was still away when they stopped). A spool whose server still runs on
-    /// this host is its own to replay, and is left alone.
-    pub fn replay_leftover_spools(&mut self) -> Result<(), StoreError> {
-        let Ok(entries) = std::fs::read_dir(".") else {
-            return Ok(());
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !(name.starts_with("switchboard-spool-") && name.ends_with(".db")) {
-                continue;
-            }
-            let path = entry.path();
-            let mut spool = Sqlite::open(&path)?;
-            let instances = spool.spooled_instances()?;
-            if instances.iter().any(|i| still_running(i)) {
-                continue;
-            }
-            for instance in &instances {
-                self.drain_spool(&mut spool, instance)?;
-            }
-            drop(spool);
-            tracing::info!(spool = %path.display(), "a dead server's spool replayed into the database");
-            remove_spool(&path);
-        }
-        Ok(())
-    }
-}
-
-/// Removes a spool and the files SQLite keeps beside it.
-fn remove_spool(path: &std::path::Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
-}
-
-/// True if the instance (`host:pid:start`) is a process still running on this host.
-fn still_running(instance: &str) -> bool {
-    let mut parts = instance.split(':');
-    let (host, pid) = (parts.next(), parts.next());
-    let here = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    host != Some(here.trim())
-        || pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
 }
 
 impl Backend for Mysql {
     fn write(&mut self, instance: &str, batch: &[Record]) -> Result<Written, StoreError> {
-        // While records wait in the spool, newer ones queue behind them, so order is kept.
-        if self.spool.is_some() && self.last_try.is_none_or(|t| t.elapsed() >= RETRY) {
-            self.last_try = Some(Instant::now());
-            if let Err(e) = self.replay(instance) {
-                tracing::debug!(error = %e, "the database is still away");
-                self.conn = None;
-            }
-        }
-        if self.spool.is_none() {
-            match self.write_db(instance, batch) {
-                Ok(()) => return Ok(Written { spooled: 0 }),
-                Err(e) => {
-                    tracing::warn!(error = %e, "database write failed");
-                    self.conn = None;
-                    self.last_try = Some(Instant::now());
-                }
-            }
-        }
-        self.spool(instance)?.write(instance, batch)?;
-        Ok(Written {
-            spooled: batch.len() as u64,
-        })
+        self.write_db(instance, batch).inspect_err(|_| {
+            self.conn = None; // connected afresh at the next try
+        })?;
+        Ok(Written::default())
     }
 
     fn stop_server(
@@ -811,10 +699,6 @@ impl Backend for Mysql {
         stopped: i64,
         stats: &RecorderStats,
     ) -> Result<(), StoreError> {
-        // A last chance for what is spooled: replayed now if the database is back.
-        if self.spool.is_some() {
-            self.replay(instance)?;
-        }
         let url = self.url.clone();
         self.conn()?
             .exec_drop(

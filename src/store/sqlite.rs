@@ -130,6 +130,14 @@ impl Sqlite {
             .map_err(self.err())
     }
 
+    /// Records the servers that recorded here reported dropped (see [`super::Store::dropped`]).
+    pub fn dropped(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row(super::DROPPED, [], |r| r.get::<_, i64>(0))
+            .map(|n| n.max(0) as u64)
+            .map_err(self.err())
+    }
+
     /// Records a server's start.
     pub fn start_server(&mut self, row: &ServerRow) -> Result<(), StoreError> {
         self.conn

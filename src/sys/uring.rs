@@ -5,8 +5,8 @@
 
 use io_uring::types::BufRingEntry;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
-use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 /// The most bytes one send carries (the rest go in the next).
@@ -106,6 +106,12 @@ impl BufRing {
     }
 }
 
+/// Where an accept writes its peer's address.
+struct PeerAddr {
+    addr: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
 /// The group id of our one ring of provided buffers.
 const BUF_GROUP: u16 = 0;
 
@@ -117,7 +123,14 @@ pub(crate) struct Uring {
     /// they travel, not by every connection.
     spare: Vec<Vec<u8>>,
     provided: Option<BufRing>,
+    /// Where each accept in flight writes its peer's address, by accept slot: boxed, so the
+    /// kernel's pointer stays valid as the list grows.
+    #[allow(clippy::vec_box)] // a Vec of the values would move them as it grows
+    accepted_from: Vec<Box<PeerAddr>>,
     in_flight: usize,
+    /// The kernel ends a multishot receive after a number of bytes (`optlen`, Linux 6.17);
+    /// where it does not, [`recv_multi`](Uring::recv_multi) receives one buffer at a time.
+    recv_limit: bool,
 }
 
 impl Uring {
@@ -136,7 +149,9 @@ impl Uring {
             slots: Vec::new(),
             spare: Vec::new(),
             provided: None,
+            accepted_from: Vec::new(),
             in_flight: 0,
+            recv_limit: false,
         })
     }
 
@@ -187,17 +202,58 @@ impl Uring {
             return Err(e);
         }
         self.provided = Some(bufs);
+        self.recv_limit = self.kernel_limits_receives()?;
+        if !self.recv_limit {
+            tracing::debug!("this kernel cannot limit a multishot receive (Linux 6.17 can): receiving one buffer at a time");
+        }
         Ok(())
     }
 
-    /// Receives on `fd` until cancelled or end of stream, each completion (with `token`)
-    /// carrying one provided buffer.
-    pub(crate) fn recv_multi(&mut self, fd: RawFd, token: u64) -> io::Result<()> {
-        self.push(
-            opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP)
+    /// Asks the kernel whether it ends a multishot receive after `optlen` bytes: one limited
+    /// receive on a socket pair of our own, which an older kernel refuses (EINVAL).
+    fn kernel_limits_receives(&mut self) -> io::Result<bool> {
+        const PROBE: u64 = u64::MAX - 100;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        let entry = with_total_limit(
+            opcode::RecvMulti::new(types::Fd(ours.as_raw_fd()), BUF_GROUP).build(),
+            1,
+        );
+        self.push(entry.user_data(PROBE))?;
+        (&theirs).write_all(b"?")?;
+        let mut done = Vec::new();
+        // Bounded: the byte is there, so the receive completes at once, one way or the other.
+        for _ in 0..100 {
+            self.submit_and_wait(Some(Duration::from_millis(10)))?;
+            self.completions(&mut done);
+            if let Some(c) = done.iter().find(|c| c.token == PROBE && !c.more) {
+                if let Some(bid) = c.buffer {
+                    self.give_back(bid);
+                }
+                return Ok(c.result >= 0);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Receives on `fd`, each completion (with `token`) carrying one provided buffer, until
+    /// `limit` bytes came (then the last completion says no more will), end of stream, or a
+    /// cancel: a connection that stops wanting input is not handed much more than it asked
+    /// for while its cancel is on the way. A kernel that cannot limit a multishot receive
+    /// gets a single receive instead: one buffer, then the caller asks again.
+    pub(crate) fn recv_multi(&mut self, fd: RawFd, token: u64, limit: usize) -> io::Result<()> {
+        let entry = if self.recv_limit {
+            let limit = u32::try_from(limit).unwrap_or(u32::MAX).max(1);
+            with_total_limit(
+                opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP).build(),
+                limit,
+            )
+        } else {
+            opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), 0)
+                .buf_group(BUF_GROUP)
                 .build()
-                .user_data(token),
-        )
+                .flags(squeue::Flags::BUFFER_SELECT)
+        };
+        self.push(entry.user_data(token))
     }
 
     /// The first `n` bytes of provided buffer `bid`.
@@ -241,16 +297,49 @@ impl Uring {
         }
     }
 
-    /// Accepts one connection on `fd`, completing with `token`. Several may be in flight on
-    /// one listener; each takes one connection.
-    pub(crate) fn accept(&mut self, fd: RawFd, token: u64) -> io::Result<()> {
+    /// Accepts one connection on `fd`, completing with `token`; its peer's address goes to
+    /// accept slot `slot` ([`accepted_from`](Uring::accepted_from)). Several may be in flight
+    /// on one listener, each with a slot of its own; each takes one connection.
+    pub(crate) fn accept(&mut self, fd: RawFd, slot: usize, token: u64) -> io::Result<()> {
+        while self.accepted_from.len() <= slot {
+            // SAFETY: all-zero bytes are a valid sockaddr_storage.
+            self.accepted_from.push(Box::new(PeerAddr {
+                addr: unsafe { std::mem::zeroed() },
+                len: 0,
+            }));
+        }
+        let peer = &mut self.accepted_from[slot];
+        peer.len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let (addr, len) = (
+            (&mut peer.addr as *mut libc::sockaddr_storage).cast(),
+            &mut peer.len as *mut libc::socklen_t,
+        );
         let flags = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
         self.push(
-            opcode::Accept::new(types::Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+            opcode::Accept::new(types::Fd(fd), addr, len)
                 .flags(flags)
                 .build()
                 .user_data(token),
         )
+    }
+
+    /// The peer of the connection that the accept on `slot` completed with, as the kernel
+    /// named it at accept (so also for a peer that has reset since).
+    pub(crate) fn accepted_from(&self, slot: usize) -> Option<socket2::SockAddr> {
+        let peer = self.accepted_from.get(slot)?;
+        let mut storage = socket2::SockAddrStorage::zeroed();
+        // SAFETY: the kernel wrote a sockaddr of `len` bytes into `addr`, which has room for
+        // any family; it is copied whole into storage of the same type.
+        unsafe {
+            *storage.view_as::<libc::sockaddr_storage>() = peer.addr;
+            Some(socket2::SockAddr::new(storage, peer.len))
+        }
+    }
+
+    /// Cancels every submission in flight on `fd`; completes with `token`.
+    pub(crate) fn cancel_fd(&mut self, fd: RawFd, token: u64) -> io::Result<()> {
+        let which = types::CancelBuilder::fd(types::Fd(fd)).all();
+        self.push(opcode::AsyncCancel2::new(which).build().user_data(token))
     }
 
     /// Completes once `fd` is readable.
@@ -265,12 +354,6 @@ impl Uring {
     /// Cancels the submission made with `target`.
     pub(crate) fn cancel(&mut self, target: u64, token: u64) -> io::Result<()> {
         self.push(opcode::AsyncCancel::new(target).build().user_data(token))
-    }
-
-    /// Cancels every submission in flight with the token `target`; completes with `token`.
-    pub(crate) fn cancel_all(&mut self, target: u64, token: u64) -> io::Result<()> {
-        let which = types::CancelBuilder::user_data(target).all();
-        self.push(opcode::AsyncCancel2::new(which).build().user_data(token))
     }
 
     /// The `n` bytes a datagram receive on `slot` completed with.
@@ -396,12 +479,28 @@ impl Uring {
     }
 }
 
+/// A multishot receive that ends once `limit` bytes came: the `optlen` field of the
+/// submission (Linux 6.17), which the `io-uring` crate does not set yet.
+fn with_total_limit(entry: squeue::Entry, limit: u32) -> squeue::Entry {
+    /// Where `optlen` lies in `struct io_uring_sqe` (the union of `splice_fd_in`,
+    /// `file_index` and `optlen`), fixed by the kernel's ABI.
+    const OPTLEN: usize = 44;
+    // SAFETY: `squeue::Entry` is `#[repr(C)]` around the kernel's 64-byte `io_uring_sqe` (the
+    // transmute checks the size), and any bytes are a valid submission to hold; the kernel
+    // reads bytes 44..48 of a receive as its byte limit.
+    let mut raw: [u8; 64] = unsafe { std::mem::transmute(entry) };
+    raw[OPTLEN..OPTLEN + 4].copy_from_slice(&limit.to_ne_bytes());
+    // SAFETY: as above, the same bytes with the limit written in.
+    unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(raw) }
+}
+
 impl Drop for Uring {
     fn drop(&mut self) {
         if self.in_flight > 0 {
             // The kernel may still write into these until it has torn the ring down: leave
             // them allocated rather than risk it.
             std::mem::forget(std::mem::take(&mut self.slots));
+            std::mem::forget(std::mem::take(&mut self.accepted_from));
             std::mem::forget(self.provided.take());
         } else if let Some(bufs) = self.provided.take() {
             let _ = self.ring.submitter().unregister_buf_ring(BUF_GROUP);

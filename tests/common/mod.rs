@@ -190,6 +190,11 @@ impl ServerProcess {
         self.addr.strip_prefix("unix://").map(PathBuf::from)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
         assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
@@ -710,4 +715,34 @@ pub fn tls_files(dir: &std::path::Path) -> Option<TlsFiles> {
         client_cert: dir.join("client.pem"),
         client_key: dir.join("client.key"),
     })
+}
+
+/// The proportional set size, in bytes, of `pid` and every process under it.
+pub fn pss(pid: u32) -> usize {
+    let mut total = 0;
+    let mut pids = vec![pid];
+    while let Some(pid) = pids.pop() {
+        let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+            continue; // gone meanwhile
+        };
+        let kib: usize = rollup
+            .lines()
+            .find_map(|l| l.strip_prefix("Pss:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        total += kib * 1024;
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            pids.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    total
 }
