@@ -4,9 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+cat <<'INTRO'
+switchboard's tests. On a fresh machine this installs, from Debian's packages, only what is
+missing: MariaDB (the store's MySQL tests run against a real server, started and stopped here),
+HAProxy (the PROXY protocol and the fleet), prometheus (promtool checks the metrics), Chromium
+and a font (the lab's page and plots), systemd (socket activation), openssl (TLS certificates),
+iproute2 (network namespaces), python3 (the plan's own client); and cargo-fuzz from crates.io.
+A first run takes about 20 minutes here (a clean build is about 6, the tests about 13); later
+runs, a few minutes less. Each phase says when it starts.
+INTRO
+
 apt_install() {
   # Debian's packages, only when a command is missing; `apt-get update` first on a fresh machine.
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing from Debian's packages: $*"
     apt-get update -qq || echo "warning: apt-get update failed" >&2
     # One at a time: a package that will not install is reported and the others still come;
     # the tests that need it then say they skip (each is required only where it is present).
@@ -59,10 +70,13 @@ echo "== MariaDB at ${SWITCHBOARD_TEST_MYSQL#*@}"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+echo "== cargo clippy (a clean build takes a few minutes before anything more is said)"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo fuzz: every target for a few seconds (codecs, session, proxy)"
-command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+if ! command -v cargo-fuzz >/dev/null; then
+  echo "   installing cargo-fuzz from crates.io (a few minutes, once)"
+  cargo install cargo-fuzz --locked --quiet
+fi
 for target in codecs session proxy; do
   # The stable toolchain builds without a sanitizer; a crash or a failed check still fails.
   if ! cargo fuzz run -O --sanitizer none "$target" -- -max_total_time=10 >"/tmp/switchboard-fuzz-$target.log" 2>&1; then
@@ -73,5 +87,5 @@ for target in codecs session proxy; do
   grep -E '^Done [0-9]+ runs' "/tmp/switchboard-fuzz-$target.log" | sed "s/^/$target: /"
 done
 
-echo "== cargo test"
+echo "== cargo test (builds the tests first, then a dot per test)"
 cargo test --quiet

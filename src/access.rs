@@ -53,6 +53,11 @@ impl AccessList {
         self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip))
     }
 
+    /// True when users are named (`--allow-uid`), which only Unix stream peers have.
+    pub fn names_users(&self) -> bool {
+        !self.allow_uids.is_empty()
+    }
+
     /// True when the Unix peer running as `uid` may connect.
     pub fn admits_uid(&self, uid: u32) -> bool {
         self.allow_uids.is_empty() || self.allow_uids.contains(&uid)

@@ -62,7 +62,18 @@ pub enum AddrError {
     /// A Unix path was empty or relative.
     #[error("`{0}`: a Unix socket needs an absolute path, as in unix:///tmp/switchboard.sock")]
     Path(String),
+    /// A Unix path longer than a socket address holds (`sun_path`: 107 bytes and a NUL).
+    #[error("`{input}`: a Unix socket's path is at most {UNIX_PATH_MAX} bytes (this one is {len}); use a shorter one, as in unix:///tmp/switchboard.sock")]
+    PathTooLong {
+        /// The address as given.
+        input: String,
+        /// The path's length in bytes.
+        len: usize,
+    },
 }
+
+/// The longest path a Unix socket address holds on Linux (`sun_path` is 108 bytes with its NUL).
+pub const UNIX_PATH_MAX: usize = 107;
 
 impl Addr {
     /// True for the connection-oriented transports (TCP and Unix streams).
@@ -136,6 +147,11 @@ fn parse_host_port(input: &str, rest: &str) -> Result<SocketAddr, AddrError> {
     if host.contains(':') && !host.starts_with('[') {
         return Err(host_err("an IPv6 host goes in brackets, as in [::1]"));
     }
+    if host.starts_with('[') != host.ends_with(']') {
+        return Err(host_err(
+            "an IPv6 host's brackets are not closed, as in [::1]",
+        ));
+    }
     (host.trim_matches(|c| c == '[' || c == ']'), port)
         .to_socket_addrs()
         .map_err(|e| host_err(&format!("cannot resolve host `{host}` ({e})")))?
@@ -146,6 +162,12 @@ fn parse_host_port(input: &str, rest: &str) -> Result<SocketAddr, AddrError> {
 fn parse_path(input: &str, rest: &str) -> Result<PathBuf, AddrError> {
     if !rest.starts_with('/') {
         return Err(AddrError::Path(input.to_string()));
+    }
+    if rest.len() > UNIX_PATH_MAX {
+        return Err(AddrError::PathTooLong {
+            input: input.to_string(),
+            len: rest.len(),
+        });
     }
     Ok(PathBuf::from(rest))
 }
@@ -209,6 +231,8 @@ mod tests {
             "tcp://:80",
             "tcp://1.2.3.4:99999",
             "tcp://::1:80",
+            "tcp://[::1:0",
+            "tcp://::1]:0",
             "unix://relative.sock",
         ] {
             let e = s.parse::<Addr>().unwrap_err().to_string();
@@ -216,5 +240,8 @@ mod tests {
         }
         let e = "nope".parse::<Addr>().unwrap_err().to_string();
         assert!(e.contains("tcp://HOST:PORT"), "{e}");
+        let long = format!("unix:///tmp/{}", "s".repeat(110));
+        let e = long.parse::<Addr>().unwrap_err().to_string();
+        assert!(e.contains("at most 107 bytes"), "{e}");
     }
 }

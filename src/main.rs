@@ -82,6 +82,14 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Whoever read the output stopped reading (`switchboard models | head`): done, quietly,
+        // as `ls | head` is. A socket's broken pipe is a client error, never a bare io::Error.
+        Err(e)
+            if e.downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {}", message(&e));
             ExitCode::from(if is_usage(&e) { 2 } else { 1 })

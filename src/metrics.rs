@@ -6,12 +6,14 @@
 //! what the master serves: the connection and byte totals, closes by reason, two histograms
 //! (connection durations and per-message service time), and the store's recorder.
 
+use crate::access::AccessList;
 use crate::session::CloseReason;
 use crate::shared::Counters;
 use crate::store::SharedStats;
 use crate::sys::SharedMem;
+use bytes::Bytes;
+use http_body_util::Full;
 use prometheus::proto::{self, LabelPair, Metric, MetricFamily, MetricType};
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{
     AtomicU64,
@@ -21,13 +23,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Close reasons as the store names them, in the order counted.
-const REASONS: [&str; 7] = [
+const REASONS: [&str; 8] = [
     "eof",
     "reset",
     "timeout",
     "error",
     "denied",
     "untrusted",
+    "limited",
     "shutdown",
 ];
 
@@ -275,46 +278,103 @@ impl Scrape {
     }
 }
 
-/// The metrics endpoint: a thread answering `GET /metrics` on `listener` until the process
-/// ends. Anything else gets 404; a client that sends nothing for 2 s is dropped.
+/// How long a scrape's request head may take to arrive, and the longest a connection may sit
+/// idle between requests: a client that sends nothing is closed after this, so it holds up
+/// no scrape for longer.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections served at once (of the peers `--metrics-allow` admits; others are closed at
+/// once); past it the endpoint stops accepting, so the rest wait in the kernel's backlog until
+/// a place frees, at the latest after [`READ_TIMEOUT`].
+const MAX_CONNECTIONS: usize = 256;
+/// The longest one connection is kept, requests and keep-alive included.
+const MAX_CONNECTION_LIFE: Duration = Duration::from_secs(60);
+
+/// The metrics endpoint: a thread of its own, serving `GET /metrics` over HTTP/1.1 (hyper, on
+/// a single-threaded tokio runtime) to the peers `allow` admits, until the process ends.
+/// Scrapes are served concurrently: a silent client is closed after [`READ_TIMEOUT`], and at
+/// most [`MAX_CONNECTIONS`] are open at once. Anything but `GET /metrics` gets 404.
 pub(crate) fn serve(
     listener: TcpListener,
     counters: Arc<SharedMem<Counters>>,
     meters: Arc<SharedMem<Meters>>,
     store: Option<SharedStats>,
+    allow: AccessList,
 ) -> std::io::Result<()> {
-    let scrape = Scrape {
+    let scrape = Arc::new(Scrape {
         counters,
         meters,
         store,
-    };
+    });
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
     crate::sys::spawn_settled(
         std::thread::Builder::new().name("metrics".into()),
-        move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut head = [0u8; 4096];
-                let n = conn.read(&mut head).unwrap_or(0);
-                let request = String::from_utf8_lossy(&head[..n]);
-                let response = if request.starts_with("GET /metrics ")
-                    || request.starts_with("GET /metrics\r")
-                {
-                    let mut body = String::new();
-                    match prometheus::TextEncoder::new().encode_utf8(&scrape.families(), &mut body) {
-                    Ok(()) => format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    ),
-                    Err(_) => "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
-                }
-                } else {
-                    let body = "only GET /metrics is served here\n";
-                    format!("HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
-                };
-                let _ = conn.write_all(response.as_bytes());
-            }
-        },
+        move || runtime.block_on(accept(listener, scrape, allow)),
     )?;
     Ok(())
+}
+
+/// Accepts scrapers while there is room, and serves each in a task of its own.
+async fn accept(listener: TcpListener, scrape: Arc<Scrape>, allow: AccessList) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+        return;
+    };
+    let room = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(place) = room.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of open files, most likely: the backlog waits a moment.
+                tracing::debug!(error = %e, "metrics: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if !allow.admits_ip(peer.ip()) {
+            tracing::debug!(%peer, "metrics: refused by --metrics-allow");
+            continue; // dropped: closed unread
+        }
+        let scrape = scrape.clone();
+        tokio::spawn(async move {
+            let _place = place;
+            let service = hyper::service::service_fn(move |request| {
+                let response = respond(&scrape, &request);
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(READ_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(MAX_CONNECTION_LIFE, connection).await;
+        });
+    }
+}
+
+/// The answer to one request: the metrics for `GET /metrics`, 404 for anything else.
+fn respond<B>(scrape: &Scrape, request: &hyper::Request<B>) -> hyper::Response<Full<Bytes>> {
+    let reply = |status: u16, kind: &str, body: String| {
+        hyper::Response::builder()
+            .status(status)
+            .header("Content-Type", kind)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_default()
+    };
+    if request.method() != hyper::Method::GET || request.uri().path() != "/metrics" {
+        return reply(
+            404,
+            "text/plain",
+            "only GET /metrics is served here\n".into(),
+        );
+    }
+    let mut body = String::new();
+    match prometheus::TextEncoder::new().encode_utf8(&scrape.families(), &mut body) {
+        Ok(()) => reply(200, "text/plain; version=0.0.4; charset=utf-8", body),
+        Err(e) => reply(500, "text/plain", format!("{e}\n")),
+    }
 }

@@ -38,10 +38,19 @@ pub struct Successor {
     pub pid: u32,
 }
 
+/// How often a reload waiting for its successor looks whether it was told to give up.
+const LOOK: Duration = Duration::from_millis(100);
+
 /// Starts a new copy of this process, hands it the socket `listening` and waits (at most
 /// `patience`) until it says it is serving. Until it has, nothing changes here: a copy that
-/// fails to start, exits or says nothing in time is an error, and this process serves on.
-pub fn start_successor(listening: RawFd, patience: Duration) -> io::Result<Successor> {
+/// fails to start, exits (its exit status is in the error) or says nothing in time is an
+/// error, and this process serves on. `abandon` is asked every 100 ms meanwhile: once it says
+/// so (the server is stopping), the copy is stopped and the reload given up at once.
+pub fn start_successor(
+    listening: RawFd,
+    patience: Duration,
+    abandon: impl Fn() -> bool,
+) -> io::Result<Successor> {
     let exe = EXECUTABLE
         .get()
         .cloned()
@@ -74,19 +83,41 @@ pub fn start_successor(listening: RawFd, patience: Duration) -> io::Result<Succe
         .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", exe.display())))?;
     drop((socket, ready)); // the child has its own; the pipe now ends when the child's does
     let pid = child.id();
-    let mut fds = [crate::sys::pollin(ready_read.as_raw_fd())];
-    let said = crate::sys::poll(&mut fds, Some(patience))? > 0
-        && matches!(
-            (&std::fs::File::from(ready_read)).read(&mut [0u8; 1]),
-            Ok(1)
-        );
-    if !said {
+    let ready = std::fs::File::from(ready_read);
+    let began = std::time::Instant::now();
+    let failure = loop {
+        let mut fds = [crate::sys::pollin(ready.as_raw_fd())];
+        if crate::sys::poll(&mut fds, Some(LOOK))? > 0 {
+            if matches!((&ready).read(&mut [0u8; 1]), Ok(1)) {
+                break None; // it serves
+            }
+            // The pipe ended without a word: the copy exited (or closed it), say how.
+            let status = child.wait()?;
+            break Some(format!(
+                "the new server (pid {pid}) exited before it served ({status}); its log says why"
+            ));
+        }
+        if let Some(status) = child.try_wait()? {
+            break Some(format!(
+                "the new server (pid {pid}) exited before it served ({status}); its log says why"
+            ));
+        }
+        if abandon() {
+            break Some(format!(
+                "the server is stopping: the new server (pid {pid}) was stopped before it served"
+            ));
+        }
+        if began.elapsed() >= patience {
+            break Some(format!(
+                "the new server ({}, pid {pid}) did not say it was serving within {patience:?}; it was stopped, and its log says why",
+                exe.display()
+            ));
+        }
+    };
+    if let Some(why) = failure {
         let _ = child.kill();
         let _ = child.wait();
-        return Err(io::Error::other(format!(
-            "the new server ({}, pid {pid}) did not say it was serving within {patience:?}; its log says why",
-            exe.display()
-        )));
+        return Err(io::Error::other(why));
     }
     // The socket file (of a Unix socket) is the successor's now.
     HANDED_OVER.store(true, Ordering::SeqCst);

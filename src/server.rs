@@ -90,9 +90,11 @@ pub struct ServerBuilder {
     listener: Option<Listener>,
     access: AccessList,
     metrics: Option<std::net::SocketAddr>,
+    metrics_allow: Vec<ipnet::IpNet>,
     timeouts: Timeouts,
     max_conns: usize,
     output_budget: usize,
+    max_conns_per_ip: Option<u32>,
     proxy_protocol: bool,
     proxy_from: TrustedProxies,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -210,6 +212,14 @@ impl ServerBuilder {
         self
     }
 
+    /// The networks whose scrapers the metrics endpoint answers (`--metrics-allow`); anyone
+    /// else is closed unread. Default (none given): loopback only, so metrics bound to a public
+    /// address are not public until the operator names their Prometheus.
+    pub fn metrics_allow(mut self, networks: Vec<ipnet::IpNet>) -> Self {
+        self.metrics_allow = networks;
+        self
+    }
+
     /// How long a connection may keep the server waiting (`--idle-timeout`, `--frame-timeout`,
     /// `--send-timeout`). Default: [`Timeouts::DEFAULT`].
     pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
@@ -222,6 +232,15 @@ impl ServerBuilder {
     /// backlog until a place frees. Default: 10,000.
     pub fn max_conns(mut self, max: usize) -> Self {
         self.max_conns = max;
+        self
+    }
+
+    /// The most connections open at once from one client address (`--max-conns-per-ip`),
+    /// across every thread and process; one more is closed unread (reason `limited`). IP peers
+    /// only; not with [`proxy_protocol`](ServerBuilder::proxy_protocol), where every connection
+    /// comes from the balancer (limit per client there). Default: none.
+    pub fn max_conns_per_ip(mut self, max: Option<u32>) -> Self {
+        self.max_conns_per_ip = max;
         self
     }
 
@@ -314,6 +333,25 @@ impl ServerBuilder {
                     "--tls-cert and --tls-key serve tls:// addresses, not {addr}"
                 )))
             }
+        }
+        if self.access.names_users() && !matches!(addr, Addr::Unix(_)) {
+            return Err(ServeError::Invalid(format!(
+                "--allow-uid judges the user of a Unix stream peer (SO_PEERCRED), which {addr} does not have: judge its peers with --allow and --deny"
+            )));
+        }
+        if self.framing == Framing::Len && self.max_frame > u32::MAX as usize {
+            return Err(ServeError::Invalid(format!(
+                "--max-frame {} is past what the len framing's 32-bit prefix can say (4 GiB - 1 byte): give 4GiB or less",
+                self.max_frame
+            )));
+        }
+        if self.framing != Framing::Raw && !addr.is_stream() {
+            tracing::warn!(frame = %self.framing, %addr, "a datagram is already one message: each must itself hold whole frames of this framing (raw is the usual choice for datagrams)");
+        }
+        if self.proxy_protocol && self.max_conns_per_ip.is_some() {
+            return Err(ServeError::Invalid(
+                "--max-conns-per-ip counts connections by their own address, which behind --proxy-protocol is always the balancer's: limit connections per client at the balancer (HAProxy: src_conn_cur)".into(),
+            ));
         }
         if self.proxy_protocol {
             check_proxies(&addr, &self.proxy_from)?;
@@ -411,18 +449,34 @@ impl ServerBuilder {
             timeouts: self.timeouts,
             max_conns: self.max_conns.max(1) as u64,
             output_budget: self.output_budget.max(1),
+            per_ip: match self.max_conns_per_ip {
+                Some(max) => Some((max.max(1), Arc::new(SharedMem::new()?))),
+                None => None,
+            },
             proxies: self
                 .proxy_protocol
                 .then(|| Arc::new(self.proxy_from.clone())),
             tls: self.tls.clone(),
             own_fd_tables: self.own_fd_tables,
             out_of_files_until: Default::default(),
+            accept_failures: Default::default(),
+            accept_failure_logged: Default::default(),
         };
         let mut metrics_addr = None;
         if let (Some(listener), Some(meters)) = (metrics, meters) {
             metrics_addr = Some(Addr::Tcp(listener.local_addr()?));
             let store = shared.store.as_ref().map(|s| s.stats.clone());
-            crate::metrics::serve(listener, shared.counters.clone(), meters, store)?;
+            let bound = listener.local_addr()?;
+            let allow = if self.metrics_allow.is_empty() {
+                if !bound.ip().is_loopback() {
+                    tracing::warn!(metrics = %bound, "metrics answer loopback scrapers only: name your Prometheus with --metrics-allow CIDR (0.0.0.0/0 for anyone)");
+                }
+                let loopback = ["127.0.0.0/8", "::1/128"].map(|n| n.parse().expect("a network"));
+                AccessList::new(loopback.to_vec(), vec![], vec![])
+            } else {
+                AccessList::new(self.metrics_allow.clone(), vec![], vec![])
+            };
+            crate::metrics::serve(listener, shared.counters.clone(), meters, store, allow)?;
         }
         Ok(Server {
             listener,
@@ -493,9 +547,11 @@ impl Server {
             listener: None,
             access: AccessList::default(),
             metrics: None,
+            metrics_allow: Vec::new(),
             timeouts: Timeouts::DEFAULT,
             max_conns: DEFAULT_MAX_CONNS,
             output_budget: crate::session::OUTPUT_BUDGET,
+            max_conns_per_ip: None,
             proxy_protocol: false,
             proxy_from: TrustedProxies::default(),
             tls: None,
@@ -563,6 +619,8 @@ pub struct Summary {
     /// Connections refused under `--proxy-protocol` because their peer is not a proxy named by
     /// `--proxy-from`.
     pub untrusted: u64,
+    /// Connections refused because their address had `--max-conns-per-ip` open.
+    pub limited: u64,
     /// Connections closed by `--idle-timeout`, `--frame-timeout` or `--send-timeout`.
     pub timeouts: u64,
     /// Connections that ended in an error (a bad frame, an IO error).
@@ -594,6 +652,13 @@ impl fmt::Display for Summary {
         }
         if self.denied > 0 {
             write!(f, "; {} connections denied", self.denied)?;
+        }
+        if self.limited > 0 {
+            write!(
+                f,
+                "; {} connections over --max-conns-per-ip refused",
+                self.limited
+            )?;
         }
         if self.untrusted > 0 {
             write!(

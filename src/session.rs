@@ -59,6 +59,9 @@ pub enum CloseReason {
     /// `--proxy-protocol`: the peer is not a proxy named by `--proxy-from`, so no header of its
     /// is believed; closed before a byte was read.
     UntrustedProxy,
+    /// The peer's address already had `--max-conns-per-ip` connections open; closed before a
+    /// byte was read.
+    PerIpLimit,
     /// TLS failed: a handshake the server refused, bytes that are not TLS, a bad record.
     Tls(String),
     /// Another IO error on this connection.
@@ -67,7 +70,7 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// The reason's class, as the store records it: `eof`, `reset`, `timeout`, `error`,
-    /// `denied`, `untrusted` or `shutdown`.
+    /// `denied`, `untrusted`, `limited` or `shutdown`.
     pub fn kind(&self) -> &'static str {
         match self {
             CloseReason::Eof | CloseReason::ServiceClosed => "eof",
@@ -75,6 +78,7 @@ impl CloseReason {
             CloseReason::Timeout(_) => "timeout",
             CloseReason::Denied => "denied",
             CloseReason::UntrustedProxy => "untrusted",
+            CloseReason::PerIpLimit => "limited",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Frame(_)
             | CloseReason::Proxy(_)
@@ -121,6 +125,9 @@ impl fmt::Display for CloseReason {
                 f.write_str("replies not taken in time (--send-timeout)")
             }
             CloseReason::Denied => f.write_str("denied by the access lists"),
+            CloseReason::PerIpLimit => {
+                f.write_str("too many connections from this address (--max-conns-per-ip)")
+            }
             CloseReason::UntrustedProxy => {
                 f.write_str("not a trusted proxy (--proxy-from): its PROXY header is not believed")
             }

@@ -34,6 +34,8 @@ pub(crate) struct Counters {
     /// Connections refused under `--proxy-protocol` because their peer is not a proxy named
     /// by `--proxy-from` (numbered with the others, not served).
     untrusted: AtomicU64,
+    /// Connections refused because their address had `--max-conns-per-ip` open.
+    limited: AtomicU64,
     /// Connections closed by one of their timeouts.
     timeouts: AtomicU64,
     /// Places taken under `--max-conns`: connections open, and accepts about to happen.
@@ -88,10 +90,12 @@ impl Counters {
     pub(crate) fn summary(&self, elapsed: Duration) -> Summary {
         let denied = self.denied.load(Relaxed);
         let untrusted = self.untrusted.load(Relaxed);
+        let limited = self.limited.load(Relaxed);
         Summary {
-            connections: self.connections.load(Relaxed) - denied - untrusted,
+            connections: self.connections.load(Relaxed) - denied - untrusted - limited,
             denied,
             untrusted,
+            limited,
             timeouts: self.timeouts.load(Relaxed),
             errors: self.errors.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
@@ -127,6 +131,8 @@ pub(crate) struct Shared {
     pub(crate) max_conns: u64,
     /// `--output-budget`: unsent reply bytes past which a connection is read no further.
     pub(crate) output_budget: usize,
+    /// `--max-conns-per-ip`: the bound, and the connections open per address.
+    pub(crate) per_ip: Option<(u32, Arc<SharedMem<PerIp>>)>,
     /// `--proxy-protocol`: every connection starts with a PROXY header naming its client,
     /// believed only from these proxies (`--proxy-from`); anyone else is refused unread.
     pub(crate) proxies: Option<Arc<TrustedProxies>>,
@@ -139,6 +145,10 @@ pub(crate) struct Shared {
     /// open files ran out. In this process's own memory, not the shared one: another worker
     /// of the server may still have files to spare.
     pub(crate) out_of_files_until: AtomicU64,
+    /// Accepts that failed for want of files or memory since the last log line about it, and
+    /// when that line was (ms of [`process_clock`], 0 for never): once a second at most.
+    pub(crate) accept_failures: AtomicU64,
+    pub(crate) accept_failure_logged: AtomicU64,
 }
 
 /// How long a process whose open files ran out leaves new clients in the backlog before it
@@ -154,6 +164,62 @@ fn process_clock() -> u64 {
 /// While `--max-conns` are open, a model that stopped accepting looks again this often (a
 /// place may free in another process, which cannot wake it).
 pub(crate) const PLACE_RECHECK: Duration = Duration::from_millis(10);
+
+/// The IP address of a stream peer named as the log names it (`tcp://IP:PORT`, `tls://...`).
+fn peer_ip(addr: &str) -> Option<std::net::IpAddr> {
+    let rest = addr
+        .strip_prefix("tcp://")
+        .or_else(|| addr.strip_prefix("tls://"))?;
+    rest.parse::<std::net::SocketAddr>().ok().map(|sa| sa.ip())
+}
+
+/// Slots of [`PerIp`]: 64 KiB of shared memory.
+const PER_IP_SLOTS: usize = 16 * 1024;
+
+/// Connections open per client address (`--max-conns-per-ip`), in memory shared across fork
+/// so every process of the server counts into it. Counted in slots by a hash of the address:
+/// two addresses that share one of the 16,384 slots (rare) share a bound, and neither alone
+/// ever gets a lower one.
+pub(crate) struct PerIp {
+    slots: [std::sync::atomic::AtomicU32; PER_IP_SLOTS],
+}
+
+impl Default for PerIp {
+    fn default() -> Self {
+        PerIp {
+            slots: std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(0)),
+        }
+    }
+}
+
+impl PerIp {
+    fn slot(&self, ip: std::net::IpAddr) -> &std::sync::atomic::AtomicU32 {
+        use std::hash::{Hash, Hasher};
+        // Fixed keys: the same slot in every process of the server. An IPv4 client of an IPv6
+        // socket is counted as the IPv4 it is.
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        ip.hash(&mut hasher);
+        &self.slots[hasher.finish() as usize % PER_IP_SLOTS]
+    }
+
+    /// Takes a place for one more connection from `ip`: false when `max` are open.
+    fn take(&self, ip: std::net::IpAddr, max: u32) -> bool {
+        self.slot(ip)
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Gives back a place [`take`](PerIp::take) took.
+    fn give_back(&self, ip: std::net::IpAddr) {
+        let _ = self
+            .slot(ip)
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+    }
+}
 
 /// How often a refused address is logged at most, in seconds.
 const REFUSAL_LOG_EVERY: u64 = 10;
@@ -283,10 +349,20 @@ impl Shared {
             WouldBlock | Interrupted | ConnectionAborted => Ok(()),
             InvalidInput | NotConnected => Err(e), // the listener is broken
             _ => {
-                if !self.out_of_files() {
-                    tracing::warn!(error = %e, "accept failed; accepting again in 100 ms, serving the open connections meanwhile");
+                // Logged once a second at most while it lasts, with how often it happened.
+                let failed = self.accept_failures.fetch_add(1, Relaxed) + 1;
+                let now = process_clock();
+                let logged = self.accept_failure_logged.load(Relaxed);
+                if (logged == 0 || now >= logged + 1000)
+                    && self
+                        .accept_failure_logged
+                        .compare_exchange(logged, now.max(1), Relaxed, Relaxed)
+                        .is_ok()
+                {
+                    self.accept_failures.fetch_sub(failed, Relaxed);
+                    tracing::warn!(error = %e, failures = failed, "accept failed (this many times since the last such line); accepting again in 100 ms, serving the open connections meanwhile");
                 }
-                let until = process_clock() + OUT_OF_FILES_PAUSE.as_millis() as u64;
+                let until = now + OUT_OF_FILES_PAUSE.as_millis() as u64;
                 self.out_of_files_until.store(until, Relaxed);
                 Ok(())
             }
@@ -317,7 +393,9 @@ impl Shared {
     /// connection without reading a byte. A stream's place under `--max-conns` is given back
     /// when it is refused.
     pub(crate) fn admit(&self, addr: String, fd: Option<RawFd>) -> Option<Peer> {
-        let verdict = self.judge(&addr, fd);
+        let verdict = self
+            .judge(&addr, fd)
+            .and_then(|()| self.take_per_ip(&addr, fd));
         let peer = self.accepted(addr);
         let Err(reason) = verdict else {
             return Some(peer);
@@ -346,14 +424,25 @@ impl Shared {
         }
     }
 
+    /// Takes a place for a stream from `addr` under `--max-conns-per-ip`, given back when it
+    /// closes ([`closed`](Shared::closed)); Unix peers and datagrams have none to take.
+    fn take_per_ip(&self, addr: &str, fd: Option<RawFd>) -> Result<(), CloseReason> {
+        match (&self.per_ip, peer_ip(addr), fd) {
+            (Some((max, open)), Some(ip), Some(_)) if !open.take(ip, *max) => {
+                Err(CloseReason::PerIpLimit)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// A peer refused for `reason`: counted, and logged at most once per address per interval
     /// across every process of the server.
     fn refused(&self, peer: &Peer, reason: &CloseReason) {
         let untrusted = *reason == CloseReason::UntrustedProxy;
-        let counter = if untrusted {
-            &self.counters.untrusted
-        } else {
-            &self.counters.denied
+        let counter = match reason {
+            CloseReason::UntrustedProxy => &self.counters.untrusted,
+            CloseReason::PerIpLimit => &self.counters.limited,
+            _ => &self.counters.denied,
         };
         counter.fetch_add(1, Relaxed);
         // The address without its port: a flood from one host is one line per interval.
@@ -364,7 +453,9 @@ impl Shared {
         if !self.counters.refusal_due(host) {
             return;
         }
-        if untrusted {
+        if *reason == CloseReason::PerIpLimit {
+            tracing::warn!(peer = %peer.addr, model = %self.model, "too many connections from this address (--max-conns-per-ip): closed unread; further refusals of this address are not logged for 10 s");
+        } else if untrusted {
             tracing::warn!(peer = %peer.addr, model = %self.model, "not a trusted proxy (--proxy-from): closed unread, its PROXY header not believed; further refusals of this address are not logged for 10 s");
         } else {
             tracing::warn!(peer = %peer.addr, model = %self.model, "denied by the access lists (--allow, --deny, --allow-uid); further refusals of this address are not logged for 10 s");
@@ -416,10 +507,13 @@ impl Shared {
             timeouts: self.timeouts,
             max_conns: self.max_conns,
             output_budget: self.output_budget,
+            per_ip: self.per_ip.clone(),
             proxies: self.proxies.clone(),
             tls: self.tls.clone(),
             own_fd_tables: self.own_fd_tables,
             out_of_files_until: Default::default(),
+            accept_failures: Default::default(),
+            accept_failure_logged: Default::default(),
         };
         Ok((worker, writer))
     }
@@ -515,6 +609,9 @@ impl Shared {
     pub(crate) fn closed(&self, session: &Session, reason: &CloseReason) {
         let (peer, stats, opened) = (session.peer(), session.stats(), session.opened());
         self.release();
+        if let (Some((_, open)), Some(ip)) = (&self.per_ip, peer_ip(&peer.addr)) {
+            open.give_back(ip);
+        }
         self.count(stats, reason, opened);
         self.record(peer, stats, reason, opened);
         if matches!(reason, CloseReason::Denied | CloseReason::UntrustedProxy) {

@@ -130,13 +130,96 @@ pub fn client_config(ca: Option<&Path>, insecure: bool) -> Result<Arc<ClientConf
             .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
             .with_no_client_auth()
     } else {
-        let roots = match ca {
-            Some(ca) => roots("--ca", ca)?,
-            None => RootCertStore::empty(),
+        let Some(ca) = ca else {
+            // Nothing trusted: the handshake fails, and the client's error says what to pass.
+            return Ok(Arc::new(
+                builder
+                    .with_root_certificates(RootCertStore::empty())
+                    .with_no_client_auth(),
+            ));
         };
-        builder.with_root_certificates(roots).with_no_client_auth()
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots("--ca", ca)?),
+            provider(),
+        )
+        .build()
+        .map_err(|e| TlsError {
+            option: "--ca",
+            file: ca.to_path_buf(),
+            why: e.to_string(),
+        })?;
+        let pinned = certificates("--ca", ca)?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(CaOrPinned { webpki, pinned }))
+            .with_no_client_auth()
     };
     Ok(Arc::new(config))
+}
+
+/// `--ca`: a server certificate signed by a CA in the file is trusted, as any client trusts
+/// one; and so is a certificate that is exactly one in the file, for the names it holds
+/// (pinned), as curl, Python's `ssl` and `openssl s_client` trust the usual self-signed
+/// certificate that `openssl req -x509` makes (which calls itself a CA, and so is refused as
+/// a server's own by the CA rules alone: `CaUsedAsEndEntity`).
+#[derive(Debug)]
+struct CaOrPinned {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for CaOrPinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let by_ca = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        match by_ca {
+            Err(_)
+                if self
+                    .pinned
+                    .iter()
+                    .any(|p| p.as_ref() == end_entity.as_ref()) =>
+            {
+                let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_name(&cert, server_name)?;
+                Ok(ServerCertVerified::assertion())
+            }
+            verdict => verdict,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// The name a client checks the server's certificate against: the host as written in the

@@ -508,3 +508,27 @@ fn each_run_lands_in_bench_runs_and_runs_lists_it() {
     assert_eq!(text.lines().count(), 2, "a header and one run: {text}");
     assert!(text.contains("second") && text.contains("MSGS/S"), "{text}");
 }
+
+#[test]
+fn the_bench_closes_its_connections_in_order_so_the_server_sees_no_reset() {
+    for (model, extra) in [
+        ("epoll", &[][..]),
+        ("threads", &["--depth", "4"][..]),
+        ("uring", &["--rate", "400"][..]),
+    ] {
+        let s = ServerProcess::stream(model, "tcp", &["--frame", "line"]);
+        let mut args = vec!["--frame", "line"];
+        args.extend_from_slice(extra);
+        let (code, report) = bench_json(&s.addr, &args);
+        clean(code, &report);
+        let dir = s.dir.clone();
+        let (status, _) = s.terminate();
+        assert!(status.success());
+        // Every connection ended with the bench's FIN, none with a reset.
+        let stats = ask_store(&dir, &["stats"]);
+        assert!(
+            stats.contains("eof=") && !stats.contains("reset"),
+            "{model}: {stats}"
+        );
+    }
+}

@@ -101,6 +101,14 @@ fn bad_options_are_usage_errors() {
         &["serve", "--max-frame", "12 parsecs"],
         &["serve", "--drain", "-1"],
         &["connect", "--timeout", "soon"],
+        &["serve", "tcp://[::1:0"],
+        &["serve", "tcp://127.0.0.1:0", "--allow-uid", "0"],
+        &["serve", "udp://127.0.0.1:0", "--allow-uid", "0"],
+        &["serve", "tcp://127.0.0.1:0", "--frame", "len", "--max-frame", "8GiB"],
+        &[
+            "serve",
+            "unix:///tmp/a-unix-socket-path-that-is-far-too-long-for-a-sockaddr_un-to-hold-in-its-one-hundred-and-eight-bytes.sock",
+        ],
     ] {
         let out = switchboard(args);
         assert_eq!(
@@ -163,6 +171,84 @@ fn a_proxy_protocol_that_believes_nobody_or_anybody_by_mistake_does_not_start() 
         assert!(err.contains(says), "{args:?}: {err}");
     }
     assert!(!sock.exists(), "refused before binding");
+}
+
+#[test]
+fn silent_clients_do_not_hold_up_a_scrape_and_only_allowed_peers_are_answered() {
+    let mut s = ServerProcess::tcp(
+        "epoll",
+        &[
+            "--no-store",
+            "--metrics",
+            "tcp://127.0.0.1:0",
+            "--metrics-allow",
+            "127.0.0.1",
+        ],
+    );
+    let url = s
+        .next_line()
+        .strip_prefix("metrics on ")
+        .unwrap()
+        .to_string();
+    let host = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    // 150 connections that send nothing: each used to hold the endpoint for 2 s in turn, so
+    // a scrape behind them waited 5 minutes.
+    let silent: Vec<std::net::TcpStream> = (0..150)
+        .map(|_| std::net::TcpStream::connect(&host).unwrap())
+        .collect();
+    let body = scrape(&url); // waits at most the patience
+    assert!(body.contains("switchboard_connections_open"), "{body}");
+    // A silent connection is closed by the endpoint, not kept.
+    let mut first = &silent[0];
+    first.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(std::io::Read::read(&mut first, &mut buf).unwrap_or(0), 0);
+    // A peer outside --metrics-allow: closed unread, nothing answered.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let from: std::net::SocketAddr = "127.0.0.2:0".parse().unwrap();
+    socket.bind(&from.into()).unwrap();
+    let to: std::net::SocketAddr = host.parse().unwrap();
+    socket.connect(&to.into()).unwrap();
+    let mut other: std::net::TcpStream = socket.into();
+    other.set_read_timeout(Some(PATIENCE)).unwrap();
+    let _ = other.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n");
+    let mut response = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut other, &mut response);
+    assert!(response.is_empty(), "{}", text(&response));
+}
+
+#[test]
+fn a_reader_that_stops_reading_ends_the_command_quietly() {
+    // As `switchboard models | head` does: the pipe's reading end is gone.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(bin())
+        .arg("models")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn messages_on_a_store_without_any_says_how_to_record_them() {
+    let dir = scratch("no-messages");
+    let s = ServerProcess::start_in(&dir, "tcp://127.0.0.1:0", &[]); // sessions only
+    let (status, _) = s.terminate();
+    assert!(status.success());
+    let store = format!("sqlite://{}/switchboard.db", dir.display());
+    let out = switchboard(&["messages", "--store", &store]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--record messages"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -318,6 +404,22 @@ fn the_pid_file_is_written_while_serving_and_removed_at_a_clean_exit() {
     let (status, _) = s.terminate();
     assert!(status.success());
     assert!(!pid_file.exists(), "removed at a clean exit");
+    // A link planted at the path is replaced, never followed: the file it names is untouched.
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, &pid_file).unwrap();
+    let s = ServerProcess::tcp("epoll", &["--no-store", "--pid-file", &path]);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(!std::fs::symlink_metadata(&pid_file)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        s.child.id().to_string()
+    );
+    let (status, _) = s.terminate();
+    assert!(status.success());
     let out = switchboard(&[
         "serve",
         "tcp://127.0.0.1:0",
@@ -354,7 +456,8 @@ fn metrics_take_a_tcp_address_and_serve_only_get_metrics() {
         .trim_start_matches("http://")
         .trim_end_matches("/metrics");
     let mut c = std::net::TcpStream::connect(host).unwrap();
-    c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut response = String::new();
     std::io::Read::read_to_string(&mut c, &mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 404"), "{response}");

@@ -518,6 +518,15 @@ fn timeouts_close_idle_slow_and_unread_connections(m: Spec) {
         3,
         "recorded with reason timeout: {sessions}"
     );
+    // One rule for every model: a frame the timeout cut was never a message.
+    let slow = sessions
+        .lines()
+        .find(|l| l.contains("\"id\":2,"))
+        .expect("the slow client's session");
+    assert!(
+        slow.contains("\"msgs_in\":0,") && slow.contains("\"bytes_out\":0,"),
+        "the cut frame was counted as a message: {slow}"
+    );
 }
 
 fn max_conns_leaves_the_rest_in_the_backlog(m: Spec) {
@@ -564,6 +573,78 @@ fn this_test_as_the_proxy(m: Spec) -> String {
     } else {
         "127.0.0.1".into()
     }
+}
+
+fn max_conns_per_ip_keeps_places_for_everyone_else(m: Spec) {
+    if !m.concurrent || m.transport != "tcp" {
+        return; // one at a time already; a Unix peer has no address
+    }
+    let s = serve(
+        m,
+        &[
+            "--frame",
+            "line",
+            "--max-conns",
+            "20",
+            "--max-conns-per-ip",
+            "2",
+        ],
+    );
+    let talk = |c: &mut TestConn, what: &str| {
+        c.write_all(format!("{what}\n").as_bytes()).unwrap();
+        assert_eq!(recv_line(c), what.to_uppercase().as_bytes());
+    };
+    // Two slow clients from one address hold their places (served, so counted open) ...
+    let mut held: Vec<TestConn> = (0..2).map(|_| s.connect()).collect();
+    for c in &mut held {
+        talk(c, "held");
+    }
+    // ... a third from it is closed unread, while another address is served.
+    let mut third = s.connect();
+    let _ = third.write_all(b"third\n");
+    assert!(
+        closed_by_peer(&mut third),
+        "a third connection from one address"
+    );
+    s.wait_log("too many connections from this address");
+    let mut other = connect_from("127.0.0.2", s.sockaddr());
+    talk(&mut other, "another address");
+    // One of the two leaves: the address may connect again.
+    drop(held.pop());
+    let mut served = false;
+    for _ in 0..100 {
+        // The server counts the close once it sees it: bounded tries until it has.
+        let mut c = s.connect();
+        let _ = c.write_all(b"again\n");
+        let mut line = Vec::new();
+        let _ =
+            std::io::BufRead::read_until(&mut std::io::BufReader::new(&mut c), b'\n', &mut line);
+        if line == b"AGAIN\n" {
+            served = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(served, "a place freed for the address");
+    drop((held, other));
+    let (status, summary) = s.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        summary.contains("connections over --max-conns-per-ip refused"),
+        "{summary}"
+    );
+}
+
+/// A client connected from its own loopback address `source` to the server at `to`.
+fn connect_from(source: &str, to: &str) -> TestConn {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let source: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&source.into()).unwrap();
+    let to: std::net::SocketAddr = to.parse().unwrap();
+    socket.connect(&to.into()).unwrap();
+    let c = TestConn::Tcp(socket.into());
+    c.set_timeouts(Some(PATIENCE));
+    c
 }
 
 fn behind_a_proxy_the_header_names_the_client(m: Spec) {
@@ -980,6 +1061,10 @@ macro_rules! checks {
         #[test]
         fn max_conns_leaves_the_rest_in_the_backlog() {
             super::super::max_conns_leaves_the_rest_in_the_backlog(M)
+        }
+        #[test]
+        fn max_conns_per_ip_keeps_places_for_everyone_else() {
+            super::super::max_conns_per_ip_keeps_places_for_everyone_else(M)
         }
         #[test]
         fn behind_a_proxy_the_header_names_the_client() {

@@ -279,7 +279,9 @@ fn a_server_out_of_open_files_serves_its_clients_and_takes_the_waiting_ones_late
             })
             .collect();
         s.wait_log("accept failed");
-        // Answered while the server has no files to spare: the ones it took.
+        let full_since = Instant::now();
+        std::thread::sleep(Duration::from_secs(1)); // full for a while: said once a second at most
+                                                    // Answered while the server has no files to spare: the ones it took.
         let answered_first = take_answered(&mut waiting);
         assert!(
             !answered_first.is_empty() && answered_first.len() < CLIENTS,
@@ -302,6 +304,12 @@ fn a_server_out_of_open_files_serves_its_clients_and_takes_the_waiting_ones_late
             );
             take_answered(&mut waiting);
         }
+        let said = s.log().matches("accept failed").count();
+        assert!(
+            said as f64 <= full_since.elapsed().as_secs_f64() + 2.0,
+            "{model}: the full server said so {said} times in {:?}",
+            full_since.elapsed()
+        );
         let (status, summary) = s.terminate();
         assert!(status.success(), "{model}: {status:?}");
         assert!(

@@ -246,3 +246,65 @@ fn a_handshake_that_never_finishes_is_cut_by_the_frame_timeout() {
     let (status, _) = s.terminate();
     assert!(status.success());
 }
+
+#[test]
+fn the_usual_self_signed_certificate_given_with_ca_is_trusted() {
+    let dir = scratch("tls-self-signed");
+    if tls_files(&dir).is_none() {
+        return; // no openssl
+    }
+    // What `openssl req -x509` makes by default: a certificate that calls itself a CA.
+    let out = Command::new("openssl")
+        .current_dir(&dir)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost"])
+        .args(["-keyout", "self.key", "-out", "self.pem"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = TlsFiles {
+        ca: dir.join("self.pem"),
+        cert: dir.join("self.pem"),
+        key: dir.join("self.key"),
+        client_cert: dir.join("self.pem"),
+        client_key: dir.join("self.key"),
+    };
+    let s = serve_tls(&dir, &t, "epoll", &[]);
+    let port = s.addr.rsplit(':').next().unwrap().to_string();
+    let ca = t.ca.display().to_string();
+    let (code, out, err) = switchboard(&[
+        "send",
+        &format!("tls://localhost:{port}"),
+        "pinned",
+        "--frame",
+        "line",
+        "--ca",
+        &ca,
+    ]);
+    assert_eq!((code, out.as_str()), (0, "PINNED\n"), "{err}");
+    // Pinned for the names it holds (localhost), not for any name (127.0.0.1).
+    let (code, _, err) = switchboard(&[
+        "send",
+        &format!("tls://127.0.0.1:{port}"),
+        "x",
+        "--frame",
+        "line",
+        "--ca",
+        &ca,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let (status, _) = s.terminate();
+    assert!(status.success());
+}

@@ -342,6 +342,20 @@ pub(crate) struct Plan {
     /// Connects in flight at once on this thread: thousands of connections opened together
     /// would overflow the server's backlog and wait out SYN retransmits (seconds each).
     pub(crate) connecting: tokio::sync::Semaphore,
+    /// Set when the run is over: each connection stops sending, says so (a FIN, and TLS's
+    /// close_notify) and reads what is still on its way, so the server sees an orderly close
+    /// rather than the reset a socket closed with unread replies sends.
+    pub(crate) ending: tokio::sync::watch::Sender<bool>,
+}
+
+/// How long a connection at the end of a run waits for the server's last replies and close.
+const CLOSING: Duration = Duration::from_secs(2);
+
+impl Plan {
+    /// Completes once the run is over.
+    pub(crate) async fn over(&self) {
+        let _ = self.ending.subscribe().wait_for(|over| *over).await;
+    }
 }
 
 /// Connects (and TLS handshakes) in flight at once per load generator thread.
@@ -639,8 +653,10 @@ fn generate(
         tls: config.tls.clone(),
         sources: config.sources.clone(),
         connecting: tokio::sync::Semaphore::new(CONNECTS_AT_ONCE),
+        ending: tokio::sync::watch::Sender::new(false),
     });
     let start = Rc::new(start);
+    let mut connections = Vec::new();
     for id in (first..config.conns).step_by(threads) {
         let (plan, tally, addr) = (plan.clone(), tally.clone(), config.addr.clone());
         // Open loop: connection `id` sends every `conns / rate` seconds from the start, the
@@ -652,7 +668,7 @@ fn generate(
             )
         });
         let (reconnect, start) = (config.reconnect, start.clone());
-        local.spawn_local(async move {
+        connections.push(local.spawn_local(async move {
             let conn = Conn {
                 plan: &plan,
                 tally: &tally,
@@ -660,16 +676,21 @@ fn generate(
                 seq: Cell::new(0),
             };
             connection(&conn, &addr, rate, reconnect, &start).await;
-        });
+        }));
     }
-    // Dropping the runtime at the stop ends every connection wherever it is: what is still
-    // in flight then is not counted either way.
+    // At the end every connection closes in order (bounded by CLOSING); dropping the runtime
+    // then ends any that has not. What is still in flight is not counted either way.
     let (warmup, duration) = (config.warmup, config.duration);
     local.block_on(&runtime, async move {
         let Some(t0) = started(&start).await else {
             return;
         };
-        tokio::time::sleep_until((t0 + warmup + duration).into()).await
+        tokio::time::sleep_until((t0 + warmup + duration).into()).await;
+        plan.ending.send_replace(true);
+        let deadline = tokio::time::Instant::now() + CLOSING;
+        for connection in connections {
+            let _ = tokio::time::timeout_at(deadline, connection).await;
+        }
     });
     Ok(())
 }
@@ -822,7 +843,25 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     match schedule {
-        None => closed_loop(&mut stream, conn).await,
+        None => {
+            closed_loop(&mut stream, conn).await?;
+            close(&mut stream).await;
+            Ok(())
+        }
         Some(schedule) => open_loop(stream, conn, schedule).await,
     }
+}
+
+/// The run is over: says so (shuts the writing side: a FIN, and TLS's close_notify first) and
+/// reads, uncounted, what the server still sends until it closes too, so neither side leaves
+/// unread bytes that would turn the close into a reset.
+pub(crate) async fn close<S>(stream: &mut S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let mut sink = vec![0u8; 16 * 1024];
+    let drained = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(CLOSING, drained).await;
 }

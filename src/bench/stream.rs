@@ -78,7 +78,7 @@ async fn write_all<S: AsyncWrite + Unpin>(
 }
 
 /// Closed loop: `depth` requests in flight; each reply is checked and answered with the next
-/// request, sent in one write with the others its read brought. Runs until the run stops it.
+/// request, sent in one write with the others its read brought. Runs until the run is over.
 pub(crate) async fn closed_loop<S>(stream: &mut S, conn: &Conn<'_>) -> Result<(), Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -95,7 +95,10 @@ where
     }
     write_all(stream, &mut out).await?;
     loop {
-        read_some(stream, &mut input, plan.timeout).await?;
+        tokio::select! {
+            read = read_some(stream, &mut input, plan.timeout) => read?,
+            () = plan.over() => return Ok(()),
+        }
         answer(
             conn,
             &mut decoder,
@@ -192,5 +195,11 @@ where
             }
         }
     });
-    tokio::try_join!(send, receive).map(drop)
+    tokio::select! {
+        done = async { tokio::try_join!(send, receive) } => done.map(drop)?,
+        () = plan.over() => {}
+    }
+    let mut stream = reader.unsplit(writer);
+    super::close(&mut stream).await;
+    Ok(())
 }

@@ -59,6 +59,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         peer: args.peer.clone(),
         last: args.last,
     })?;
+    if rows.is_empty() {
+        eprintln!("note: no messages recorded here{}: a server records them with `switchboard serve --record messages` (by default it records only a row per connection)",
+            if args.instance.is_some() || args.session.is_some() || args.peer.is_some() { " that match" } else { "" });
+    }
     let mut out = io::stdout().lock();
     if args.json {
         let b64 = base64::engine::general_purpose::STANDARD;

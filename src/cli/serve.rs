@@ -5,6 +5,7 @@ use anyhow::Context;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use switchboard::access::{
     parse_network, parse_proxy_source, AccessList, ProxySource, TrustedProxies,
@@ -57,6 +58,9 @@ pub struct Args {
     /// The most connections open at once (across every worker); past it the server stops accepting and new clients wait in the kernel's backlog until a place frees.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     max_conns: u64,
+    /// The most connections open at once from one client address (IP peers), across every worker; one more is closed unread, counted and recorded (reason limited), so a few slow clients cannot take every --max-conns place. Not with --proxy-protocol (limit per client at the balancer).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_conns_per_ip: Option<u32>,
     /// Stop reading a connection once this many bytes of its replies wait unsent, until they drain: the most a client that sends and never reads holds of the server's memory (beyond one frame and its reply), under every model. Bytes, or with a unit: 16KiB, 1MiB.
     #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_size)]
     output_budget: usize,
@@ -96,6 +100,9 @@ pub struct Args {
     /// Serve GET /metrics in the Prometheus text format on this address (tcp://HOST:PORT; port 0 picks one, printed as `metrics on http://...`).
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     metrics: Option<std::net::SocketAddr>,
+    /// Answer scrapes of --metrics only from this network (CIDR or one address); repeatable. Default: loopback only (127.0.0.0/8, ::1), so metrics bound to a public address stay private until your Prometheus is named here; 0.0.0.0/0 answers anyone.
+    #[arg(long = "metrics-allow", value_name = "CIDR", value_parser = parse_network, requires = "metrics")]
+    metrics_allow: Vec<ipnet::IpNet>,
     /// Write this process's id to this file once listening; removed at a clean exit.
     #[arg(long, value_name = "PATH")]
     pid_file: Option<PathBuf>,
@@ -116,24 +123,43 @@ pub struct Args {
 }
 
 /// SIGHUP: a new copy of this server takes over the socket; once it serves, this one stops
-/// accepting and drains. If it cannot start, this one serves on.
-fn reload(stop: &switchboard::StopHandle, listening: std::os::fd::RawFd) {
+/// accepting and drains. If it cannot start, this one serves on. Runs in a thread of its own,
+/// so a SIGTERM meanwhile is acted on at once (and abandons the reload).
+fn reload(stop: switchboard::StopHandle, listening: std::os::fd::RawFd, reloading: &Reloading) {
     if stop.is_stopping() {
         tracing::info!("SIGHUP while stopping: ignored");
         return;
     }
+    let mut under_way = reloading.lock().unwrap_or_else(|e| e.into_inner());
+    if under_way.as_ref().is_some_and(|t| !t.is_finished()) {
+        tracing::info!("SIGHUP while a reload is under way: ignored");
+        return;
+    }
     tracing::info!("SIGHUP: starting a new server on the same socket");
-    match switchboard::reload::start_successor(listening, Duration::from_secs(30)) {
-        Ok(next) => {
-            tracing::info!(
-                pid = next.pid,
-                "SIGHUP: the new server is serving; no longer accepting, draining open connections"
-            );
-            stop.stop();
-        }
-        Err(e) => tracing::error!(error = %e, "SIGHUP: the new server did not start; serving on"),
+    let spawned = std::thread::Builder::new()
+        .name("reload".into())
+        .spawn(move || {
+            let abandon = || stop.is_stopping();
+            match switchboard::reload::start_successor(listening, Duration::from_secs(30), abandon) {
+                Ok(next) => {
+                    tracing::info!(
+                        pid = next.pid,
+                        "SIGHUP: the new server is serving; no longer accepting, draining open connections"
+                    );
+                    stop.stop();
+                }
+                Err(e) => tracing::error!(error = %e, "SIGHUP: the new server did not take over; serving on"),
+            }
+        });
+    match spawned {
+        Ok(thread) => *under_way = Some(thread),
+        Err(e) => tracing::error!(error = %e, "SIGHUP: cannot start the reload; serving on"),
     }
 }
+
+/// The reload under way, if any: its thread, which a stopping server waits for (it stops a
+/// new server that has not served yet, rather than leave it running alone).
+type Reloading = Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>;
 
 /// A timeout of 0 means none.
 fn nonzero(d: Duration) -> Option<Duration> {
@@ -154,9 +180,32 @@ fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
 struct PidFile(PathBuf);
 
 impl PidFile {
+    /// Writes the file anew, atomically: into a file of its own beside it, then renamed over
+    /// the path. A rename replaces a symbolic link at the path rather than following it, so a
+    /// link planted there cannot make the server (often root) overwrite another file.
     fn write(path: &Path) -> anyhow::Result<PidFile> {
-        std::fs::write(path, format!("{}\n", std::process::id()))
-            .with_context(|| format!("cannot write the pid file {}", path.display()))?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let name = path
+            .file_name()
+            .with_context(|| format!("--pid-file {} names no file", path.display()))?;
+        let tmp = path.with_file_name(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&tmp); // one of ours left by a crash; never followed
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o644)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(format!("{}\n", std::process::id()).as_bytes()))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("cannot write the pid file {}", path.display()));
+        }
         Ok(PidFile(path.to_path_buf()))
     }
 }
@@ -253,6 +302,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .access(AccessList::new(args.allow, args.deny, args.allow_uid))
         .max_conns(args.max_conns as usize)
         .output_budget(args.output_budget)
+        .max_conns_per_ip(args.max_conns_per_ip)
         .proxy_protocol(args.proxy_protocol)
         .proxy_from(TrustedProxies::new(args.proxy_from))
         .timeouts(Timeouts {
@@ -261,6 +311,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             send: nonzero(args.send_timeout),
         })
         .metrics(args.metrics)
+        .metrics_allow(args.metrics_allow)
         .own_fd_tables(true) // upper and echo open no file a thread would share
         .bind()?;
     let local = server.local_addr()?;
@@ -281,11 +332,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Wait until the thread runs: a process model must not fork while a thread is still
     // starting (the child would inherit std's thread-start lock, held).
     let (started, settled) = std::sync::mpsc::sync_channel(1);
+    let reloading = Reloading::default();
+    let reloads = reloading.clone();
     std::thread::spawn(move || {
         let _ = started.send(());
         for signal in signals.forever() {
             if signal == SIGHUP {
-                reload(&stop, listening);
+                reload(stop.clone(), listening, &reloads);
                 continue;
             }
             let name = if signal == SIGINT {
@@ -302,7 +355,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     });
     let _ = settled.recv();
-    let summary = server.run()?;
+    let summary = server.run();
+    let reload = reloading.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(reload) = reload {
+        let _ = reload.join(); // it sees the stop within 0.1 s
+    }
+    let summary = summary?;
     signals_handle.close();
     drop(pid_file); // a clean exit: the file goes
                     // A closed stdout must not turn a clean stop into a failure.

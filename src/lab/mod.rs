@@ -27,6 +27,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The least growth of a server's memory (bytes) the lab reads as per-connection memory:
+/// below it, what the allocator happens to keep or give back is all it shows.
+pub const MEMORY_NOISE: f64 = 256.0 * 1024.0;
+
 /// The plan's own stack, carried as a reference: Python's `socketserver.ThreadingTCPServer`
 /// answering with the bytes upper-cased. Run as `python3 -c SOURCE PORT`.
 pub const PYTHON_REFERENCE: &str = include_str!("upper_server.py");
@@ -448,7 +452,10 @@ fn measure(
             }
         }
         if let Some(after) = meter.memory_end {
-            m.rss_bytes_per_conn = Some((after as f64 - memory_before as f64) / key.conns as f64);
+            // A growth under the noise (the allocator keeps and returns memory in chunks, so a
+            // few connections can even show a shrink) says nothing per connection: left blank.
+            let grown = after as f64 - memory_before as f64;
+            m.rss_bytes_per_conn = (grown >= MEMORY_NOISE).then(|| grown / key.conns as f64);
         }
     }
     m

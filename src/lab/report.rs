@@ -268,7 +268,8 @@ fn page(
         h,
         "<p>Each server is a fresh process on a loopback port, loaded by <code>switchboard bench</code> (every reply checked). \
          CPU per reply is the server's own CPU time (all its processes and threads) over the replies of the window; memory per connection is \
-         the growth of its proportional set size while the cell's connections are open.</p>"
+         the growth of its proportional set size while the cell's connections are open, left blank where the whole growth was under 256 KiB \
+         (the allocator's own noise: a few connections can even show a shrink).</p>"
     );
     if let Some(e) = plot_error {
         let _ = writeln!(h, "<p><strong>No plots:</strong> {}</p>", escape(e));

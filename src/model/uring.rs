@@ -271,6 +271,9 @@ fn completed(ring: &Uring, conn: &mut Conn, op: u64, c: &Completion, now: Instan
             conn.cancelling = false;
         }
         match (c.io(), c.buffer) {
+            // Closing for a reason of its own (a timeout, a bad frame): what comes in now, and
+            // the end of stream its shutdown causes, are not answered, as in every model.
+            _ if conn.closing.is_some() => Ok(()),
             (Ok(0), _) => conn.session.receive_eof(),
             (Ok(n), Some(bid)) => conn.session.receive_at(ring.buffer(bid, n), now),
             (Ok(_), None) => Ok(()),

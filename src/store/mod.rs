@@ -12,7 +12,7 @@
 //! | table | one row per | columns |
 //! | --- | --- | --- |
 //! | `servers` | `serve` process (instance) | instance, host, pid, model, address, service, frame, started, stopped, written, spooled, waited, dropped |
-//! | `sessions` | connection (or datagram) | instance, id, peer, transport, opened, closed, bytes_in, bytes_out, msgs_in, msgs_out, reason (eof, reset, timeout, error, denied, untrusted, shutdown) |
+//! | `sessions` | connection (or datagram) | instance, id, peer, transport, opened, closed, bytes_in, bytes_out, msgs_in, msgs_out, reason (eof, reset, timeout, error, denied, untrusted, limited, shutdown) |
 //! | `messages` | request answered, with `--record messages` | instance, session, seq, at, request, reply (BLOBs); on SQLite also `id`, first |
 //! | `message_spans` | SQLite only: store writer's transaction | instance, first_id, last_id, first_at, last_at (see `schema::SQLITE_ONLY`) |
 //! | `session_spans` | store writer's transaction, per run of close session ids | instance, first_id, last_id, first_closed, last_closed (see `schema::MIGRATIONS`, version 5) |
@@ -195,7 +195,7 @@ pub struct SessionRow {
     pub msgs_in: u64,
     /// Replies queued.
     pub msgs_out: u64,
-    /// `eof`, `reset`, `timeout`, `error`, `denied`, `untrusted` or `shutdown`.
+    /// `eof`, `reset`, `timeout`, `error`, `denied`, `untrusted`, `limited` or `shutdown`.
     pub reason: String,
 }
 

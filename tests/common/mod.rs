@@ -102,6 +102,17 @@ impl ServerProcess {
         args: &[&str],
         open_files: Option<u64>,
     ) -> ServerProcess {
+        ServerProcess::start_exe(std::path::Path::new(bin()), dir, addr, args, open_files)
+    }
+
+    /// Like [`start_with`](ServerProcess::start_with), running the executable at `exe`.
+    pub fn start_exe(
+        exe: &std::path::Path,
+        dir: &std::path::Path,
+        addr: &str,
+        args: &[&str],
+        open_files: Option<u64>,
+    ) -> ServerProcess {
         let dir = dir.to_path_buf();
         let log = dir.join(format!(
             "server-{}.log",
@@ -110,7 +121,7 @@ impl ServerProcess {
                 .unwrap()
                 .as_nanos()
         ));
-        let mut command = Command::new(bin());
+        let mut command = Command::new(exe);
         command
             .current_dir(&dir) // the default store, switchboard.db, lands here
             .arg("serve")
@@ -538,7 +549,7 @@ pub fn scrape(url: &str) -> String {
         .expect("a metrics URL");
     let mut conn = TcpStream::connect(host).expect("connect to the metrics endpoint");
     conn.set_read_timeout(Some(PATIENCE)).unwrap();
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut response = String::new();
     conn.read_to_string(&mut response).unwrap();
