@@ -989,7 +989,7 @@ fn proxy_v2(client: &str) -> Vec<u8> {
     h
 }
 
-/// The checks, one test each, for a model over a transport.
+/// The checks, one test each, for a model over a transport: the one list of them.
 macro_rules! checks {
     ($name:literal, $concurrent:expr, $bounded:expr, $transport:literal) => {
         const M: super::super::Spec = super::super::Spec {
@@ -998,99 +998,38 @@ macro_rules! checks {
             bounded: $bounded,
             transport: $transport,
         };
-        #[test]
-        fn replies_in_every_framing() {
-            super::super::replies_in_every_framing(M)
-        }
-        #[test]
-        fn the_seeds_python_client_gets_upper_case() {
-            super::super::the_seeds_python_client_gets_upper_case(M)
-        }
-        #[test]
-        fn two_hundred_messages_on_one_connection() {
-            super::super::two_hundred_messages_on_one_connection(M)
-        }
-        #[test]
-        fn a_hundred_clients() {
-            super::super::a_hundred_clients(M)
-        }
-        #[test]
-        fn a_4_mib_message_sent_while_reading() {
-            super::super::a_4_mib_message_sent_while_reading(M)
-        }
-        #[test]
-        fn binary_nul_and_utf8_pass_through() {
-            super::super::binary_nul_and_utf8_pass_through(M)
-        }
-        #[test]
-        fn half_close_still_gets_every_reply() {
-            super::super::half_close_still_gets_every_reply(M)
-        }
-        #[test]
-        fn a_reset_mid_message_costs_only_that_connection() {
-            super::super::a_reset_mid_message_costs_only_that_connection(M)
-        }
-        #[test]
-        fn silent_clients_hold_only_themselves() {
-            super::super::silent_clients_hold_only_themselves(M)
-        }
-        #[test]
-        fn a_thousand_clients() {
-            super::super::a_thousand_clients(M)
-        }
-        #[test]
-        fn line_frames_split_and_glued() {
-            super::super::line_frames_split_and_glued(M)
-        }
-        #[test]
-        fn oversize_frames_close_only_their_connection() {
-            super::super::oversize_frames_close_only_their_connection(M)
-        }
-        #[test]
-        fn sigterm_drains_and_exits_zero() {
-            super::super::sigterm_drains_and_exits_zero(M)
-        }
-        #[test]
-        fn the_drain_cuts_connections_that_outlive_it() {
-            super::super::the_drain_cuts_connections_that_outlive_it(M)
-        }
-        #[test]
-        fn timeouts_close_idle_slow_and_unread_connections() {
-            super::super::timeouts_close_idle_slow_and_unread_connections(M)
-        }
-        #[test]
-        fn max_conns_leaves_the_rest_in_the_backlog() {
-            super::super::max_conns_leaves_the_rest_in_the_backlog(M)
-        }
-        #[test]
-        fn max_conns_per_ip_keeps_places_for_everyone_else() {
-            super::super::max_conns_per_ip_keeps_places_for_everyone_else(M)
-        }
-        #[test]
-        fn behind_a_proxy_the_header_names_the_client() {
-            super::super::behind_a_proxy_the_header_names_the_client(M)
-        }
-        #[test]
-        fn only_a_trusted_proxy_is_believed() {
-            super::super::only_a_trusted_proxy_is_believed(M)
-        }
-        #[test]
-        fn tls_is_served_to_python_and_openssl() {
-            super::super::tls_is_served_to_python_and_openssl(M)
-        }
-        #[test]
-        fn sighup_reloads_without_refusing_anyone() {
-            super::super::sighup_reloads_without_refusing_anyone(M)
-        }
-        #[test]
-        fn metrics_count_what_was_served() {
-            super::super::metrics_count_what_was_served(M)
-        }
-        #[test]
-        fn the_access_lists_refuse_before_reading_and_admit_the_rest() {
-            super::super::the_access_lists_refuse_before_reading_and_admit_the_rest(M)
-        }
+        checks!(@each
+            replies_in_every_framing,
+            the_seeds_python_client_gets_upper_case,
+            two_hundred_messages_on_one_connection,
+            a_hundred_clients,
+            a_4_mib_message_sent_while_reading,
+            binary_nul_and_utf8_pass_through,
+            half_close_still_gets_every_reply,
+            a_reset_mid_message_costs_only_that_connection,
+            silent_clients_hold_only_themselves,
+            a_thousand_clients,
+            line_frames_split_and_glued,
+            oversize_frames_close_only_their_connection,
+            sigterm_drains_and_exits_zero,
+            the_drain_cuts_connections_that_outlive_it,
+            timeouts_close_idle_slow_and_unread_connections,
+            max_conns_leaves_the_rest_in_the_backlog,
+            max_conns_per_ip_keeps_places_for_everyone_else,
+            behind_a_proxy_the_header_names_the_client,
+            only_a_trusted_proxy_is_believed,
+            tls_is_served_to_python_and_openssl,
+            sighup_reloads_without_refusing_anyone,
+            metrics_count_what_was_served,
+            the_access_lists_refuse_before_reading_and_admit_the_rest,
+        );
     };
+    (@each $($check:ident,)*) => {$(
+        #[test]
+        fn $check() {
+            super::super::$check(M)
+        }
+    )*};
 }
 
 /// One module per model and transport, one test per check: a new model adds one line here.
