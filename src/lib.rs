@@ -35,6 +35,7 @@ pub mod addr;
 pub mod bench;
 pub mod client;
 pub mod codec;
+mod counters;
 pub mod lab;
 mod metrics;
 pub mod model;

@@ -7,8 +7,8 @@
 //! (connection durations and per-message service time), and the store's recorder.
 
 use crate::access::AccessList;
+use crate::counters::Counters;
 use crate::session::CloseReason;
-use crate::shared::Counters;
 use crate::store::SharedStats;
 use crate::sys::SharedMem;
 use bytes::Bytes;

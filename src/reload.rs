@@ -7,12 +7,12 @@
 
 use crate::transport::{HANDED_OVER, HANDOVER};
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// The fd the new copy finds the listening socket at (`SD_LISTEN_FDS_START`).
@@ -21,7 +21,6 @@ const SOCKET_FD: RawFd = 3;
 const READY_FD: RawFd = 4;
 
 static EXECUTABLE: OnceLock<PathBuf> = OnceLock::new();
-static READY: Mutex<Option<OwnedFd>> = Mutex::new(None);
 
 /// Notes this process's executable path, at start: `/proc/self/exe` names the file that was
 /// run, which an upgrade in place may since have replaced; the path is what starts the new one.
@@ -124,17 +123,9 @@ pub fn start_successor(
     Ok(Successor { pid })
 }
 
-/// Called by [`crate::transport::handed_over`] with the pipe to say "serving" on.
-pub(crate) fn set_ready_pipe(fd: OwnedFd) {
-    if let Ok(mut ready) = READY.lock() {
-        *ready = Some(fd);
-    }
-}
-
 /// Says "serving" to the server that handed this one its socket, if one did; its drain begins.
 pub fn serving() {
-    let fd = READY.lock().ok().and_then(|mut r| r.take());
-    if let Some(fd) = fd {
+    if let Some(fd) = crate::transport::take_ready_pipe() {
         let _ = std::io::Write::write_all(&mut std::fs::File::from(fd), b"1");
     }
 }

@@ -4,6 +4,7 @@
 use crate::access::{AccessList, TrustedProxies};
 use crate::addr::Addr;
 use crate::codec::{Framing, DEFAULT_MAX_FRAME};
+pub use crate::counters::Summary;
 use crate::model::Model;
 use crate::service::{Service, Upper};
 use crate::session::Timeouts;
@@ -15,7 +16,6 @@ use crate::store::{
 };
 use crate::sys::SharedMem;
 use crate::transport::{BindError, Listener, SocketOptions};
-use std::fmt;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -437,7 +437,7 @@ impl ServerBuilder {
             service: self.service,
             framing: self.framing,
             max_frame: self.max_frame,
-            model: self.model,
+            model: self.model.name(),
             nodelay: self.socket.nodelay,
             workers: self.workers,
             max_children: self.max_children,
@@ -480,6 +480,7 @@ impl ServerBuilder {
         }
         Ok(Server {
             listener,
+            model: self.model,
             shared: Arc::new(shared),
             writer,
             metrics_addr,
@@ -521,6 +522,7 @@ fn check_proxies(addr: &Addr, proxies: &TrustedProxies) -> Result<(), ServeError
 /// A bound server: [`run`](Server::run) serves until stopped.
 pub struct Server {
     listener: Listener,
+    model: Model,
     shared: Arc<Shared>,
     writer: Option<Writer>,
     metrics_addr: Option<Addr>,
@@ -593,7 +595,7 @@ impl Server {
         crate::sys::raise_fd_limit();
         let lifecycle = self.shared.lifecycle.clone();
         let watchdog = lifecycle.spawn_watchdog()?;
-        let served = self.shared.model.serve(self.listener, &self.shared);
+        let served = self.model.serve(self.listener, &self.shared);
         lifecycle.finish();
         let _ = watchdog.join();
         // Everything queued before the drain ended is written before the summary.
@@ -606,67 +608,5 @@ impl Server {
         }
         served?;
         Ok(self.shared.counters.summary(started.elapsed()))
-    }
-}
-
-/// What a server served, printed when it stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Summary {
-    /// Connections served.
-    pub connections: u64,
-    /// Connections the access lists refused.
-    pub denied: u64,
-    /// Connections refused under `--proxy-protocol` because their peer is not a proxy named by
-    /// `--proxy-from`.
-    pub untrusted: u64,
-    /// Connections refused because their address had `--max-conns-per-ip` open.
-    pub limited: u64,
-    /// Connections closed by `--idle-timeout`, `--frame-timeout` or `--send-timeout`.
-    pub timeouts: u64,
-    /// Connections that ended in an error (a bad frame, an IO error).
-    pub errors: u64,
-    /// Bytes received.
-    pub bytes_in: u64,
-    /// Bytes sent.
-    pub bytes_out: u64,
-    /// Requests answered.
-    pub messages: u64,
-    /// How long the server ran.
-    pub elapsed: Duration,
-}
-
-impl fmt::Display for Summary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "served {} connections ({} errors), {} messages, {} bytes in, {} bytes out, in {:.1} s",
-            self.connections,
-            self.errors,
-            self.messages,
-            self.bytes_in,
-            self.bytes_out,
-            self.elapsed.as_secs_f64()
-        )?;
-        if self.timeouts > 0 {
-            write!(f, "; {} connections timed out", self.timeouts)?;
-        }
-        if self.denied > 0 {
-            write!(f, "; {} connections denied", self.denied)?;
-        }
-        if self.limited > 0 {
-            write!(
-                f,
-                "; {} connections over --max-conns-per-ip refused",
-                self.limited
-            )?;
-        }
-        if self.untrusted > 0 {
-            write!(
-                f,
-                "; {} connections from untrusted proxies refused",
-                self.untrusted
-            )?;
-        }
-        Ok(())
     }
 }

@@ -3,9 +3,8 @@
 
 use crate::access::{AccessList, TrustedProxies};
 use crate::codec::Framing;
+use crate::counters::Counters;
 use crate::metrics::Meters;
-use crate::model::Model;
-use crate::server::{ServeError, Summary};
 use crate::service::{Peer, Service};
 use crate::session::{CloseReason, MessageTap, Session, SessionStats, Timeouts};
 use crate::shutdown::Lifecycle;
@@ -19,91 +18,15 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The server's totals. They live in memory shared across `fork`, so the process models'
-/// workers count into the same totals as their parent.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    /// Connections accepted so far: the last connection's id.
-    connections: AtomicU64,
-    errors: AtomicU64,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
-    messages: AtomicU64,
-    /// Connections refused by the access lists (numbered with the others, not served).
-    denied: AtomicU64,
-    /// Connections refused under `--proxy-protocol` because their peer is not a proxy named
-    /// by `--proxy-from` (numbered with the others, not served).
-    untrusted: AtomicU64,
-    /// Connections refused because their address had `--max-conns-per-ip` open.
-    limited: AtomicU64,
-    /// Connections closed by one of their timeouts.
-    timeouts: AtomicU64,
-    /// Places taken under `--max-conns`: connections open, and accepts about to happen.
-    places: AtomicU64,
-    /// When a refused address was last logged: slots of (address hash << 32 | seconds), so
-    /// every process of a server logs a flood from one address once per interval. Two
-    /// addresses sharing a slot may, rarely, hide each other's line for an interval.
-    refusals_logged: [AtomicU64; 32],
-}
-
-/// The counters at one instant, for the metrics endpoint.
-pub(crate) struct CountersNow {
-    /// Connections accepted, admitted or denied.
-    pub(crate) connections_seen: u64,
-    pub(crate) denied: u64,
-    pub(crate) errors: u64,
-    pub(crate) messages: u64,
-    pub(crate) bytes_in: u64,
-    pub(crate) bytes_out: u64,
-}
-
-impl Counters {
-    /// True when a refusal of `host` should be logged now: none was in the last interval, in
-    /// any process of the server. Claims the slot, so only one caller logs.
-    fn refusal_due(&self, host: &str) -> bool {
-        use std::hash::{Hash, Hasher};
-        // Fixed keys: the same hash in every process of the server.
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        host.hash(&mut hasher);
-        let hash = hasher.finish() & 0xffff_ffff;
-        let now = (crate::store::now_us() as u64 / 1_000_000) & 0xffff_ffff;
-        let slot = &self.refusals_logged[hash as usize % self.refusals_logged.len()];
-        let seen = slot.load(Relaxed);
-        let recent = seen >> 32 == hash && now.wrapping_sub(seen & 0xffff_ffff) < REFUSAL_LOG_EVERY;
-        !recent
-            && slot
-                .compare_exchange(seen, (hash << 32) | now, Relaxed, Relaxed)
-                .is_ok()
-    }
-
-    pub(crate) fn snapshot(&self) -> CountersNow {
-        CountersNow {
-            connections_seen: self.connections.load(Relaxed),
-            denied: self.denied.load(Relaxed),
-            errors: self.errors.load(Relaxed),
-            messages: self.messages.load(Relaxed),
-            bytes_in: self.bytes_in.load(Relaxed),
-            bytes_out: self.bytes_out.load(Relaxed),
-        }
-    }
-
-    pub(crate) fn summary(&self, elapsed: Duration) -> Summary {
-        let denied = self.denied.load(Relaxed);
-        let untrusted = self.untrusted.load(Relaxed);
-        let limited = self.limited.load(Relaxed);
-        Summary {
-            connections: self.connections.load(Relaxed) - denied - untrusted - limited,
-            denied,
-            untrusted,
-            limited,
-            timeouts: self.timeouts.load(Relaxed),
-            errors: self.errors.load(Relaxed),
-            bytes_in: self.bytes_in.load(Relaxed),
-            bytes_out: self.bytes_out.load(Relaxed),
-            messages: self.messages.load(Relaxed),
-            elapsed,
-        }
-    }
+/// Why a forked worker could not start: its store or its stop.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WorkerError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Its stop or its store's writer could not be set up.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 /// What every connection of a server shares, handed to its model.
@@ -111,7 +34,8 @@ pub(crate) struct Shared {
     pub(crate) service: Arc<dyn Service>,
     pub(crate) framing: Framing,
     pub(crate) max_frame: usize,
-    pub(crate) model: Model,
+    /// The model's name, for the log: the model itself is the server's to run.
+    pub(crate) model: &'static str,
     pub(crate) nodelay: bool,
     /// `--workers`, if given; each model has its own default.
     pub(crate) workers: Option<usize>,
@@ -220,9 +144,6 @@ impl PerIp {
             .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
     }
 }
-
-/// How often a refused address is logged at most, in seconds.
-const REFUSAL_LOG_EVERY: u64 = 10;
 
 /// A server's store: its URL, its instance id, and the recorder models hand records to.
 pub(crate) struct StoreHandle {
@@ -464,7 +385,7 @@ impl Shared {
 
     /// The same server for a forked worker: the same service, options and counters, with a stop
     /// of its own (its parent's waker is shared by every process, so it cannot be the worker's).
-    pub(crate) fn for_worker(&self) -> Result<(Shared, Option<Writer>), ServeError> {
+    pub(crate) fn for_worker(&self) -> Result<(Shared, Option<Writer>), WorkerError> {
         // The parent's store writer is a thread, which a forked child does not have: the
         // worker writes through a connection of its own, counting into the shared totals.
         let lifecycle = Arc::new(Lifecycle::new(self.lifecycle.drain())?);

@@ -330,7 +330,7 @@ fn next(ring: &mut Uring, conn: &mut Conn, slot: usize) -> io::Result<Option<Clo
 fn serve_datagrams(ring: &mut Uring, socket: &DatagramSocket, shared: &Shared) -> io::Result<()> {
     const SOCKET: u64 = 0;
     ring.poll_readable(shared.lifecycle.waker_fd(), WAKER)?;
-    ring.recv_msg(0, socket.as_raw_fd(), SOCKET)?;
+    ring.recv_msg(0, MAX_DATAGRAM, socket.as_raw_fd(), SOCKET)?;
     let mut done = Vec::new();
     let mut drain = Drain::new(shared);
     while !drain.stopping() {
@@ -347,7 +347,7 @@ fn serve_datagrams(ring: &mut Uring, socket: &DatagramSocket, shared: &Shared) -
                 }
                 Err(e) => tracing::debug!(error = %e, "datagram receive failed"),
             }
-            ring.recv_msg(0, socket.as_raw_fd(), SOCKET)?;
+            ring.recv_msg(0, MAX_DATAGRAM, socket.as_raw_fd(), SOCKET)?;
         }
     }
     Ok(())

@@ -386,12 +386,18 @@ impl Uring {
         Ok(n)
     }
 
-    /// Receives one datagram from `fd` into the slot's buffer (a datagram's largest, if this
-    /// is the slot's first use), with its sender; read them with
+    /// Receives one datagram from `fd` into the slot's buffer (of `size` bytes, made on the
+    /// slot's first use: a datagram's largest), with its sender; read them with
     /// [`received`](Uring::received) and [`received_from`](Uring::received_from). A datagram
     /// larger than the buffer completes with its whole length (`MSG_TRUNC`).
-    pub(crate) fn recv_msg(&mut self, slot: usize, fd: RawFd, token: u64) -> io::Result<()> {
-        let s = self.slot(slot, crate::transport::MAX_DATAGRAM);
+    pub(crate) fn recv_msg(
+        &mut self,
+        slot: usize,
+        size: usize,
+        fd: RawFd,
+        token: u64,
+    ) -> io::Result<()> {
+        let s = self.slot(slot, size);
         *s.iov = libc::iovec {
             iov_base: s.recv.as_mut_ptr().cast(),
             iov_len: s.recv.len(),

@@ -8,6 +8,7 @@ use super::listener::{BindError, Listener};
 use crate::addr::Addr;
 use socket2::{Domain, Socket, Type};
 use std::io;
+use std::os::fd::OwnedFd;
 
 /// The first fd a system passes (`SD_LISTEN_FDS_START`).
 const FIRST_FD: i32 = 3;
@@ -52,7 +53,9 @@ pub fn handed_over() -> Result<Option<Listener>, BindError> {
     std::env::remove_var(HANDOVER);
     if let Ok(fd) = ready.trim().parse::<i32>() {
         if let Ok(fd) = crate::sys::take_inherited_fd(fd) {
-            crate::reload::set_ready_pipe(fd);
+            if let Ok(mut ready) = READY.lock() {
+                *ready = Some(fd);
+            }
         }
     }
     let socket: Socket = crate::sys::take_inherited_fd(FIRST_FD)
@@ -104,4 +107,12 @@ fn passed_err(source: io::Error) -> BindError {
             format!("the socket the system passed (fd 3) cannot be served: {source}"),
         ),
     }
+}
+
+/// The pipe a server handed its socket by a reload says "serving" on (see [`crate::reload`]).
+static READY: std::sync::Mutex<Option<OwnedFd>> = std::sync::Mutex::new(None);
+
+/// The pipe to say "serving" on, if the socket was handed over: taken once.
+pub(crate) fn take_ready_pipe() -> Option<OwnedFd> {
+    READY.lock().ok().and_then(|mut ready| ready.take())
 }

@@ -7,8 +7,8 @@ mod datagram;
 mod listener;
 mod stream;
 
-pub(crate) use activation::HANDOVER;
 pub use activation::{handed_over, inherited};
+pub(crate) use activation::{take_ready_pipe, HANDOVER};
 pub(crate) use datagram::client_socket_path;
 pub use datagram::{datagram_peer_name, DatagramSocket, MAX_DATAGRAM};
 pub(crate) use listener::HANDED_OVER;
