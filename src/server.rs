@@ -313,53 +313,7 @@ impl ServerBuilder {
             Some(l) => l.local_addr()?,
             None => self.addr.clone(),
         };
-        if !self.model.serves(&addr) {
-            return Err(ServeError::Unsupported {
-                model: self.model,
-                serving: Model::serving(&addr),
-                addr,
-            });
-        }
-        match (&addr, &self.tls) {
-            (Addr::Tls { .. }, None) => {
-                return Err(ServeError::Invalid(format!(
-                    "{addr} needs a certificate and its key: --tls-cert PEM --tls-key PEM"
-                )))
-            }
-            (Addr::Tls { .. }, Some(_)) | (_, None) => {}
-            (Addr::Tcp(_), Some(_)) if self.listener.is_some() => {} // passed by the system
-            (_, Some(_)) => {
-                return Err(ServeError::Invalid(format!(
-                    "--tls-cert and --tls-key serve tls:// addresses, not {addr}"
-                )))
-            }
-        }
-        if self.access.names_users() && !matches!(addr, Addr::Unix(_)) {
-            return Err(ServeError::Invalid(format!(
-                "--allow-uid judges the user of a Unix stream peer (SO_PEERCRED), which {addr} does not have: judge its peers with --allow and --deny"
-            )));
-        }
-        if self.framing == Framing::Len && self.max_frame > u32::MAX as usize {
-            return Err(ServeError::Invalid(format!(
-                "--max-frame {} is past what the len framing's 32-bit prefix can say (4 GiB - 1 byte): give 4GiB or less",
-                self.max_frame
-            )));
-        }
-        if self.framing != Framing::Raw && !addr.is_stream() {
-            tracing::warn!(frame = %self.framing, %addr, "a datagram is already one message: each must itself hold whole frames of this framing (raw is the usual choice for datagrams)");
-        }
-        if self.proxy_protocol && self.max_conns_per_ip.is_some() {
-            return Err(ServeError::Invalid(
-                "--max-conns-per-ip counts connections by their own address, which behind --proxy-protocol is always the balancer's: limit connections per client at the balancer (HAProxy: src_conn_cur)".into(),
-            ));
-        }
-        if self.proxy_protocol {
-            check_proxies(&addr, &self.proxy_from)?;
-        } else if !self.proxy_from.is_empty() {
-            return Err(ServeError::Invalid(
-                "--proxy-from names the proxies whose PROXY headers are believed: it needs --proxy-protocol".into(),
-            ));
-        }
+        self.check(&addr)?;
         let listener = match self.listener.take() {
             Some(l) => l,
             None => Listener::bind(&self.addr, &self.socket)?,
@@ -368,72 +322,150 @@ impl ServerBuilder {
         let (store, writer) = match &self.store {
             None => (None, None),
             Some(url) => {
-                let mut backend = crate::store::open(url)?;
-                let mut options = RecorderOptions::for_store(url);
-                options.bytes = self.store_queue;
-                options.on_error = self.on_store_error.unwrap_or(options.on_error);
-                if let Some(dir) = &self.spool_dir {
-                    options.spool_dir = dir.clone();
-                }
-                if let Err(e) = replay_leftovers(&mut backend, &options.spool_dir) {
-                    tracing::warn!(error = %e, "cannot replay a spool left by an earlier server yet");
-                }
-                let instance = instance_id();
-                backend.start_server(&ServerRow {
-                    instance: instance.clone(),
-                    host: host_name(),
-                    pid: std::process::id(),
-                    model: self.model.name().into(),
-                    address: listener.local_addr()?.to_string(),
-                    service: self.service.name().into(),
-                    frame: self.framing.name().into(),
-                    started: now_us(),
-                })?;
-                let stats: SharedStats = Arc::new(SharedMem::<RecorderStats>::new()?);
-                let stopping = lifecycle.clone();
-                let (recorder, writer) = Recorder::start(
-                    Box::new(backend),
-                    instance.clone(),
-                    options.clone(),
-                    stats.clone(),
-                    Box::new(move || stopping.is_stopping()),
-                )?;
-                let store = StoreHandle {
-                    url: url.clone(),
-                    options,
-                    instance,
-                    recorder,
-                    stats,
-                    messages: self.record_messages,
-                };
+                let (store, writer) = self.open_store(url, &listener, &lifecycle)?;
                 (Some(store), Some(writer))
             }
         };
-        // The metrics endpoint, bound now so a taken port is an error at start.
+        // The metrics endpoint, bound now so a taken port is an error at start; SO_REUSEPORT,
+        // so a server started by a reload binds it beside this one.
         let metrics = match self.metrics {
-            Some(sa) => {
-                let addr = Addr::Tcp(sa);
-                // SO_REUSEPORT: a server started by a reload binds it beside this one.
-                let bind = || -> io::Result<std::net::TcpListener> {
-                    use socket2::{Domain, Protocol, Socket, Type};
-                    let s =
-                        Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP))?;
-                    s.set_reuse_address(true)?;
-                    s.set_reuse_port(true)?;
-                    s.bind(&sa.into())?;
-                    s.listen(128)?;
-                    Ok(s.into())
-                };
-                let listener = bind().map_err(|source| BindError::from_io(&addr, source))?;
-                Some(listener)
-            }
+            Some(sa) => Some(crate::transport::bind_beside(sa)?),
             None => None,
         };
         let meters = match metrics {
             Some(_) => Some(Arc::new(SharedMem::<crate::metrics::Meters>::new()?)),
             None => None,
         };
-        let shared = Shared {
+        let metrics_allow = std::mem::take(&mut self.metrics_allow);
+        let model = self.model;
+        let shared = self.shared(lifecycle, store, meters.clone())?;
+        let mut metrics_addr = None;
+        if let (Some(listener), Some(meters)) = (metrics, meters) {
+            let bound = listener.local_addr()?;
+            metrics_addr = Some(Addr::Tcp(bound));
+            let store = shared.store.as_ref().map(|s| s.stats.clone());
+            let allow = metrics_access(metrics_allow, bound);
+            crate::metrics::serve(listener, shared.counters.clone(), meters, store, allow)?;
+        }
+        Ok(Server {
+            listener,
+            model,
+            shared: Arc::new(shared),
+            writer,
+            metrics_addr,
+        })
+    }
+
+    /// Refuses what cannot be served as asked at `addr`, each with what to do instead.
+    fn check(&self, addr: &Addr) -> Result<(), ServeError> {
+        if !self.model.serves(addr) {
+            return Err(ServeError::Unsupported {
+                model: self.model,
+                serving: Model::serving(addr),
+                addr: addr.clone(),
+            });
+        }
+        let invalid = |why: String| Err(ServeError::Invalid(why));
+        match (addr, &self.tls) {
+            (Addr::Tls { .. }, None) => {
+                return invalid(format!(
+                    "{addr} needs a certificate and its key: --tls-cert PEM --tls-key PEM"
+                ))
+            }
+            (Addr::Tls { .. }, Some(_)) | (_, None) => {}
+            (Addr::Tcp(_), Some(_)) if self.listener.is_some() => {} // passed by the system
+            (_, Some(_)) => {
+                return invalid(format!(
+                    "--tls-cert and --tls-key serve tls:// addresses, not {addr}"
+                ))
+            }
+        }
+        if self.access.names_users() && !matches!(addr, Addr::Unix(_)) {
+            return invalid(format!(
+                "--allow-uid judges the user of a Unix stream peer (SO_PEERCRED), which {addr} does not have: judge its peers with --allow and --deny"
+            ));
+        }
+        if self.framing == Framing::Len && self.max_frame > u32::MAX as usize {
+            return invalid(format!(
+                "--max-frame {} is past what the len framing's 32-bit prefix can say (4 GiB - 1 byte): give 4GiB or less",
+                self.max_frame
+            ));
+        }
+        if self.framing != Framing::Raw && !addr.is_stream() {
+            tracing::warn!(frame = %self.framing, %addr, "a datagram is already one message: each must itself hold whole frames of this framing (raw is the usual choice for datagrams)");
+        }
+        if self.proxy_protocol && self.max_conns_per_ip.is_some() {
+            return invalid(
+                "--max-conns-per-ip counts connections by their own address, which behind --proxy-protocol is always the balancer's: limit connections per client at the balancer (HAProxy: src_conn_cur)".into(),
+            );
+        }
+        if self.proxy_protocol {
+            check_proxies(addr, &self.proxy_from)?;
+        } else if !self.proxy_from.is_empty() {
+            return invalid(
+                "--proxy-from names the proxies whose PROXY headers are believed: it needs --proxy-protocol".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Opens the store at `url` for the server on `listener`: replays what stopped servers left
+    /// in its spool directory, records this server's start, and starts its recorder.
+    fn open_store(
+        &self,
+        url: &StoreUrl,
+        listener: &Listener,
+        lifecycle: &Arc<Lifecycle>,
+    ) -> Result<(StoreHandle, Writer), ServeError> {
+        let mut backend = crate::store::open(url)?;
+        let mut options = RecorderOptions::for_store(url);
+        options.bytes = self.store_queue;
+        options.on_error = self.on_store_error.unwrap_or(options.on_error);
+        if let Some(dir) = &self.spool_dir {
+            options.spool_dir = dir.clone();
+        }
+        if let Err(e) = replay_leftovers(&mut backend, &options.spool_dir) {
+            tracing::warn!(error = %e, "cannot replay a spool left by an earlier server yet");
+        }
+        let instance = instance_id();
+        backend.start_server(&ServerRow {
+            instance: instance.clone(),
+            host: host_name(),
+            pid: std::process::id(),
+            model: self.model.name().into(),
+            address: listener.local_addr()?.to_string(),
+            service: self.service.name().into(),
+            frame: self.framing.name().into(),
+            started: now_us(),
+        })?;
+        let stats: SharedStats = Arc::new(SharedMem::<RecorderStats>::new()?);
+        let stopping = lifecycle.clone();
+        let (recorder, writer) = Recorder::start(
+            Box::new(backend),
+            instance.clone(),
+            options.clone(),
+            stats.clone(),
+            Box::new(move || stopping.is_stopping()),
+        )?;
+        let store = StoreHandle {
+            url: url.clone(),
+            options,
+            instance,
+            recorder,
+            stats,
+            messages: self.record_messages,
+        };
+        Ok((store, writer))
+    }
+
+    /// What every connection of the server will share.
+    fn shared(
+        self,
+        lifecycle: Arc<Lifecycle>,
+        store: Option<StoreHandle>,
+        meters: Option<Arc<SharedMem<crate::metrics::Meters>>>,
+    ) -> Result<Shared, ServeError> {
+        Ok(Shared {
             service: self.service,
             framing: self.framing,
             max_frame: self.max_frame,
@@ -445,7 +477,7 @@ impl ServerBuilder {
             counters: Arc::new(SharedMem::new()?),
             store,
             access: Arc::new(self.access),
-            meters: meters.clone(),
+            meters,
             timeouts: self.timeouts,
             max_conns: self.max_conns.max(1) as u64,
             output_budget: self.output_budget.max(1),
@@ -453,39 +485,27 @@ impl ServerBuilder {
                 Some(max) => Some((max.max(1), Arc::new(SharedMem::new()?))),
                 None => None,
             },
-            proxies: self
-                .proxy_protocol
-                .then(|| Arc::new(self.proxy_from.clone())),
-            tls: self.tls.clone(),
+            proxies: self.proxy_protocol.then(|| Arc::new(self.proxy_from)),
+            tls: self.tls,
             own_fd_tables: self.own_fd_tables,
             out_of_files_until: Default::default(),
             accept_failures: Default::default(),
             accept_failure_logged: Default::default(),
-        };
-        let mut metrics_addr = None;
-        if let (Some(listener), Some(meters)) = (metrics, meters) {
-            metrics_addr = Some(Addr::Tcp(listener.local_addr()?));
-            let store = shared.store.as_ref().map(|s| s.stats.clone());
-            let bound = listener.local_addr()?;
-            let allow = if self.metrics_allow.is_empty() {
-                if !bound.ip().is_loopback() {
-                    tracing::warn!(metrics = %bound, "metrics answer loopback scrapers only: name your Prometheus with --metrics-allow CIDR (0.0.0.0/0 for anyone)");
-                }
-                let loopback = ["127.0.0.0/8", "::1/128"].map(|n| n.parse().expect("a network"));
-                AccessList::new(loopback.to_vec(), vec![], vec![])
-            } else {
-                AccessList::new(self.metrics_allow.clone(), vec![], vec![])
-            };
-            crate::metrics::serve(listener, shared.counters.clone(), meters, store, allow)?;
-        }
-        Ok(Server {
-            listener,
-            model: self.model,
-            shared: Arc::new(shared),
-            writer,
-            metrics_addr,
         })
     }
+}
+
+/// Who the metrics endpoint bound at `bound` answers: the networks given, or loopback only
+/// (said at start when the address is not loopback: naming the scrapers is the operator's call).
+fn metrics_access(allow: Vec<ipnet::IpNet>, bound: std::net::SocketAddr) -> AccessList {
+    if !allow.is_empty() {
+        return AccessList::new(allow, vec![], vec![]);
+    }
+    if !bound.ip().is_loopback() {
+        tracing::warn!(metrics = %bound, "metrics answer loopback scrapers only: name your Prometheus with --metrics-allow CIDR (0.0.0.0/0 for anyone)");
+    }
+    let loopback = ["127.0.0.0/8", "::1/128"].map(|n| n.parse().expect("a network"));
+    AccessList::new(loopback.to_vec(), vec![], vec![])
 }
 
 /// Refuses a `--proxy-protocol` that would believe nobody, or whose proxies could never

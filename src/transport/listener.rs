@@ -214,6 +214,21 @@ pub(super) fn remove_stale_socket(
     }
 }
 
+/// A TCP listener on `sa` that another process may bind beside (`SO_REUSEPORT`): the metrics
+/// port, which a server started by a reload binds while the old one still holds it.
+pub fn bind_beside(sa: std::net::SocketAddr) -> Result<std::net::TcpListener, BindError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let bind = || -> io::Result<std::net::TcpListener> {
+        let s = Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.bind(&sa.into())?;
+        s.listen(128)?;
+        Ok(s.into())
+    };
+    bind().map_err(|source| BindError::from_io(&Addr::Tcp(sa), source))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ pub(crate) use activation::{take_ready_pipe, HANDOVER};
 pub(crate) use datagram::client_socket_path;
 pub use datagram::{datagram_peer_name, DatagramSocket, MAX_DATAGRAM};
 pub(crate) use listener::HANDED_OVER;
-pub use listener::{unix_peer_name, BindError, Listener};
+pub use listener::{bind_beside, unix_peer_name, BindError, Listener};
 pub use stream::Stream;
 
 /// Options applied to a listening socket and the connections it accepts.
