@@ -206,10 +206,11 @@ impl Client {
             } else {
                 deadline - now
             };
-            let mut fd = sys::pollin(self.transport.fd());
-            if sent < out.len() || self.transport.wants_write() {
-                fd.events |= libc::POLLOUT;
-            }
+            let interest = sys::Interest {
+                read: true,
+                write: sent < out.len() || self.transport.wants_write(),
+            };
+            let mut fd = sys::PollFd::new(self.transport.fd(), interest);
             if sys::poll(std::slice::from_mut(&mut fd), Some(wait))? == 0 {
                 if wait < deadline - now {
                     return Ok(std::mem::take(&mut raw_reply)); // the raw reply went quiet

@@ -181,7 +181,7 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = crate::sys::signal_group(self.pgid(), libc::SIGTERM);
+        let _ = crate::sys::signal_group(self.pgid(), crate::sys::Signal::Term);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -190,7 +190,7 @@ impl Drop for Running {
             std::thread::sleep(Duration::from_millis(20));
         }
         // Whatever outlived the drain (or ignored SIGTERM) goes now, the whole group.
-        let _ = crate::sys::signal_group(self.pgid(), libc::SIGKILL);
+        let _ = crate::sys::signal_group(self.pgid(), crate::sys::Signal::Kill);
         let _ = self.child.wait();
     }
 }

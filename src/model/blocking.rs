@@ -39,7 +39,7 @@ pub(super) fn accept_loop(
             sys::pollin(if room { listener.as_raw_fd() } else { -1 }), // -1: not watched
         ];
         sys::poll(&mut fds, (!room).then_some(PLACE_RECHECK))?;
-        if fds[1].revents == 0 {
+        if !fds[1].ready() {
             continue;
         }
         match shared.accept_with_place(|| listener.accept()) {

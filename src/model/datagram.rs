@@ -79,7 +79,7 @@ pub(super) fn serve_blocking(
     ];
     while !shared.lifecycle.is_stopping() {
         sys::poll(&mut fds, None)?;
-        if fds[0].revents != 0 {
+        if fds[0].ready() {
             receive_all(|buf| socket.recv_from(buf), &mut buf, &mut dispatch)?;
         }
     }

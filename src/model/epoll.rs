@@ -20,7 +20,7 @@
 use super::datagram;
 use super::reactor::{self, Drain, Status, Table, Timers, READ_SIZE};
 use crate::shared::Shared;
-use crate::sys::Epoll;
+use crate::sys::{Epoll, Events, Interest, Trigger};
 use crate::transport::{DatagramSocket, Listener, MAX_DATAGRAM};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -64,19 +64,24 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
 fn setup(fd: RawFd, shared: &Shared, exclusive: bool) -> io::Result<Epoll> {
     let epoll = Epoll::new()?;
     watch_listener(&epoll, fd, exclusive)?;
-    epoll.add(shared.lifecycle.waker_fd(), libc::EPOLLIN as u32, WAKER)?;
+    epoll.add(
+        shared.lifecycle.waker_fd(),
+        Interest::READ,
+        Trigger::Level,
+        WAKER,
+    )?;
     Ok(epoll)
 }
 
 /// Watches the listening socket: level-triggered, and `exclusive` when workers share it, so
 /// one wakes per event.
 fn watch_listener(epoll: &Epoll, fd: RawFd, exclusive: bool) -> io::Result<()> {
-    let exclusive = if exclusive {
-        libc::EPOLLEXCLUSIVE as u32
+    let trigger = if exclusive {
+        Trigger::Exclusive
     } else {
-        0
+        Trigger::Level
     };
-    epoll.add(fd, libc::EPOLLIN as u32 | exclusive, LISTENER)
+    epoll.add(fd, Interest::READ, trigger, LISTENER)
 }
 
 /// One reactor: setup, then accept, readable/writable (one drive each, edge-triggered), close.
@@ -89,7 +94,7 @@ pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::
     }
     let epoll = setup(listener.as_raw_fd(), shared, exclusive)?;
     let mut table = Table::default();
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+    let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; READ_SIZE];
     // Connections whose turn ran out: driven again next round, without waiting for an edge.
     let (mut again, mut again_now): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
@@ -128,7 +133,7 @@ pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::
         } else {
             Some(Default::default())
         };
-        let n = epoll.wait(&mut events, timeout)?;
+        epoll.wait(&mut events, timeout)?;
         let now = Instant::now();
         let mut drive_now = |table: &mut Table, timers: &mut Timers, token| {
             drive(table, token, &mut buf, now, &mut again, timers, shared)
@@ -137,8 +142,8 @@ pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::
         for token in std::mem::take(&mut again_now) {
             drive_now(&mut table, &mut timers, token);
         }
-        for ev in &events[..n] {
-            match ev.u64 {
+        for (token, readiness) in events.iter() {
+            match token {
                 LISTENER => {
                     for _ in 0..ACCEPT_BATCH {
                         let Some(conn) = reactor::accept(listener, shared)? else {
@@ -146,10 +151,8 @@ pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::
                         };
                         let fd = conn.as_raw_fd();
                         let token = reactor::insert(&mut table, &mut timers, conn);
-                        let interest =
-                            libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET;
                         // Data that came before the registration is reported by it.
-                        epoll.add(fd, interest as u32, token as u64)?;
+                        epoll.add(fd, Interest::BOTH, Trigger::Edge, token as u64)?;
                     }
                 }
                 WAKER => {} // the stop is seen at the top of the loop
@@ -157,8 +160,7 @@ pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::
                     // A token whose connection closed this round may name a new one by now:
                     // driving it early costs one read that says EAGAIN.
                     let token = token as usize;
-                    let closed = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
-                    if ev.events & closed != 0 {
+                    if readiness.hung_up {
                         if let Some(conn) = table.get_mut(token) {
                             conn.hung_up();
                         }
@@ -203,11 +205,11 @@ fn drive(
 /// Level-triggered and shared among workers with `EPOLLEXCLUSIVE`, like the listener.
 fn run_datagrams(socket: &DatagramSocket, shared: &Shared, exclusive: bool) -> io::Result<()> {
     let epoll = setup(socket.as_raw_fd(), shared, exclusive)?;
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 2];
+    let mut events = Events::with_capacity(2);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     while !Drain::new(shared).stopping() {
-        let n = epoll.wait(&mut events, None)?;
-        if events[..n].iter().any(|ev| ev.u64 == LISTENER) {
+        epoll.wait(&mut events, None)?;
+        if events.iter().any(|(token, _)| token == LISTENER) {
             let recv = |buf: &mut [u8]| socket.recv_from(buf);
             datagram::receive_all(recv, &mut buf, |bytes, from| {
                 datagram::answer(socket, bytes, &from, shared)

@@ -35,10 +35,10 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
             }),
         ];
         sys::poll(&mut fds, (!room).then_some(PLACE_RECHECK))?;
-        if fds[1].revents != 0 {
+        if fds[1].ready() {
             children.reap();
         }
-        if fds[2].revents == 0 {
+        if !fds[2].ready() {
             continue;
         }
         let (stream, addr) = match shared.accept_with_place(|| listener.accept()) {

@@ -20,7 +20,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
     let mut table = Table::default();
     let mut buf = vec![0u8; READ_SIZE];
     let mut drain = Drain::new(shared);
-    let mut fds: Vec<libc::pollfd> = Vec::new();
+    let mut fds: Vec<sys::PollFd> = Vec::new();
     let mut tokens: Vec<usize> = Vec::new();
     let mut timers = Timers::default();
     loop {
@@ -43,18 +43,11 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
             fds.push(sys::pollin(shared.lifecycle.waker_fd()));
         }
         for (token, conn) in table.iter() {
-            let mut events = 0;
-            if conn.wants_read() {
-                events |= libc::POLLIN;
-            }
-            if conn.wants_write() {
-                events |= libc::POLLOUT;
-            }
-            fds.push(libc::pollfd {
-                fd: conn.as_raw_fd(),
-                events,
-                revents: 0,
-            });
+            let interest = sys::Interest {
+                read: conn.wants_read(),
+                write: conn.wants_write(),
+            };
+            fds.push(sys::PollFd::new(conn.as_raw_fd(), interest));
             tokens.push(token);
         }
         sys::poll(
@@ -65,7 +58,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
         let conns = if accepting { &fds[2..] } else { &fds[..] };
         // Readable or writable connections: one drive each.
         for (pfd, &token) in conns.iter().zip(&tokens) {
-            if pfd.revents == 0 {
+            if !pfd.ready() {
                 continue;
             }
             let Some(conn) = table.get_mut(token) else {
@@ -80,7 +73,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
             close(table, token, reason, shared)
         });
         // Accept last, so a new connection's token cannot be mistaken for a closed one's.
-        if listening && fds[0].revents != 0 {
+        if listening && fds[0].ready() {
             while let Some(conn) = reactor::accept(&listener, shared)? {
                 reactor::insert(&mut table, &mut timers, conn);
             }

@@ -2,7 +2,7 @@
 //! reaping children as they end, and stopping them with the server.
 
 use crate::shutdown::Lifecycle;
-use crate::sys::{self, ChildExit, Forked};
+use crate::sys::{self, ChildExit, Forked, Pid, Signal};
 use std::collections::HashSet;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
@@ -15,7 +15,7 @@ const GRACE: Duration = Duration::from_secs(2);
 /// A parent's children, and a SIGCHLD pipe that turns readable when one ends, so the parent
 /// can wait for children and sockets in one `poll`.
 pub(super) struct Children {
-    pids: HashSet<libc::pid_t>,
+    pids: HashSet<Pid>,
     sigchld: UnixStream,
     _sigchld_writer: UnixStream,
     registration: signal_hook::SigId,
@@ -26,8 +26,10 @@ impl Children {
         let (sigchld, writer) = UnixStream::pair()?;
         sigchld.set_nonblocking(true)?;
         writer.set_nonblocking(true)?;
-        let registration =
-            signal_hook::low_level::pipe::register(libc::SIGCHLD, writer.try_clone()?)?;
+        let registration = signal_hook::low_level::pipe::register(
+            signal_hook::consts::SIGCHLD,
+            writer.try_clone()?,
+        )?;
         Ok(Children {
             pids: HashSet::new(),
             sigchld,
@@ -45,15 +47,15 @@ impl Children {
         self.pids.len()
     }
 
-    pub(super) fn pids(&self) -> impl Iterator<Item = libc::pid_t> + '_ {
+    pub(super) fn pids(&self) -> impl Iterator<Item = Pid> + '_ {
         self.pids.iter().copied()
     }
 
     /// Forks a child that runs `child` and exits with its status; a panic in it exits 101
     /// instead of unwinding into the parent's code, which the child has a copy of. The child
     /// gets SIGTERM if the parent dies. Returns the child's pid, in the parent.
-    pub(super) fn spawn(&mut self, child: impl FnOnce() -> i32) -> io::Result<libc::pid_t> {
-        let parent = std::process::id() as libc::pid_t;
+    pub(super) fn spawn(&mut self, child: impl FnOnce() -> i32) -> io::Result<Pid> {
+        let parent = std::process::id() as Pid;
         match sys::fork()? {
             Forked::Child => {
                 sys::take_over_stop_signals();
@@ -71,7 +73,7 @@ impl Children {
 
     /// Collects every child that has ended (no zombies are left); returns them with how they
     /// ended. A child that crashed is logged; the parent goes on.
-    pub(super) fn reap(&mut self) -> Vec<(libc::pid_t, ChildExit)> {
+    pub(super) fn reap(&mut self) -> Vec<(Pid, ChildExit)> {
         let mut drain = [0u8; 64];
         while matches!((&self.sigchld).read(&mut drain), Ok(n) if n > 0) {}
         let mut ended = Vec::new();
@@ -93,7 +95,7 @@ impl Children {
     }
 
     /// Sends `signal` to every child.
-    pub(super) fn signal_all(&self, signal: i32) {
+    pub(super) fn signal_all(&self, signal: Signal) {
         for pid in self.pids() {
             sys::signal_child(pid, signal);
         }
@@ -105,7 +107,7 @@ impl Children {
     /// Those still alive a grace period after that are killed.
     pub(super) fn stop(&mut self, lifecycle: &Lifecycle, pass_stop: bool) -> io::Result<()> {
         if pass_stop {
-            self.signal_all(libc::SIGTERM);
+            self.signal_all(Signal::Term);
         }
         let mut cut_at: Option<Instant> = None;
         loop {
@@ -115,14 +117,14 @@ impl Children {
             }
             if lifecycle.is_forced() && cut_at.is_none() {
                 cut_at = Some(Instant::now());
-                self.signal_all(libc::SIGTERM); // the drain is over: cut what is left
+                self.signal_all(Signal::Term); // the drain is over: cut what is left
             }
             if cut_at.is_some_and(|t| t.elapsed() > GRACE) {
                 tracing::warn!(
                     children = self.pids.len(),
                     "children outlived the drain; killing them"
                 );
-                self.signal_all(libc::SIGKILL);
+                self.signal_all(Signal::Kill);
             }
             let mut fd = [sys::pollin(self.fd())];
             sys::poll(&mut fd, Some(Duration::from_millis(50)))?;

@@ -7,6 +7,7 @@ mod epoll;
 mod fds;
 mod poll;
 mod process;
+mod readiness;
 mod select;
 mod shared_mem;
 mod signals;
@@ -15,13 +16,14 @@ mod stderr;
 pub(crate) mod uring;
 
 pub(crate) use affinity::{allowed_cpus, pin_command, pin_current_thread};
-pub(crate) use epoll::Epoll;
+pub(crate) use epoll::{Epoll, Events, Trigger};
 pub(crate) use fds::{dup_above, fd_limit, own_fd_table, pipe, raise_fd_limit, take_inherited_fd};
-pub(crate) use poll::{poll, pollin};
+pub(crate) use poll::{poll, pollin, PollFd};
 pub(crate) use process::{
     close_inherited, die_with_parent, exit_child, fork, reap_child, signal_child, signal_group,
-    spawn_settled, ChildExit, Forked,
+    spawn_settled, ChildExit, Forked, Pid, Signal,
 };
+pub(crate) use readiness::Interest;
 pub(crate) use select::{select, FdSet};
 pub(crate) use shared_mem::SharedMem;
 pub(crate) use signals::{route_stop_signals, stop_signals, take_over_stop_signals};

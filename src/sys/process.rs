@@ -4,6 +4,27 @@
 use std::io;
 use std::os::fd::RawFd;
 
+/// A process id.
+pub(crate) type Pid = libc::pid_t;
+
+/// The signals a server sends its children: a stop, and the end of one that outlived it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// SIGTERM: stop gracefully (a second one cuts the drain).
+    Term,
+    /// SIGKILL: end now.
+    Kill,
+}
+
+impl Signal {
+    fn number(self) -> libc::c_int {
+        match self {
+            Signal::Term => libc::SIGTERM,
+            Signal::Kill => libc::SIGKILL,
+        }
+    }
+}
+
 /// Which side of a `fork` this is.
 pub(crate) enum Forked {
     /// The parent, with the child's pid.
@@ -64,16 +85,16 @@ pub(crate) fn reap_child() -> Option<(libc::pid_t, ChildExit)> {
 }
 
 /// Sends `signal` to a child of ours.
-pub(crate) fn signal_child(pid: libc::pid_t, signal: i32) {
+pub(crate) fn signal_child(pid: Pid, signal: Signal) {
     // SAFETY: kill takes no pointers; `pid` is a child we have not reaped, so it is ours.
-    unsafe { libc::kill(pid, signal) };
+    unsafe { libc::kill(pid, signal.number()) };
 }
 
 /// Sends `signal` to every process of the process group `pgid`: a server the lab started in
 /// a group of its own, with every worker and child it forked.
-pub(crate) fn signal_group(pgid: u32, signal: i32) -> io::Result<()> {
+pub(crate) fn signal_group(pgid: u32, signal: Signal) -> io::Result<()> {
     // SAFETY: killpg takes no pointers; the group is one this process created.
-    if unsafe { libc::killpg(pgid as libc::pid_t, signal) } < 0 {
+    if unsafe { libc::killpg(pgid as libc::pid_t, signal.number()) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

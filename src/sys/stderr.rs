@@ -33,7 +33,7 @@ impl io::Write for RawStderr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::{exit_child, fork, signal_child, Forked};
+    use crate::sys::{exit_child, fork, signal_child, Forked, Signal};
     use std::io::Write;
     use std::time::{Duration, Instant};
 
@@ -64,7 +64,7 @@ mod tests {
                     break true;
                 }
                 if Instant::now() > deadline {
-                    signal_child(pid, libc::SIGKILL);
+                    signal_child(pid, Signal::Kill);
                     // SAFETY: as above; reaps the killed child.
                     unsafe { libc::waitpid(pid, &mut status, 0) };
                     break false;
