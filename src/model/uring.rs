@@ -318,7 +318,7 @@ fn next(ring: &mut Uring, conn: &mut Conn, slot: usize) -> io::Result<Option<Clo
     if conn.receiving && !wants_read && !conn.cancelling {
         ring.cancel(token(slot, RECV), CANCEL)?;
         conn.cancelling = true;
-    } else if !conn.receiving && wants_read {
+    } else if !conn.receiving && wants_read && conn.session.may_resume_reading() {
         ring.recv_multi(fd, token(slot, RECV), conn.session.read_allowance())?;
         conn.receiving = true;
     }
