@@ -32,6 +32,7 @@ pub use payload::{Expect, Payload};
 
 use crate::addr::Addr;
 use crate::codec::{Codec, Framing, DEFAULT_MAX_FRAME};
+use crate::store::BenchRow;
 use crate::transport::MAX_DATAGRAM;
 use datagram::{datagram_loop, DatagramSocket};
 use schedule::Schedule;
@@ -301,6 +302,36 @@ pub struct Report {
 }
 
 impl Report {
+    /// The row a store keeps of this run (`runs`), begun at `started` (µs since the epoch):
+    /// `model` is the lab's server or `bench --label`, `lab` the lab run it belongs to. What
+    /// the server cost (CPU, memory) is the lab's to fill in.
+    pub fn row(&self, started: i64, model: Option<String>, lab: Option<String>) -> BenchRow {
+        BenchRow {
+            run: crate::store::unique_id(),
+            lab,
+            started,
+            address: self.address.clone(),
+            model,
+            frame: self.frame.to_string(),
+            conns: self.conns as u64,
+            size: self.size as u64,
+            depth: self.depth as u64,
+            rate: self.rate,
+            secs: self.secs,
+            msgs_per_s: self.msgs_per_s,
+            mb_per_s: self.mb_per_s,
+            p50_us: self.p50_us,
+            p90_us: self.p90_us,
+            p99_us: self.p99_us,
+            p999_us: self.p999_us,
+            max_us: self.max_us,
+            errors: self.errors,
+            mismatches: self.mismatches,
+            cpu_us_per_msg: None,
+            rss_bytes_per_conn: None,
+        }
+    }
+
     /// True when every reply was right and no connection failed.
     pub fn clean(&self) -> bool {
         self.errors == 0 && self.mismatches == 0

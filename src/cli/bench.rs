@@ -8,7 +8,7 @@ use switchboard::bench::{
     self, shard, thousands, BenchConfig, Expect, Observer, Payload, Progress, Report,
 };
 use switchboard::codec::Framing;
-use switchboard::store::{now_us, unique_id, BenchRow};
+use switchboard::store::now_us;
 use switchboard::Addr;
 
 /// Load a server with many connections, check every reply, report throughput and latency.
@@ -182,7 +182,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         write!(out, "{}", summary(&report))?;
     }
     if let Some(store) = &mut store {
-        store.record_bench(&row(&report, started, args.label.clone(), None))?;
+        store.record_bench(&report.row(started, args.label.clone(), None))?;
     }
     if !report.clean() {
         return Err(Failed(format!(
@@ -221,34 +221,6 @@ fn say_spread(config: &BenchConfig, processes: usize) -> anyhow::Result<()> {
         from.join(", ")
     );
     Ok(())
-}
-
-/// The `bench_runs` row of a report.
-pub fn row(report: &Report, started: i64, model: Option<String>, lab: Option<String>) -> BenchRow {
-    BenchRow {
-        run: unique_id(),
-        lab,
-        started,
-        address: report.address.clone(),
-        model,
-        frame: report.frame.to_string(),
-        conns: report.conns as u64,
-        size: report.size as u64,
-        depth: report.depth as u64,
-        rate: report.rate,
-        secs: report.secs,
-        msgs_per_s: report.msgs_per_s,
-        mb_per_s: report.mb_per_s,
-        p50_us: report.p50_us,
-        p90_us: report.p90_us,
-        p99_us: report.p99_us,
-        p999_us: report.p999_us,
-        max_us: report.max_us,
-        errors: report.errors,
-        mismatches: report.mismatches,
-        cpu_us_per_msg: None,
-        rss_bytes_per_conn: None,
-    }
 }
 
 fn by_kind(r: &Report) -> String {

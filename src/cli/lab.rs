@@ -112,12 +112,7 @@ impl LabObserver for Progress {
             None => eprintln!("{line}"),
         }
         if let (Some(store), Ok(report)) = (&mut self.store, &m.report) {
-            let mut row = super::bench::row(
-                report,
-                m.started,
-                Some(m.server.clone()),
-                Some(self.lab.clone()),
-            );
+            let mut row = report.row(m.started, Some(m.server.clone()), Some(self.lab.clone()));
             row.cpu_us_per_msg = m.cpu_us_per_msg;
             row.rss_bytes_per_conn = m.rss_bytes_per_conn;
             if let Err(e) = store.record_bench(&row) {
