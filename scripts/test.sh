@@ -87,5 +87,7 @@ for target in codecs session proxy; do
   grep -E '^Done [0-9]+ runs' "/tmp/switchboard-fuzz-$target.log" | sed "s/^/$target: /"
 done
 
+echo "== cargo bench --no-run (the micro-benchmarks build; they run with cargo bench)"
+cargo bench --no-run --quiet
 echo "== cargo test (builds the tests first, then a dot per test)"
 cargo test --quiet
