@@ -138,9 +138,10 @@ fn python3() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let exe = std::env::current_exe()?;
-    let mut config = LabConfig::new(exe);
+/// What to measure, as the options say, and where the results go (made once the options
+/// have been checked; the Python reference's script is written there).
+fn config(args: &Args) -> anyhow::Result<(LabConfig, PathBuf)> {
+    let mut config = LabConfig::new(std::env::current_exe()?);
     if !args.models.is_empty() {
         config.servers = args.models.iter().map(|&m| LabServer::Model(m)).collect();
         for m in &args.models {
@@ -149,40 +150,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        // Checked now: a file that cannot be used fails once, not in every cell.
-        switchboard::tls::server_config(cert, key, None)?;
-        config.servers = config
-            .servers
-            .iter()
-            .flat_map(|s| match s {
-                LabServer::Model(m) => vec![s.clone(), LabServer::tls(*m, cert, key)],
-                _ => vec![s.clone()],
-            })
-            .collect();
-    }
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(default_name()));
-    std::fs::create_dir_all(&out)?;
-    if !args.no_python && python3() {
-        // The reference sits beside the results, so a reader can see what was measured.
-        let script = out.join("upper_server.py");
-        std::fs::write(&script, lab::PYTHON_REFERENCE)?;
-        let quoted = script.display().to_string().replace('\'', "'\\''");
-        config.servers.push(LabServer::Reference {
-            name: "python".into(),
-            command: format!("python3 '{quoted}' {{port}}"),
-        });
-    }
-    config.servers.extend(args.references.iter().cloned());
-    config.conns = args.conns.iter().map(|&n| n as usize).collect();
-    config.sizes = args.sizes.clone();
-    config.depths = args.depth.iter().map(|&n| n as usize).collect();
-    config.rounds = args.rounds as usize;
-    config.duration = args.duration;
-    config.warmup = args.warmup;
     if let Some(rate) = args.rate {
         if !(rate > 0.0 && rate.is_finite()) {
             return Err(
@@ -191,6 +158,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         config.rate = Some(rate);
     }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.add_tls(cert, key)?;
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(default_name()));
+    std::fs::create_dir_all(&out)?;
+    if !args.no_python && python3() {
+        config.add_python_reference(&out)?;
+    }
+    config.servers.extend(args.references.iter().cloned());
+    config.conns = args.conns.iter().map(|&n| n as usize).collect();
+    config.sizes = args.sizes.clone();
+    config.depths = args.depth.iter().map(|&n| n as usize).collect();
+    config.rounds = args.rounds as usize;
+    config.duration = args.duration;
+    config.warmup = args.warmup;
     if args.no_pin {
         config.pin = false;
     } else if args.pin {
@@ -200,14 +185,41 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(url) => vec!["--store".into(), url.full()],
         None => vec!["--no-store".into()],
     };
-    // Every connection of the largest cell gets a place (past `--max-conns` they would wait).
-    let most = config.conns.iter().copied().max().unwrap_or(0);
-    if most > switchboard::server::DEFAULT_MAX_CONNS {
-        config
-            .serve_args
-            .extend(["--max-conns".into(), most.to_string()]);
-    }
+    config.fit_max_conns();
+    Ok((config, out))
+}
 
+/// A bar of the cells measured, on a terminal only.
+fn progress_bar(total: usize) -> Option<ProgressBar> {
+    io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "[{elapsed_precise}] {wide_bar} {pos}/{len} cells, ETA {eta} {msg}",
+            )
+            .expect("a valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(500));
+        bar
+    })
+}
+
+/// This command line as a shell would take it back, for the page to show.
+fn command_line() -> String {
+    std::env::args()
+        .map(|a| {
+            if a.contains(char::is_whitespace) {
+                format!("'{a}'")
+            } else {
+                a
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let (config, out) = config(&args)?;
     let store = match args.record.url() {
         Some(url) => Some(switchboard::store::open(&url)?),
         None => None,
@@ -224,33 +236,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (per.as_secs_f64() * total as f64 / 60.0).ceil(),
         out.display()
     );
-    let bar = io::stderr().is_terminal().then(|| {
-        let bar = ProgressBar::new(total as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "[{elapsed_precise}] {wide_bar} {pos}/{len} cells, ETA {eta} {msg}",
-            )
-            .expect("a valid template"),
-        );
-        bar.enable_steady_tick(Duration::from_millis(500));
-        bar
-    });
     let mut progress = Progress {
-        bar,
+        bar: progress_bar(total),
         store,
         lab: lab_id,
     };
-    let command = std::env::args()
-        .map(|a| {
-            if a.contains(char::is_whitespace) {
-                format!("'{a}'")
-            } else {
-                a
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
-    let results = lab::run(&config, command, &mut progress);
+    let results = lab::run(&config, command_line(), &mut progress);
     if let Some(bar) = &progress.bar {
         bar.finish_and_clear();
     }

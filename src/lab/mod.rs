@@ -87,6 +87,49 @@ impl LabConfig {
         }
     }
 
+    /// Adds, after each model, the same model serving `tls://` with the certificate `cert` and
+    /// its key `key`, checked now: a file that cannot be used fails once, not in every cell.
+    pub fn add_tls(
+        &mut self,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<(), crate::tls::TlsError> {
+        crate::tls::server_config(cert, key, None)?;
+        self.servers = self
+            .servers
+            .iter()
+            .flat_map(|s| match s {
+                LabServer::Model(m) => vec![s.clone(), LabServer::tls(*m, cert, key)],
+                _ => vec![s.clone()],
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// Adds the plan's own stack, Python's `socketserver` ([`PYTHON_REFERENCE`]), as a reference
+    /// server, its script written into `dir` beside the results so a reader sees what was
+    /// measured.
+    pub fn add_python_reference(&mut self, dir: &std::path::Path) -> std::io::Result<()> {
+        let script = dir.join("upper_server.py");
+        std::fs::write(&script, PYTHON_REFERENCE)?;
+        let quoted = script.display().to_string().replace('\'', "'\\''");
+        self.servers.push(LabServer::Reference {
+            name: "python".into(),
+            command: format!("python3 '{quoted}' {{port}}"),
+        });
+        Ok(())
+    }
+
+    /// Gives every connection of the largest cell a place in the served models: past their
+    /// `--max-conns` the rest would wait in the backlog, and the cell would measure that.
+    pub fn fit_max_conns(&mut self) {
+        let most = self.conns.iter().copied().max().unwrap_or(0);
+        if most > crate::server::DEFAULT_MAX_CONNS {
+            self.serve_args
+                .extend(["--max-conns".into(), most.to_string()]);
+        }
+    }
+
     /// The cores for the server and for the load generator: halves of the cores this process
     /// may use when pinning (the server gets the larger), else none.
     pub fn cores(&self) -> (Option<Vec<usize>>, Option<Vec<usize>>) {
