@@ -635,31 +635,19 @@ fn max_conns_per_ip_keeps_places_for_everyone_else(m: Spec) {
     );
 }
 
-/// A client connected from its own loopback address `source` to the server at `to`.
-fn connect_from(source: &str, to: &str) -> TestConn {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let source: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
-    socket.bind(&source.into()).unwrap();
-    let to: std::net::SocketAddr = to.parse().unwrap();
-    socket.connect(&to.into()).unwrap();
-    let c = TestConn::Tcp(socket.into());
-    c.set_timeouts(Some(PATIENCE));
-    c
+/// A server of `m` behind a proxy (`--proxy-protocol --proxy-from PROXY`, line framing), with
+/// `lists` (`--allow`, `--deny`) beside.
+fn serve_behind(m: Spec, proxy: &str, lists: &[&str]) -> ServerProcess {
+    let mut args = vec!["--frame", "line", "--proxy-protocol", "--proxy-from", proxy];
+    args.extend_from_slice(lists);
+    serve(m, &args)
 }
 
 fn behind_a_proxy_the_header_names_the_client(m: Spec) {
-    let me = this_test_as_the_proxy(m);
-    let s = serve(
+    let s = serve_behind(
         m,
-        &[
-            "--frame",
-            "line",
-            "--proxy-protocol",
-            "--proxy-from",
-            &me,
-            "--deny",
-            "198.51.100.0/24",
-        ],
+        &this_test_as_the_proxy(m),
+        &["--deny", "198.51.100.0/24"],
     );
     // v1 from a client the lists admit.
     let mut c = s.connect();
@@ -714,18 +702,7 @@ fn only_a_trusted_proxy_is_believed(m: Spec) {
     } else {
         "127.0.0.2"
     };
-    let s = serve(
-        m,
-        &[
-            "--frame",
-            "line",
-            "--proxy-protocol",
-            "--proxy-from",
-            other,
-            "--allow",
-            "10.0.0.0/8",
-        ],
-    );
+    let s = serve_behind(m, other, &["--allow", "10.0.0.0/8"]);
     // Forged headers from an untrusted peer: a client the lists admit, the proxy speaking for
     // itself (v1 UNKNOWN, v2 LOCAL): each closed unread.
     let mut local = proxy_v2("10.1.2.3:40000");
@@ -754,19 +731,7 @@ fn only_a_trusted_proxy_is_believed(m: Spec) {
     // A trusted proxy's health check (a header naming no client) is judged by the proxy's
     // own address, which --allow 10.0.0.0/8 refuses over TCP; a client the header names and
     // the lists admit is served.
-    let me = this_test_as_the_proxy(m);
-    let s = serve(
-        m,
-        &[
-            "--frame",
-            "line",
-            "--proxy-protocol",
-            "--proxy-from",
-            &me,
-            "--allow",
-            "10.0.0.0/8",
-        ],
-    );
+    let s = serve_behind(m, &this_test_as_the_proxy(m), &["--allow", "10.0.0.0/8"]);
     let mut c = s.connect();
     c.write_all(b"PROXY TCP4 10.1.2.3 127.0.0.1 51000 8079\r\nadmitted\n")
         .unwrap();

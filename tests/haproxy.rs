@@ -46,18 +46,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A client connected from its own loopback address `source` to `to`.
-fn connect_from(source: &str, to: SocketAddr) -> TestConn {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let source: SocketAddr = format!("{source}:0").parse().unwrap();
-    socket.bind(&source.into()).unwrap();
-    socket.connect(&to.into()).unwrap();
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    stream.set_write_timeout(Some(PATIENCE)).unwrap();
-    TestConn::Tcp(stream)
-}
-
 /// The stream models, each behind HAProxy over TCP and over a Unix socket.
 const MODELS: [&str; 11] = [
     "iterative",
@@ -142,12 +130,12 @@ fn behind_haproxy(model: &str, transport: &str) {
     }
 
     // Served through HAProxy, from a loopback address of the client's own.
-    let mut c = connect_from("127.0.0.23", frontend);
+    let mut c = connect_from("127.0.0.23", &frontend.to_string());
     c.write_all(b"through the balancer\n").unwrap();
     assert_eq!(recv_line(&mut c), b"THROUGH THE BALANCER");
     drop(c);
     // The access lists judge the client the header names: this one is denied.
-    let mut c = connect_from("127.0.0.24", frontend);
+    let mut c = connect_from("127.0.0.24", &frontend.to_string());
     let _ = c.write_all(b"denied\n");
     assert!(closed_by_peer(&mut c));
     s.wait_log("denied by the access lists");
@@ -156,7 +144,7 @@ fn behind_haproxy(model: &str, transport: &str) {
     // test runs as the balancer's user; the conformance suite forges from another user.)
     if transport == "tcp" {
         let server: SocketAddr = s.sockaddr().parse().unwrap();
-        let mut forger = connect_from("127.0.0.23", server);
+        let mut forger = connect_from("127.0.0.23", &server.to_string());
         let _ = forger.write_all(b"PROXY TCP4 127.0.0.25 127.0.0.1 4000 8079\r\nforged\n");
         assert!(closed_by_peer(&mut forger), "a forged header was believed");
         s.wait_log("not a trusted proxy");

@@ -149,3 +149,16 @@ pub fn closed_by_peer(conn: &mut impl Read) -> bool {
 pub fn upper(b: &[u8]) -> Vec<u8> {
     b.to_ascii_uppercase()
 }
+
+/// A TCP client bound to its own loopback address `source` (127.0.0.2, ...), connected to `to`
+/// (`IP:PORT`): a peer the server sees at another address than the test's.
+pub fn connect_from(source: &str, to: &str) -> TestConn {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let source: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&source.into()).unwrap();
+    let to: std::net::SocketAddr = to.parse().unwrap();
+    socket.connect(&to.into()).unwrap();
+    let c = TestConn::Tcp(socket.into());
+    c.set_timeouts(Some(PATIENCE));
+    c
+}
