@@ -185,7 +185,7 @@ impl ServerBuilder {
 
     /// Bytes of records queued for the store before the server waits for room
     /// (`--store-queue`), in each process of the server. Default:
-    /// [`QUEUE_BYTES`](crate::store::QUEUE_BYTES), 64 MiB.
+    /// [`crate::store::QUEUE_BYTES`], 64 MiB.
     pub fn store_queue(mut self, bytes: usize) -> Self {
         self.store_queue = bytes;
         self
