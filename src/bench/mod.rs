@@ -18,7 +18,7 @@
 //! config.conns = 100;
 //! config.duration = std::time::Duration::from_secs(5);
 //! let report = bench::run(&config, &mut ()).unwrap();
-//! println!("{:.0} msgs/s, p99 {} µs", report.msgs_per_s, report.p99_us);
+//! println!("{:.0} msgs/s, p99 {} µs", report.result.msgs_per_s, report.result.p99_us);
 //! ```
 
 mod datagram;
@@ -32,7 +32,7 @@ pub use payload::{Expect, Payload};
 
 use crate::addr::Addr;
 use crate::codec::{Codec, Framing, DEFAULT_MAX_FRAME};
-use crate::store::BenchRow;
+use crate::store::{BenchResult, BenchRow};
 use crate::transport::MAX_DATAGRAM;
 use datagram::{datagram_loop, DatagramSocket};
 use schedule::Schedule;
@@ -238,29 +238,20 @@ pub trait Observer {
 /// Nothing to observe.
 impl Observer for () {}
 
-/// What a run measured. `--json` prints it as one object.
+/// What a run measured. `--json` prints it as one object: the [`BenchResult`] a store keeps
+/// of it, and what only the run itself knows (how replies were checked, the load generator's
+/// threads and processes, connecting, errors by kind).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Report {
-    /// The server.
-    pub address: String,
-    /// Its framing.
-    pub frame: &'static str,
+    /// The figures a store keeps (`bench_runs`).
+    #[serde(flatten)]
+    pub result: BenchResult,
     /// How replies were checked.
     pub expect: Expect,
-    /// Connections asked for.
-    pub conns: usize,
     /// Connections made (reconnects included).
     pub connected: u64,
-    /// Bytes per request body.
-    pub size: usize,
-    /// Requests in flight per connection (closed loop).
-    pub depth: usize,
-    /// The measured window, in seconds.
-    pub secs: f64,
-    /// The warm-up before it, in seconds.
+    /// The warm-up before the measured window, in seconds.
     pub warmup_secs: f64,
-    /// Open loop: the requests per second asked for; `null` in a closed loop.
-    pub rate: Option<f64>,
     /// Load generator threads, in all.
     pub threads: usize,
     /// Load generator processes: 1, or more when the connections need more open files than
@@ -270,21 +261,7 @@ pub struct Report {
     pub sources: Vec<String>,
     /// Correct replies in the window.
     pub msgs: u64,
-    /// Correct replies per second.
-    pub msgs_per_s: f64,
-    /// Request payload megabytes (10^6) per second answered.
-    pub mb_per_s: f64,
-    /// Latency percentiles and extremes, in µs (open loop: from when each request was due).
-    pub p50_us: u64,
-    /// See `p50_us`.
-    pub p90_us: u64,
-    /// See `p50_us`.
-    pub p99_us: u64,
-    /// See `p50_us`.
-    pub p999_us: u64,
-    /// See `p50_us`.
-    pub max_us: u64,
-    /// See `p50_us`.
+    /// Mean latency, in µs.
     pub mean_us: f64,
     /// How long making every connection took, in seconds, before the load (and the warm-up)
     /// began.
@@ -293,10 +270,6 @@ pub struct Report {
     pub connect_p50_us: u64,
     /// See `connect_p50_us`.
     pub connect_max_us: u64,
-    /// Failed connections (and lost datagrams), all kinds.
-    pub errors: u64,
-    /// Replies that were not what the service owed.
-    pub mismatches: u64,
     /// `errors` by kind: refused, connect, reset, closed, timeout, frame, lost, io.
     pub errors_by_kind: BTreeMap<&'static str, u64>,
 }
@@ -310,23 +283,8 @@ impl Report {
             run: crate::store::unique_id(),
             lab,
             started,
-            address: self.address.clone(),
             model,
-            frame: self.frame.to_string(),
-            conns: self.conns as u64,
-            size: self.size as u64,
-            depth: self.depth as u64,
-            rate: self.rate,
-            secs: self.secs,
-            msgs_per_s: self.msgs_per_s,
-            mb_per_s: self.mb_per_s,
-            p50_us: self.p50_us,
-            p90_us: self.p90_us,
-            p99_us: self.p99_us,
-            p999_us: self.p999_us,
-            max_us: self.max_us,
-            errors: self.errors,
-            mismatches: self.mismatches,
+            result: self.result.clone(),
             cpu_us_per_msg: None,
             rss_bytes_per_conn: None,
         }
@@ -334,7 +292,7 @@ impl Report {
 
     /// True when every reply was right and no connection failed.
     pub fn clean(&self) -> bool {
-        self.errors == 0 && self.mismatches == 0
+        self.result.errors == 0 && self.result.mismatches == 0
     }
 }
 
@@ -593,33 +551,35 @@ fn report(config: &BenchConfig, threads: usize, processes: usize, t: &Tally) -> 
     let us = |q: f64| t.latency.value_at_quantile(q) / 1000;
     let msgs_per_s = t.replies as f64 / secs;
     Report {
-        address: config.addr.to_string(),
-        frame: config.framing.name(),
+        result: BenchResult {
+            address: config.addr.to_string(),
+            frame: config.framing.name().to_string(),
+            conns: config.conns as u64,
+            size: config.payload.len() as u64,
+            depth: config.depth as u64,
+            rate: config.rate,
+            secs,
+            msgs_per_s,
+            mb_per_s: msgs_per_s * config.payload.len() as f64 / 1e6,
+            p50_us: us(0.5),
+            p90_us: us(0.9),
+            p99_us: us(0.99),
+            p999_us: us(0.999),
+            max_us: t.latency.max() / 1000,
+            errors: t.errors(),
+            mismatches: t.mismatches,
+        },
         expect: config.expect,
-        conns: config.conns,
         connected: t.connected,
-        size: config.payload.len(),
-        depth: config.depth,
-        secs,
         warmup_secs: config.warmup.as_secs_f64(),
-        rate: config.rate,
         threads,
         processes,
         sources: config.sources.iter().map(|ip| ip.to_string()).collect(),
         msgs: t.replies,
-        msgs_per_s,
-        mb_per_s: msgs_per_s * config.payload.len() as f64 / 1e6,
-        p50_us: us(0.5),
-        p90_us: us(0.9),
-        p99_us: us(0.99),
-        p999_us: us(0.999),
-        max_us: t.latency.max() / 1000,
         mean_us: t.latency.mean() / 1000.0,
         connect_secs: t.connect_secs,
         connect_p50_us: t.connect.value_at_quantile(0.5) / 1000,
         connect_max_us: t.connect.max() / 1000,
-        errors: t.errors(),
-        mismatches: t.mismatches,
         errors_by_kind: t.failures.iter().map(|(k, v)| (k.name(), *v)).collect(),
     }
 }

@@ -187,9 +187,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !report.clean() {
         return Err(Failed(format!(
             "{} failed connections or lost datagrams{} and {} wrong replies",
-            report.errors,
+            report.result.errors,
             by_kind(&report),
-            report.mismatches
+            report.result.mismatches
         ))
         .into());
     }
@@ -237,15 +237,15 @@ fn by_kind(r: &Report) -> String {
 
 /// The human summary.
 fn summary(r: &Report) -> String {
-    let load = match r.rate {
+    let load = match r.result.rate {
         Some(rate) => format!("open loop at {} msgs/s", thousands(rate)),
-        None => format!("closed loop, depth {}", r.depth),
+        None => format!("closed loop, depth {}", r.result.depth),
     };
     let checked = match r.expect {
         Expect::Any => "not checked".to_string(),
         e => format!("each checked ({})", e.name()),
     };
-    let since = if r.rate.is_some() {
+    let since = if r.result.rate.is_some() {
         " (from when each request was due)"
     } else {
         ""
@@ -255,9 +255,9 @@ fn summary(r: &Report) -> String {
     } else {
         format!(
             "{} failed{}; {} wrong replies",
-            r.errors,
+            r.result.errors,
             by_kind(r),
-            r.mismatches
+            r.result.mismatches
         )
     };
     let from = match r.sources.as_slice() {
@@ -275,11 +275,11 @@ fn summary(r: &Report) -> String {
          latency     p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs{since}\n\
          connect     {} made in {:.1} s, p50 {} µs, max {} µs\n\
          errors      {errors}\n",
-        r.address,
-        r.frame,
-        r.conns,
-        r.size,
-        r.secs,
+        r.result.address,
+        r.result.frame,
+        r.result.conns,
+        r.result.size,
+        r.result.secs,
         r.warmup_secs,
         r.threads,
         if r.threads == 1 { "" } else { "s" },
@@ -288,14 +288,14 @@ fn summary(r: &Report) -> String {
         } else {
             String::new()
         },
-        thousands(r.msgs_per_s),
-        r.mb_per_s,
+        thousands(r.result.msgs_per_s),
+        r.result.mb_per_s,
         thousands(r.msgs as f64),
-        thousands(r.p50_us as f64),
-        thousands(r.p90_us as f64),
-        thousands(r.p99_us as f64),
-        thousands(r.p999_us as f64),
-        thousands(r.max_us as f64),
+        thousands(r.result.p50_us as f64),
+        thousands(r.result.p90_us as f64),
+        thousands(r.result.p99_us as f64),
+        thousands(r.result.p999_us as f64),
+        thousands(r.result.max_us as f64),
         r.connected,
         r.connect_secs,
         thousands(r.connect_p50_us as f64),

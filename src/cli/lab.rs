@@ -98,8 +98,8 @@ impl LabObserver for Progress {
                 m.conns,
                 m.size,
                 m.round,
-                thousands(r.msgs_per_s),
-                thousands(r.p99_us as f64),
+                thousands(r.result.msgs_per_s),
+                thousands(r.result.p99_us as f64),
                 m.cpu_us_per_msg.map_or("-".into(), |c| format!("{c:.2}"))
             ),
             Err(why) => format!(

@@ -53,6 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )
         .to_string();
         let rate = r
+            .result
             .rate
             .map_or(String::new(), |r| format!(" (open loop {r:.0}/s)"));
         writeln!(
@@ -60,14 +61,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "{:<19} {:<12} {:<26} {:>6} {:>6} {:>5} {:>10} {:>8} {:>8} {:>6}{rate}",
             &started[..19.min(started.len())],
             r.model.as_deref().unwrap_or("-"),
-            r.address,
-            r.conns,
-            r.size,
-            r.depth,
-            thousands(r.msgs_per_s),
-            thousands(r.p50_us as f64),
-            thousands(r.p99_us as f64),
-            r.errors + r.mismatches,
+            r.result.address,
+            r.result.conns,
+            r.result.size,
+            r.result.depth,
+            thousands(r.result.msgs_per_s),
+            thousands(r.result.p50_us as f64),
+            thousands(r.result.p99_us as f64),
+            r.result.errors + r.result.mismatches,
         )?;
     }
     Ok(())

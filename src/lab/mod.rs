@@ -556,7 +556,7 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
 fn summarize(config: &LabConfig, key: &CellKey, ms: &[Measurement], server_cores: usize) -> Cell {
     let ok: Vec<&Report> = ms.iter().filter_map(|m| m.report.as_ref().ok()).collect();
     let of = |f: fn(&Report) -> f64| median(ok.iter().map(|r| f(r)).collect());
-    let msgs: Vec<f64> = ok.iter().map(|r| r.msgs_per_s).collect();
+    let msgs: Vec<f64> = ok.iter().map(|r| r.result.msgs_per_s).collect();
     let mut notes = Vec::new();
     if let Some(model) = key.server.model() {
         // What the defaults of `serve` make of the server's cores: the figures depend on it.
@@ -621,14 +621,14 @@ fn summarize(config: &LabConfig, key: &CellKey, ms: &[Measurement], server_cores
         msgs_per_s: median(msgs.clone()).unwrap_or(0.0),
         msgs_per_s_min: msgs.iter().copied().reduce(f64::min).unwrap_or(0.0),
         msgs_per_s_max: msgs.iter().copied().reduce(f64::max).unwrap_or(0.0),
-        mb_per_s: of(|r| r.mb_per_s).unwrap_or(0.0),
-        p50_us: of(|r| r.p50_us as f64).unwrap_or(0.0) as u64,
-        p99_us: of(|r| r.p99_us as f64).unwrap_or(0.0) as u64,
-        p999_us: of(|r| r.p999_us as f64).unwrap_or(0.0) as u64,
+        mb_per_s: of(|r| r.result.mb_per_s).unwrap_or(0.0),
+        p50_us: of(|r| r.result.p50_us as f64).unwrap_or(0.0) as u64,
+        p99_us: of(|r| r.result.p99_us as f64).unwrap_or(0.0) as u64,
+        p999_us: of(|r| r.result.p999_us as f64).unwrap_or(0.0) as u64,
         cpu_us_per_msg: median(ms.iter().filter_map(|m| m.cpu_us_per_msg).collect()),
         rss_bytes_per_conn: median(ms.iter().filter_map(|m| m.rss_bytes_per_conn).collect()),
-        errors: ok.iter().map(|r| r.errors).sum(),
-        mismatches: ok.iter().map(|r| r.mismatches).sum(),
+        errors: ok.iter().map(|r| r.result.errors).sum(),
+        mismatches: ok.iter().map(|r| r.result.mismatches).sum(),
         note: (!notes.is_empty()).then(|| notes.join("; ")),
     }
 }

@@ -51,8 +51,8 @@ pub use recorder::{
     QUEUE, QUEUE_BYTES,
 };
 pub use rows::{
-    now_us, unique_id, BenchRow, InstanceStats, MessageBatch, MessageFilter, MessageRef,
-    MessageRow, Record, RecordedMessage, ServerRow, SessionRow,
+    now_us, unique_id, BenchResult, BenchRow, InstanceStats, MessageBatch, MessageFilter,
+    MessageRef, MessageRow, Record, RecordedMessage, ServerRow, SessionRow,
 };
 pub use sqlite::Sqlite;
 pub use url::{StoreUrl, DEFAULT_STORE};

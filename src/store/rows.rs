@@ -81,6 +81,45 @@ pub struct MessageRow {
     pub reply: Vec<u8>,
 }
 
+/// What one load-generator run measured, as `bench --json` prints it and the `bench_runs`
+/// table keeps it: the one type for a bench result, which [`crate::bench::Report`] and
+/// [`BenchRow`] each hold.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+pub struct BenchResult {
+    /// The server's address.
+    pub address: String,
+    /// The framing spoken.
+    pub frame: String,
+    /// Connections asked for.
+    pub conns: u64,
+    /// Bytes per request body.
+    pub size: u64,
+    /// Requests in flight per connection (closed loop).
+    pub depth: u64,
+    /// Open loop: the requests per second asked for; `null` in a closed loop.
+    pub rate: Option<f64>,
+    /// The measured window, in seconds.
+    pub secs: f64,
+    /// Correct replies per second.
+    pub msgs_per_s: f64,
+    /// Request payload megabytes (10^6) per second answered.
+    pub mb_per_s: f64,
+    /// Latency percentiles and maximum, in µs (open loop: from when each request was due).
+    pub p50_us: u64,
+    /// See `p50_us`.
+    pub p90_us: u64,
+    /// See `p50_us`.
+    pub p99_us: u64,
+    /// See `p50_us`.
+    pub p999_us: u64,
+    /// See `p50_us`.
+    pub max_us: u64,
+    /// Failed connections (and lost datagrams), all kinds.
+    pub errors: u64,
+    /// Replies that were not what the service owed.
+    pub mismatches: u64,
+}
+
 /// One load-generator run, as the `bench_runs` table holds it: written by `switchboard bench`
 /// and by each cell of `switchboard lab`.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
@@ -91,40 +130,11 @@ pub struct BenchRow {
     pub lab: Option<String>,
     /// When it started (µs since the epoch).
     pub started: i64,
-    /// The server's address.
-    pub address: String,
     /// The server measured: its model in a lab, or `bench --label`.
     pub model: Option<String>,
-    /// The framing spoken.
-    pub frame: String,
-    /// Connections.
-    pub conns: u64,
-    /// Bytes per request.
-    pub size: u64,
-    /// Requests in flight per connection.
-    pub depth: u64,
-    /// Open loop: requests per second asked for.
-    pub rate: Option<f64>,
-    /// The measured window, in seconds.
-    pub secs: f64,
-    /// Correct replies per second.
-    pub msgs_per_s: f64,
-    /// Request payload megabytes per second.
-    pub mb_per_s: f64,
-    /// Latency percentiles and maximum, in µs.
-    pub p50_us: u64,
-    /// See `p50_us`.
-    pub p90_us: u64,
-    /// See `p50_us`.
-    pub p99_us: u64,
-    /// See `p50_us`.
-    pub p999_us: u64,
-    /// See `p50_us`.
-    pub max_us: u64,
-    /// Failed connections and lost datagrams.
-    pub errors: u64,
-    /// Wrong replies.
-    pub mismatches: u64,
+    /// What the run measured.
+    #[serde(flatten)]
+    pub result: BenchResult,
     /// The server's CPU time per reply (lab only).
     pub cpu_us_per_msg: Option<f64>,
     /// The server's memory growth per open connection (lab only).

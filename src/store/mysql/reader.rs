@@ -9,7 +9,7 @@ use crate::store::queries::{
 };
 use crate::store::reading::{add_up, by_bound, newest, Bounded, ReasonTotals};
 use crate::store::rows::{
-    BenchRow, InstanceStats, MessageFilter, MessageRow, RecordedMessage, SessionRow,
+    BenchResult, BenchRow, InstanceStats, MessageFilter, MessageRow, RecordedMessage, SessionRow,
 };
 use crate::store::schema::BENCH_COLUMNS;
 use crate::store::spans::SessionSpan;
@@ -394,23 +394,25 @@ impl Mysql {
                 run: col(&mut r, 0),
                 lab: col(&mut r, 1),
                 started: col(&mut r, 2),
-                address: col(&mut r, 3),
                 model: col(&mut r, 4),
-                frame: col(&mut r, 5),
-                conns: col(&mut r, 6),
-                size: col(&mut r, 7),
-                depth: col(&mut r, 8),
-                rate: col(&mut r, 9),
-                secs: col(&mut r, 10),
-                msgs_per_s: col(&mut r, 11),
-                mb_per_s: col(&mut r, 12),
-                p50_us: col(&mut r, 13),
-                p90_us: col(&mut r, 14),
-                p99_us: col(&mut r, 15),
-                p999_us: col(&mut r, 16),
-                max_us: col(&mut r, 17),
-                errors: col(&mut r, 18),
-                mismatches: col(&mut r, 19),
+                result: BenchResult {
+                    address: col(&mut r, 3),
+                    frame: col(&mut r, 5),
+                    conns: col(&mut r, 6),
+                    size: col(&mut r, 7),
+                    depth: col(&mut r, 8),
+                    rate: col(&mut r, 9),
+                    secs: col(&mut r, 10),
+                    msgs_per_s: col(&mut r, 11),
+                    mb_per_s: col(&mut r, 12),
+                    p50_us: col(&mut r, 13),
+                    p90_us: col(&mut r, 14),
+                    p99_us: col(&mut r, 15),
+                    p999_us: col(&mut r, 16),
+                    max_us: col(&mut r, 17),
+                    errors: col(&mut r, 18),
+                    mismatches: col(&mut r, 19),
+                },
                 cpu_us_per_msg: col(&mut r, 20),
                 rss_bytes_per_conn: col(&mut r, 21),
             })

@@ -7,7 +7,7 @@ use crate::store::queries::{
 };
 use crate::store::reading::{add_up, newest, ReasonTotals};
 use crate::store::rows::{
-    BenchRow, InstanceStats, MessageFilter, MessageRow, RecordedMessage, SessionRow,
+    BenchResult, BenchRow, InstanceStats, MessageFilter, MessageRow, RecordedMessage, SessionRow,
 };
 use crate::store::schema::BENCH_COLUMNS;
 use crate::store::spans::SessionSpan;
@@ -323,23 +323,25 @@ impl Sqlite {
                     run: r.get(0)?,
                     lab: r.get(1)?,
                     started: r.get(2)?,
-                    address: r.get(3)?,
                     model: r.get(4)?,
-                    frame: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
-                    conns: int(r, 6)?,
-                    size: int(r, 7)?,
-                    depth: int(r, 8)?,
-                    rate: r.get(9)?,
-                    secs: r.get(10)?,
-                    msgs_per_s: r.get(11)?,
-                    mb_per_s: r.get::<_, Option<f64>>(12)?.unwrap_or_default(),
-                    p50_us: int(r, 13)?,
-                    p90_us: int(r, 14)?,
-                    p99_us: int(r, 15)?,
-                    p999_us: int(r, 16)?,
-                    max_us: int(r, 17)?,
-                    errors: int(r, 18)?,
-                    mismatches: int(r, 19)?,
+                    result: BenchResult {
+                        address: r.get(3)?,
+                        frame: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                        conns: int(r, 6)?,
+                        size: int(r, 7)?,
+                        depth: int(r, 8)?,
+                        rate: r.get(9)?,
+                        secs: r.get(10)?,
+                        msgs_per_s: r.get(11)?,
+                        mb_per_s: r.get::<_, Option<f64>>(12)?.unwrap_or_default(),
+                        p50_us: int(r, 13)?,
+                        p90_us: int(r, 14)?,
+                        p99_us: int(r, 15)?,
+                        p999_us: int(r, 16)?,
+                        max_us: int(r, 17)?,
+                        errors: int(r, 18)?,
+                        mismatches: int(r, 19)?,
+                    },
                     cpu_us_per_msg: r.get(20)?,
                     rss_bytes_per_conn: r.get(21)?,
                 })

@@ -124,10 +124,10 @@ impl Sqlite {
                     "INSERT INTO bench_runs ({BENCH_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
                 ),
                 params![
-                    r.run, r.lab, r.started, r.address, r.model, r.frame, r.conns as i64,
-                    r.size as i64, r.depth as i64, r.rate, r.secs, r.msgs_per_s, r.mb_per_s,
-                    r.p50_us as i64, r.p90_us as i64, r.p99_us as i64, r.p999_us as i64,
-                    r.max_us as i64, r.errors as i64, r.mismatches as i64, r.cpu_us_per_msg,
+                    r.run, r.lab, r.started, r.result.address, r.model, r.result.frame, r.result.conns as i64,
+                    r.result.size as i64, r.result.depth as i64, r.result.rate, r.result.secs, r.result.msgs_per_s, r.result.mb_per_s,
+                    r.result.p50_us as i64, r.result.p90_us as i64, r.result.p99_us as i64, r.result.p999_us as i64,
+                    r.result.max_us as i64, r.result.errors as i64, r.result.mismatches as i64, r.cpu_us_per_msg,
                     r.rss_bytes_per_conn
                 ],
             )
