@@ -36,6 +36,7 @@ pub mod bench;
 pub mod client;
 pub mod codec;
 mod counters;
+mod hooks;
 pub mod lab;
 mod metrics;
 pub mod model;

@@ -5,13 +5,14 @@ use crate::access::{AccessList, TrustedProxies};
 use crate::addr::Addr;
 use crate::codec::{Framing, DEFAULT_MAX_FRAME};
 pub use crate::counters::Summary;
+use crate::hooks::Hooks;
 use crate::model::Model;
 use crate::service::{Service, Upper};
 use crate::session::Timeouts;
-use crate::shared::{host_name, instance_id, Shared, StoreHandle};
+use crate::shared::Shared;
 use crate::shutdown::{Lifecycle, StopHandle};
 use crate::store::{
-    now_us, spool::replay_leftovers, OnStoreError, Recorder, RecorderOptions, RecorderStats,
+    host_name, now_us, unique_id, OnStoreError, RecorderOptions, RecorderStats, Recording,
     ServerRow, SharedStats, StoreError, StoreUrl, Writer, QUEUE_BYTES,
 };
 use crate::sys::SharedMem;
@@ -343,9 +344,15 @@ impl ServerBuilder {
         if let (Some(listener), Some(meters)) = (metrics, meters) {
             let bound = listener.local_addr()?;
             metrics_addr = Some(Addr::Tcp(bound));
-            let store = shared.store.as_ref().map(|s| s.stats.clone());
+            let store = shared.hooks.recording.as_ref().map(Recording::stats);
             let allow = metrics_access(metrics_allow, bound);
-            crate::metrics::serve(listener, shared.counters.clone(), meters, store, allow)?;
+            crate::metrics::serve(
+                listener,
+                shared.hooks.counters.clone(),
+                meters,
+                store,
+                allow,
+            )?;
         }
         Ok(Server {
             listener,
@@ -409,27 +416,22 @@ impl ServerBuilder {
         Ok(())
     }
 
-    /// Opens the store at `url` for the server on `listener`: replays what stopped servers left
-    /// in its spool directory, records this server's start, and starts its recorder.
+    /// Opens the store at `url` and starts recording into it: the server's row names the
+    /// listener's address, the model, the service and the framing.
     fn open_store(
         &self,
         url: &StoreUrl,
         listener: &Listener,
         lifecycle: &Arc<Lifecycle>,
-    ) -> Result<(StoreHandle, Writer), ServeError> {
-        let mut backend = crate::store::open(url)?;
+    ) -> Result<(Recording, Writer), ServeError> {
         let mut options = RecorderOptions::for_store(url);
         options.bytes = self.store_queue;
         options.on_error = self.on_store_error.unwrap_or(options.on_error);
         if let Some(dir) = &self.spool_dir {
             options.spool_dir = dir.clone();
         }
-        if let Err(e) = replay_leftovers(&mut backend, &options.spool_dir) {
-            tracing::warn!(error = %e, "cannot replay a spool left by an earlier server yet");
-        }
-        let instance = instance_id();
-        backend.start_server(&ServerRow {
-            instance: instance.clone(),
+        let server = ServerRow {
+            instance: unique_id(),
             host: host_name(),
             pid: std::process::id(),
             model: self.model.name().into(),
@@ -437,45 +439,29 @@ impl ServerBuilder {
             service: self.service.name().into(),
             frame: self.framing.name().into(),
             started: now_us(),
-        })?;
+        };
         let stats: SharedStats = Arc::new(SharedMem::<RecorderStats>::new()?);
         let stopping = lifecycle.clone();
-        let (recorder, writer) = Recorder::start(
-            Box::new(backend),
-            instance.clone(),
-            options.clone(),
-            stats.clone(),
-            Box::new(move || stopping.is_stopping()),
-        )?;
-        let store = StoreHandle {
-            url: url.clone(),
-            options,
-            instance,
-            recorder,
-            stats,
-            messages: self.record_messages,
-        };
-        Ok((store, writer))
+        let stopping = Box::new(move || stopping.is_stopping());
+        let recording =
+            Recording::start(url, options, &server, self.record_messages, stats, stopping)?;
+        Ok(recording)
     }
 
     /// What every connection of the server will share.
     fn shared(
         self,
         lifecycle: Arc<Lifecycle>,
-        store: Option<StoreHandle>,
+        recording: Option<Recording>,
         meters: Option<Arc<SharedMem<crate::metrics::Meters>>>,
     ) -> Result<Shared, ServeError> {
-        Ok(Shared {
+        let hooks = Hooks {
             service: self.service,
             framing: self.framing,
             max_frame: self.max_frame,
             model: self.model.name(),
-            nodelay: self.socket.nodelay,
-            workers: self.workers,
-            max_children: self.max_children,
-            lifecycle,
             counters: Arc::new(SharedMem::new()?),
-            store,
+            recording,
             access: Arc::new(self.access),
             meters,
             timeouts: self.timeouts,
@@ -487,10 +473,17 @@ impl ServerBuilder {
             },
             proxies: self.proxy_protocol.then(|| Arc::new(self.proxy_from)),
             tls: self.tls,
-            own_fd_tables: self.own_fd_tables,
             out_of_files_until: Default::default(),
             accept_failures: Default::default(),
             accept_failure_logged: Default::default(),
+        };
+        Ok(Shared {
+            hooks,
+            lifecycle,
+            nodelay: self.socket.nodelay,
+            workers: self.workers,
+            max_children: self.max_children,
+            own_fd_tables: self.own_fd_tables,
         })
     }
 }
@@ -584,7 +577,7 @@ impl Server {
     /// The address bound, with the real port when port 0 was asked for.
     pub fn local_addr(&self) -> io::Result<Addr> {
         Ok(match self.listener.local_addr()? {
-            Addr::Tcp(sa) if self.shared.tls.is_some() => Addr::Tls {
+            Addr::Tcp(sa) if self.shared.hooks.tls.is_some() => Addr::Tls {
                 addr: sa,
                 host: sa.ip().to_string(),
             },
@@ -619,14 +612,12 @@ impl Server {
         lifecycle.finish();
         let _ = watchdog.join();
         // Everything queued before the drain ended is written before the summary.
-        if let (Some(writer), Some(store)) = (self.writer, &self.shared.store) {
-            if let Some(mut backend) = writer.finish() {
-                if let Err(e) = backend.stop_server(&store.instance, now_us(), &store.stats) {
-                    tracing::error!(error = %e, "cannot record the server's stop");
-                }
+        if let (Some(writer), Some(recording)) = (self.writer, &self.shared.hooks.recording) {
+            if let Err(e) = recording.stop(writer) {
+                tracing::error!(error = %e, "cannot record the server's stop");
             }
         }
         served?;
-        Ok(self.shared.counters.summary(started.elapsed()))
+        Ok(self.shared.hooks.counters.summary(started.elapsed()))
     }
 }

@@ -6,8 +6,9 @@
 //! makes its code read like the `threads` model's.
 
 use super::datagram;
+use crate::hooks::PLACE_RECHECK;
 use crate::session::{CloseReason, Session};
-use crate::shared::{Shared, PLACE_RECHECK};
+use crate::shared::Shared;
 use crate::transport::{unix_peer_name, DatagramSocket, Listener, MAX_DATAGRAM};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -117,31 +118,31 @@ where
     let stop = tokio::net::UnixStream::from_std(stop)?;
     loop {
         // A place under `--max-conns` first; while none is free, clients wait in the backlog.
-        let room = shared.reserve();
+        let room = shared.hooks.reserve();
         tokio::select! {
             _ = stop.readable() => {
                 if room {
-                    shared.release();
+                    shared.hooks.release();
                 }
                 return Ok(());
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {
                 if room {
-                    shared.release();
+                    shared.hooks.release();
                 }
             }
             _ = tokio::time::sleep(PLACE_RECHECK), if !room => {}
             accepted = accept(), if room => match accepted {
                 Ok((stream, peer)) => {
                     // Refused: dropping the stream closes it unread (and frees its place).
-                    if let Some(peer) = shared.admit(peer, Some(stream.as_raw_fd())) {
-                        let session = shared.session(peer);
+                    if let Some(peer) = shared.hooks.admit(peer, Some(stream.as_raw_fd())) {
+                        let session = shared.hooks.session(peer);
                         tasks.spawn(connection(stream, Live { session, shared: shared.clone(), reason: None }));
                     }
                 }
                 Err(e) => {
-                    shared.release();
-                    shared.accept_failed(e)?
+                    shared.hooks.release();
+                    shared.hooks.accept_failed(e)?
                 }
             },
         }
@@ -294,6 +295,6 @@ struct Live {
 impl Drop for Live {
     fn drop(&mut self) {
         let reason = self.reason.take().unwrap_or(CloseReason::Shutdown);
-        self.shared.closed(&self.session, &reason);
+        self.shared.hooks.closed(&self.session, &reason);
     }
 }

@@ -1,9 +1,10 @@
 //! What the blocking models share: the accept loop, and the loop that serves one connection
 //! with blocking reads and whole writes.
 
+use crate::hooks::PLACE_RECHECK;
 use crate::service::Peer;
 use crate::session::{CloseReason, Expiry, Session};
-use crate::shared::{Shared, PLACE_RECHECK};
+use crate::shared::Shared;
 use crate::shutdown::Registration;
 use crate::sys;
 use crate::transport::{Listener, Stream};
@@ -33,7 +34,7 @@ pub(super) fn accept_loop(
 ) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     while !shared.lifecycle.is_stopping() {
-        let room = shared.has_room();
+        let room = shared.hooks.has_room();
         let mut fds = [
             sys::pollin(shared.lifecycle.waker_fd()),
             sys::pollin(if room { listener.as_raw_fd() } else { -1 }), // -1: not watched
@@ -42,12 +43,12 @@ pub(super) fn accept_loop(
         if !fds[1].ready() {
             continue;
         }
-        match shared.accept_with_place(|| listener.accept()) {
+        match shared.hooks.accept_with_place(|| listener.accept()) {
             Ok(None) => {} // taken by another process meanwhile
             Ok(Some((stream, addr))) => {
                 // Linux accept(2) gives a blocking socket whatever the listener's mode.
                 let _ = stream.set_nodelay(shared.nodelay);
-                let Some(peer) = shared.admit(addr, Some(stream.as_raw_fd())) else {
+                let Some(peer) = shared.hooks.admit(addr, Some(stream.as_raw_fd())) else {
                     continue; // refused: dropping the stream closes it unread
                 };
                 let stream = Arc::new(stream);
@@ -58,7 +59,7 @@ pub(super) fn accept_loop(
                     registration,
                 });
             }
-            Err(e) => shared.accept_failed(e)?,
+            Err(e) => shared.hooks.accept_failed(e)?,
         }
     }
     Ok(())
@@ -83,9 +84,9 @@ pub(super) fn serve_connection(conn: Accepted, shared: &Shared) {
 /// (`SO_RCVTIMEO`, see [`ReadTimeout`]).
 pub(super) fn serve_stream(stream: &Stream, peer: Peer, shared: &Shared, cut: impl Fn() -> bool) {
     let _span = tracing::debug_span!("conn", id = peer.id, peer = %peer.addr).entered();
-    let mut session = shared.session(peer);
+    let mut session = shared.hooks.session(peer);
     let mut buf = vec![0; READ_SIZE];
-    let _ = stream.set_write_timeout(shared.timeouts.send);
+    let _ = stream.set_write_timeout(shared.hooks.timeouts.send);
     let mut read_timeout = ReadTimeout(None);
     let reason = loop {
         if let Some(reason) = session.finished() {
@@ -125,7 +126,7 @@ pub(super) fn serve_stream(stream: &Stream, peer: Peer, shared: &Shared, cut: im
     } else {
         reason
     };
-    shared.closed(&session, &reason);
+    shared.hooks.closed(&session, &reason);
 }
 
 /// The read timeout set on a blocking socket, kept near the session's deadline with few

@@ -16,11 +16,11 @@ use std::os::fd::AsRawFd;
 /// Answers one datagram from `from`, sending the reply back on `socket`.
 pub(super) fn answer(socket: &DatagramSocket, datagram: &[u8], from: &SockAddr, shared: &Shared) {
     // Refused: not answered (a datagram has no connection to close).
-    let Some(peer) = shared.admit(datagram_peer_name(from), None) else {
+    let Some(peer) = shared.hooks.admit(datagram_peer_name(from), None) else {
         return;
     };
     let id = peer.id;
-    let mut session = shared.session(peer);
+    let mut session = shared.hooks.session(peer);
     let mut outcome = session
         .receive(datagram)
         .and_then(|()| session.receive_eof());
@@ -35,7 +35,7 @@ pub(super) fn answer(socket: &DatagramSocket, datagram: &[u8], from: &SockAddr, 
         }
     }
     let reason = outcome.err().unwrap_or(CloseReason::Eof);
-    shared.answered(&session, &reason);
+    shared.hooks.answered(&session, &reason);
 }
 
 /// Receives (with `recv`) every datagram waiting on a non-blocking socket, handing each to

@@ -120,7 +120,7 @@ pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::
             }
         }
         // Full: the listener stays readable, so it is not watched until a place frees.
-        if accepting && listening != shared.has_room() {
+        if accepting && listening != shared.hooks.has_room() {
             listening = !listening;
             if listening {
                 watch_listener(&epoll, listener.as_raw_fd(), exclusive)?;

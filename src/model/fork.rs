@@ -10,7 +10,8 @@
 
 use super::blocking;
 use super::process::Children;
-use crate::shared::{Shared, PLACE_RECHECK};
+use crate::hooks::PLACE_RECHECK;
+use crate::shared::Shared;
 use crate::sys;
 use crate::transport::Listener;
 use std::io;
@@ -24,7 +25,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
     let max_children = shared.max_children.max(1);
     while !shared.lifecycle.is_stopping() {
         let below_max = children.len() < max_children;
-        let room = shared.has_room();
+        let room = shared.hooks.has_room();
         let mut fds = [
             sys::pollin(shared.lifecycle.waker_fd()),
             sys::pollin(children.fd()),
@@ -41,16 +42,16 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
         if !fds[2].ready() {
             continue;
         }
-        let (stream, addr) = match shared.accept_with_place(|| listener.accept()) {
+        let (stream, addr) = match shared.hooks.accept_with_place(|| listener.accept()) {
             Ok(Some(accepted)) => accepted,
             Ok(None) => continue,
             Err(e) => {
-                shared.accept_failed(e)?;
+                shared.hooks.accept_failed(e)?;
                 continue;
             }
         };
         let _ = stream.set_nodelay(shared.nodelay);
-        let Some(peer) = shared.admit(addr, Some(stream.as_raw_fd())) else {
+        let Some(peer) = shared.hooks.admit(addr, Some(stream.as_raw_fd())) else {
             continue; // refused: closed unread, no child forked
         };
         let forked = children.spawn(|| {

@@ -33,7 +33,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
         fds.clear();
         tokens.clear();
         // While `--max-conns` are open the listener is left out (-1), its clients in the backlog.
-        let listening = accepting && shared.has_room();
+        let listening = accepting && shared.hooks.has_room();
         if accepting {
             fds.push(sys::pollin(if listening {
                 listener.as_raw_fd()

@@ -3,8 +3,9 @@
 //! the timeouts, and the drain after a stop. Each reactor file only says how it learns which
 //! socket is ready.
 
+use crate::hooks::PLACE_RECHECK;
 use crate::session::{CloseReason, Session};
-use crate::shared::{Shared, PLACE_RECHECK};
+use crate::shared::Shared;
 use crate::transport::{Listener, Stream};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -126,7 +127,7 @@ impl Conn {
 
     /// Logs the close and counts it; dropping the connection closes the socket.
     pub(super) fn close(self, reason: &CloseReason, shared: &Shared) {
-        shared.closed(&self.session, reason);
+        shared.hooks.closed(&self.session, reason);
     }
 }
 
@@ -215,14 +216,14 @@ pub(super) fn take_waiting(
     shared: &Shared,
 ) -> io::Result<Option<(Stream, String)>> {
     loop {
-        match shared.accept_with_place(|| listener.accept()) {
+        match shared.hooks.accept_with_place(|| listener.accept()) {
             Ok(Some((stream, addr))) => {
                 stream.set_nonblocking(true)?;
                 return Ok(Some((stream, addr)));
             }
             Ok(None) => return Ok(None),
             Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
-            Err(e) => shared.accept_failed(e)?,
+            Err(e) => shared.hooks.accept_failed(e)?,
         }
     }
 }
@@ -235,13 +236,13 @@ pub(super) fn accept(listener: &Listener, shared: &Shared) -> io::Result<Option<
             return Ok(None);
         };
         // Refused: dropping the stream closes it unread; the next one waiting is taken.
-        let Some(peer) = shared.admit(addr, Some(stream.as_raw_fd())) else {
+        let Some(peer) = shared.hooks.admit(addr, Some(stream.as_raw_fd())) else {
             continue;
         };
         let _ = stream.set_nodelay(shared.nodelay);
         return Ok(Some(Conn {
             stream,
-            session: shared.session(peer),
+            session: shared.hooks.session(peer),
             hung_up: false,
             armed: None,
         }));

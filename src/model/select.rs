@@ -40,7 +40,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
         let (mut read, mut write) = (FdSet::new(), FdSet::new());
         let mut nfds = 0;
         // While `--max-conns` are open the listener is left out, its clients in the backlog.
-        let listening = accepting && shared.has_room();
+        let listening = accepting && shared.hooks.has_room();
         if listening {
             read.insert(listen_fd);
         }

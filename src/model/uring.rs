@@ -116,7 +116,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
                 }
             }
         }
-        while accepting && !free.is_empty() && shared.reserve() {
+        while accepting && !free.is_empty() && shared.hooks.reserve() {
             let i = free.pop().expect("not empty");
             ring.accept(listener.as_raw_fd(), i, ACCEPT + i as u64)?;
         }
@@ -136,9 +136,9 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
                         accepted(&mut ring, &mut table, &mut timers, stream, addr, shared)?
                     }
                     Err(e) => {
-                        shared.release();
+                        shared.hooks.release();
                         if e.raw_os_error() != Some(libc::ECANCELED) {
-                            shared.accept_failed(e)?;
+                            shared.hooks.accept_failed(e)?;
                         }
                     }
                 }
@@ -162,7 +162,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
                             Some(reason) => {
                                 let conn = table.remove(slot).expect("present above");
                                 let reason = if cut { CloseReason::Shutdown } else { reason };
-                                shared.closed(&conn.session, &reason);
+                                shared.hooks.closed(&conn.session, &reason);
                             }
                             None if conn.closing.is_none() => timers.arm(slot, conn),
                             None => {}
@@ -181,7 +181,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
             let _ = conn.stream.shutdown(Shutdown::Both);
             if !conn.receiving && !conn.sending {
                 let conn = table.remove(slot).expect("present above");
-                shared.closed(&conn.session, &reason);
+                shared.hooks.closed(&conn.session, &reason);
             }
         });
     }
@@ -243,10 +243,10 @@ fn accepted(
         let _ = s.set_nodelay(shared.nodelay);
     }
     let fd = stream.as_raw_fd();
-    let Some(peer) = shared.admit(addr, Some(fd)) else {
+    let Some(peer) = shared.hooks.admit(addr, Some(fd)) else {
         return Ok(()); // refused: dropping the stream closes it unread
     };
-    let session = shared.session(peer);
+    let session = shared.hooks.session(peer);
     let allowance = session.read_allowance();
     let slot = table.insert(Conn {
         session,

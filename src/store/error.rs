@@ -30,6 +30,9 @@ pub enum StoreError {
         /// What the server said.
         source: ::mysql::Error,
     },
+    /// The store's writer thread could not be started.
+    #[error("cannot start the store's writer thread: {0}")]
+    Writer(#[source] std::io::Error),
     /// The database refused or failed.
     #[error("store {url}: {source}")]
     Database {

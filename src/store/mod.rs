@@ -22,8 +22,8 @@
 //! The rooms: [`handle`](Store) opens a store of either kind and hands out one handle;
 //! `rows` holds the row types that the server, `bench`, `lab` and the commands share; each
 //! backend (`sqlite/`, `mysql/`) is a schema (opening and migrating), a writer and a reader;
-//! `recorder` queues and batches what the server records, `spool` keeps it on disk while a
-//! database is away; `queries`, `spans` and `reading` are the SQL and the paged reading both
+//! `recording` is a server's store, opened there and only there, `recorder` queues and
+//! batches what the server records, `spool` keeps it on disk while a database is away; `queries`, `spans` and `reading` are the SQL and the paged reading both
 //! backends share.
 
 mod error;
@@ -32,6 +32,7 @@ mod mysql;
 mod queries;
 mod reading;
 mod recorder;
+mod recording;
 mod rows;
 mod schema;
 mod spans;
@@ -50,9 +51,10 @@ pub use recorder::{
     OnStoreError, Recorder, RecorderOptions, RecorderStats, SharedStats, Stopping, Writer, LINGER,
     QUEUE, QUEUE_BYTES,
 };
+pub use recording::{MessageBatcher, Recording};
 pub use rows::{
-    now_us, unique_id, BenchResult, BenchRow, InstanceStats, MessageBatch, MessageFilter,
-    MessageRef, MessageRow, Record, RecordedMessage, ServerRow, SessionRow,
+    host_name, now_us, unique_id, BenchResult, BenchRow, InstanceStats, MessageBatch,
+    MessageFilter, MessageRef, MessageRow, Record, RecordedMessage, ServerRow, SessionRow,
 };
 pub use sqlite::Sqlite;
 pub use url::{StoreUrl, DEFAULT_STORE};

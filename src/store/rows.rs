@@ -348,8 +348,12 @@ pub struct InstanceStats {
 
 /// A process unique id for a run or an instance: host, pid and start time.
 pub fn unique_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    format!("{}:{}:{:x}", host_name(), std::process::id(), now_us())
+}
+
+/// This machine's host name, as the `servers` table names it.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("{host}:{}:{:x}", std::process::id(), now_us())
+        .unwrap_or_else(|_| "localhost".into())
 }
