@@ -4,11 +4,11 @@
 //! thread of its own), so replies are matched by the sequence number their body carries, and a
 //! request unanswered for the timeout is counted lost.
 
-use super::payload::ReplyDecoder;
-use super::schedule::Schedule;
-use super::stream::{failing, Conn};
-use super::tally::Failure;
 use crate::addr::Addr;
+use crate::bench::payload::ReplyDecoder;
+use crate::bench::schedule::Schedule;
+use crate::bench::stream::{failing, Conn};
+use crate::bench::tally::Failure;
 use crate::transport::{client_socket_path, MAX_DATAGRAM};
 use std::cell::RefCell;
 use std::collections::VecDeque;

@@ -9,8 +9,11 @@
 //! histograms up bucket by bucket, so the merged percentiles are those of one histogram of
 //! every reply, not an average of percentiles.
 
-use super::tally::{Failure, Tally};
-use super::{report, spread_sources, BenchConfig, BenchError, Observer, Progress, Report};
+use crate::bench::config::{BenchConfig, BenchError};
+use crate::bench::observer::{Observer, Progress};
+use crate::bench::report::{report, Report};
+use crate::bench::run::spread_sources;
+use crate::bench::tally::{Failure, Tally};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -88,7 +91,7 @@ fn all_sources(config: &BenchConfig, k: usize) -> Result<Vec<std::net::IpAddr>, 
     let loopback_v4 = matches!(&config.addr,
         crate::Addr::Tcp(sa) | crate::Addr::Tls { addr: sa, .. } if sa.ip().is_loopback() && sa.is_ipv4());
     if config.sources.is_empty() && loopback_v4 && k > 1 {
-        let needed = k.max(config.conns.div_ceil(super::CONNS_PER_SOURCE));
+        let needed = k.max(config.conns.div_ceil(super::config::CONNS_PER_SOURCE));
         if needed >= 255 {
             return Err(BenchError::Invalid(format!(
                 "{} connections need {needed} loopback source addresses, more than 127.0.0.1-254",
@@ -233,7 +236,7 @@ pub fn run_shard(
 ) -> Result<(), BenchError> {
     let part = config.share(i, k)?;
     let mut observer = ToParent(out);
-    let (ran, threads, tally) = super::measure(&part, &mut observer)?;
+    let (ran, threads, tally) = super::run::measure(&part, &mut observer)?;
     write_line(
         &mut observer.0,
         &Line::Done(Counts::of(threads, &ran, &tally)),

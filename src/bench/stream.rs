@@ -2,10 +2,10 @@
 //! as each reply comes back, `depth` in flight) and the open loop (requests on a fixed
 //! schedule, each latency measured from when its request was due).
 
-use super::payload::ReplyDecoder;
-use super::schedule::Schedule;
-use super::tally::{Failure, Tally};
-use super::Plan;
+use crate::bench::connection::Plan;
+use crate::bench::payload::ReplyDecoder;
+use crate::bench::schedule::Schedule;
+use crate::bench::tally::{Failure, Tally};
 use bytes::BytesMut;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -200,6 +200,6 @@ where
         () = plan.over() => {}
     }
     let mut stream = reader.unsplit(writer);
-    super::close(&mut stream).await;
+    super::connection::close(&mut stream).await;
     Ok(())
 }

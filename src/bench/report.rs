@@ -1,0 +1,125 @@
+//! What a run measured, as `bench` prints it and `--json` gives it.
+
+use crate::bench::config::BenchConfig;
+use crate::bench::payload::Expect;
+use crate::bench::tally::Tally;
+use crate::store::{BenchResult, BenchRow};
+use std::collections::BTreeMap;
+
+/// What a run measured. `--json` prints it as one object: the [`BenchResult`] a store keeps
+/// of it, and what only the run itself knows (how replies were checked, the load generator's
+/// threads and processes, connecting, errors by kind).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Report {
+    /// The figures a store keeps (`bench_runs`).
+    #[serde(flatten)]
+    pub result: BenchResult,
+    /// How replies were checked.
+    pub expect: Expect,
+    /// Connections made (reconnects included).
+    pub connected: u64,
+    /// The warm-up before the measured window, in seconds.
+    pub warmup_secs: f64,
+    /// Load generator threads, in all.
+    pub threads: usize,
+    /// Load generator processes: 1, or more when the connections need more open files than
+    /// one process may have.
+    pub processes: usize,
+    /// The local addresses connections were made from (empty: the kernel's choice).
+    pub sources: Vec<String>,
+    /// Correct replies in the window.
+    pub msgs: u64,
+    /// Mean latency, in µs.
+    pub mean_us: f64,
+    /// How long making every connection took, in seconds, before the load (and the warm-up)
+    /// began.
+    pub connect_secs: f64,
+    /// Time to connect, median and slowest, in µs.
+    pub connect_p50_us: u64,
+    /// See `connect_p50_us`.
+    pub connect_max_us: u64,
+    /// `errors` by kind: refused, connect, reset, closed, timeout, frame, lost, io.
+    pub errors_by_kind: BTreeMap<&'static str, u64>,
+}
+
+impl Report {
+    /// The row a store keeps of this run (`runs`), begun at `started` (µs since the epoch):
+    /// `model` is the lab's server or `bench --label`, `lab` the lab run it belongs to. What
+    /// the server cost (CPU, memory) is the lab's to fill in.
+    pub fn row(&self, started: i64, model: Option<String>, lab: Option<String>) -> BenchRow {
+        BenchRow {
+            run: crate::store::unique_id(),
+            lab,
+            started,
+            model,
+            result: self.result.clone(),
+            cpu_us_per_msg: None,
+            rss_bytes_per_conn: None,
+        }
+    }
+
+    /// True when every reply was right and no connection failed.
+    pub fn clean(&self) -> bool {
+        self.result.errors == 0 && self.result.mismatches == 0
+    }
+}
+
+/// A figure as reports print it, rounded, with thousands separated: `1,234,567`.
+///
+/// ```
+/// assert_eq!(switchboard::bench::thousands(1234567.4), "1,234,567");
+/// assert_eq!(switchboard::bench::thousands(-28672.0), "-28,672");
+/// assert_eq!(switchboard::bench::thousands(999.0), "999");
+/// ```
+pub fn thousands(v: f64) -> String {
+    let digits = (v.round().abs() as u64).to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if v.round() < 0.0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub(super) fn report(config: &BenchConfig, threads: usize, processes: usize, t: &Tally) -> Report {
+    let secs = config.duration.as_secs_f64();
+    let us = |q: f64| t.latency.value_at_quantile(q) / 1000;
+    let msgs_per_s = t.replies as f64 / secs;
+    Report {
+        result: BenchResult {
+            address: config.addr.to_string(),
+            frame: config.framing.name().to_string(),
+            conns: config.conns as u64,
+            size: config.payload.len() as u64,
+            depth: config.depth as u64,
+            rate: config.rate,
+            secs,
+            msgs_per_s,
+            mb_per_s: msgs_per_s * config.payload.len() as f64 / 1e6,
+            p50_us: us(0.5),
+            p90_us: us(0.9),
+            p99_us: us(0.99),
+            p999_us: us(0.999),
+            max_us: t.latency.max() / 1000,
+            errors: t.errors(),
+            mismatches: t.mismatches,
+        },
+        expect: config.expect,
+        connected: t.connected,
+        warmup_secs: config.warmup.as_secs_f64(),
+        threads,
+        processes,
+        sources: config.sources.iter().map(|ip| ip.to_string()).collect(),
+        msgs: t.replies,
+        mean_us: t.latency.mean() / 1000.0,
+        connect_secs: t.connect_secs,
+        connect_p50_us: t.connect.value_at_quantile(0.5) / 1000,
+        connect_max_us: t.connect.max() / 1000,
+        errors_by_kind: t.failures.iter().map(|(k, v)| (k.name(), *v)).collect(),
+    }
+}
