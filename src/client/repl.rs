@@ -1,6 +1,7 @@
 //! The plan's interactive client (`>>: `), and its pipe mode for scripts.
 
-use super::{Client, ClientError};
+use crate::client::connection::Client;
+use crate::client::error::ClientError;
 use std::io::{self, BufRead, Write};
 
 /// The plan's prompt.

@@ -2,9 +2,10 @@
 //! (the tables), plots as SVG and PNG, and `index.html`, one self-contained page with the plots,
 //! the tables, the machine and a paragraph per server on what its figures show.
 
-use super::plot::{self, Plot, Series};
-use super::{Cell, LabResults};
+use super::plot;
 use crate::bench::thousands;
+use crate::lab::plot::{Plot, Series};
+use crate::lab::results::{Cell, LabResults};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 

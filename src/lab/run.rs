@@ -1,0 +1,238 @@
+//! A lab run: a fresh server per measurement, loaded by the bench, its CPU time and memory
+//! read at the window's edges.
+
+use super::proc;
+use super::server::Running;
+use crate::bench::{self, BenchConfig, Observer};
+use crate::lab::config::{CellKey, LabConfig};
+use crate::lab::results::{summarize, LabResults, Machine, Measurement, MEMORY_NOISE};
+use crate::lab::server::LabServer;
+use crate::model::Model;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Told of each measurement as the lab goes.
+pub trait LabObserver {
+    /// A measurement begins (`done` of `total` are finished).
+    fn measuring(
+        &mut self,
+        _server: &str,
+        _conns: usize,
+        _round: usize,
+        _done: usize,
+        _total: usize,
+    ) {
+    }
+    /// A measurement is finished.
+    fn measured(&mut self, _m: &Measurement) {}
+}
+
+impl LabObserver for () {}
+
+/// Runs the matrix `config` describes.
+pub fn run(config: &LabConfig, command: String, observer: &mut dyn LabObserver) -> LabResults {
+    let started = crate::store::now_us();
+    let total = config.measurements();
+    let (server_cores, bench_cores) = config.cores();
+    let mut measurements = Vec::with_capacity(total);
+    let mut cells = Vec::new();
+    for group in config.groups() {
+        let mut by_cell: Vec<Vec<Measurement>> = vec![Vec::new(); group.len()];
+        for round in 1..=config.rounds {
+            for (i, key) in group.iter().enumerate() {
+                observer.measuring(
+                    key.server.name(),
+                    key.conns,
+                    round,
+                    measurements.len(),
+                    total,
+                );
+                let m = measure(
+                    config,
+                    key,
+                    round,
+                    server_cores.as_deref(),
+                    bench_cores.as_deref(),
+                );
+                observer.measured(&m);
+                by_cell[i].push(m.clone());
+                measurements.push(m);
+            }
+        }
+        for (key, ms) in group.iter().zip(&by_cell) {
+            cells.push(summarize(
+                config,
+                key,
+                ms,
+                server_cores.as_ref().map_or(0, Vec::len),
+            ));
+        }
+    }
+    LabResults {
+        cells,
+        measurements,
+        machine: Machine::read(config),
+        started,
+        config: config.clone(),
+        command,
+    }
+}
+
+/// Reads the server's CPU time and memory at the edges of the measured window.
+pub(super) struct Meter {
+    pgid: u32,
+    cpu_start: Option<Duration>,
+    cpu_end: Option<Duration>,
+    memory_end: Option<u64>,
+}
+
+impl Observer for Meter {
+    fn window_started(&mut self) {
+        self.cpu_start = Some(proc::cpu_time(self.pgid));
+    }
+
+    fn window_ended(&mut self) {
+        self.cpu_end = Some(proc::cpu_time(self.pgid));
+        self.memory_end = Some(proc::memory(self.pgid));
+    }
+}
+
+pub(super) fn measure(
+    config: &LabConfig,
+    key: &CellKey,
+    round: usize,
+    server_cores: Option<&[usize]>,
+    bench_cores: Option<&[usize]>,
+) -> Measurement {
+    let started = crate::store::now_us();
+    let mut m = Measurement {
+        server: key.server.name().to_string(),
+        model: key.server.model(),
+        conns: key.conns,
+        size: key.size,
+        depth: key.depth,
+        round,
+        report: Err(String::new()),
+        cpu_us_per_msg: None,
+        rss_bytes_per_conn: None,
+        started,
+    };
+    // Past one process's open files only a server of several processes can hold the cell.
+    let per_process = bench::conns_per_process();
+    let model = key.server.model();
+    if key.conns > per_process && model != Some(Model::Prefork) {
+        m.report = Err(format!(
+            "not measured: one process holds at most {per_process} connections (its open files), and {} serves from one",
+            key.server.name()
+        ));
+        return m;
+    }
+    let mut serve_args = config.serve_args.clone();
+    let workers = workers_to_hold(config, key.conns);
+    if let (Some(Model::Prefork), Some(workers)) = (model, workers) {
+        serve_args.extend(["--workers".into(), workers.to_string()]);
+    }
+    let server = match Running::start(&key.server, &config.exe, &serve_args, server_cores) {
+        Ok(s) => s,
+        Err(why) => {
+            m.report = Err(why);
+            return m;
+        }
+    };
+    // Settle: a server that just printed its address may still be starting workers.
+    std::thread::sleep(Duration::from_millis(100));
+    let memory_before = proc::memory(server.pgid());
+    let mut bench = BenchConfig::new(server.addr.clone());
+    if let LabServer::Tls { .. } = key.server {
+        match crate::tls::client_config(None, true) {
+            Ok(tls) => bench.tls = Some(tls),
+            Err(e) => {
+                m.report = Err(e.to_string());
+                return m;
+            }
+        }
+    }
+    bench.conns = key.conns;
+    bench.depth = key.depth;
+    bench.rate = config.rate;
+    bench.payload = bench::Payload::Letters(key.size);
+    bench.duration = config.duration;
+    bench.warmup = config.warmup;
+    // A connection that waits in a backlog the whole run (a full `pool`) is not a failure.
+    bench.timeout = config.warmup + config.duration + Duration::from_secs(1);
+    if let Some(cores) = bench_cores {
+        bench.threads = cores.len();
+        bench.cpus = Some(cores.to_vec());
+    }
+    let mut meter = Meter {
+        pgid: server.pgid(),
+        cpu_start: None,
+        cpu_end: None,
+        memory_end: None,
+    };
+    let t = Instant::now();
+    let processes = bench.conns.div_ceil(per_process.max(1));
+    m.report = if processes > 1 {
+        let command = |_| bench_command(config, &bench, bench_cores);
+        bench::shard::run_sharded(&bench, processes, command, &mut meter)
+    } else {
+        bench::run(&bench, &mut meter)
+    }
+    .map_err(|e| e.to_string());
+    drop(server);
+    tracing::debug!(server = %m.server, conns = m.conns, round, secs = t.elapsed().as_secs_f64(), "measured");
+    if let Ok(report) = &m.report {
+        if let (Some(a), Some(b)) = (meter.cpu_start, meter.cpu_end) {
+            if report.msgs > 0 {
+                m.cpu_us_per_msg = Some((b - a).as_secs_f64() * 1e6 / report.msgs as f64);
+            }
+        }
+        if let Some(after) = meter.memory_end {
+            // A growth under the noise (the allocator keeps and returns memory in chunks, so a
+            // few connections can even show a shrink) says nothing per connection: left blank.
+            let grown = after as f64 - memory_before as f64;
+            m.rss_bytes_per_conn = (grown >= MEMORY_NOISE).then(|| grown / key.conns as f64);
+        }
+    }
+    m
+}
+
+/// `prefork`'s workers for `conns` connections past one process's open files (with room for
+/// an uneven spread: a full worker leaves clients to the others); `None` when the default
+/// does, or `--workers` was given.
+pub(super) fn workers_to_hold(config: &LabConfig, conns: usize) -> Option<usize> {
+    let per_process = bench::conns_per_process().max(1);
+    let explicit = config.serve_args.iter().any(|a| a == "--workers");
+    (conns > per_process && !explicit).then(|| (conns * 3 / 2).div_ceil(per_process))
+}
+
+/// A `switchboard bench` command that runs one share of `bench` (the lab's load for a cell
+/// too large for one process), on the load generator's cores.
+pub(super) fn bench_command(
+    config: &LabConfig,
+    bench: &BenchConfig,
+    cores: Option<&[usize]>,
+) -> Command {
+    let ms = |d: Duration| format!("{}ms", d.as_millis());
+    let mut c = Command::new(&config.exe);
+    c.arg("bench")
+        .arg(bench.addr.to_string())
+        .args(["--conns", &bench.conns.to_string()])
+        .args(["--depth", &bench.depth.to_string()])
+        .args(["--size", &bench.payload.len().to_string()])
+        .args(["--duration", &ms(bench.duration)])
+        .args(["--warmup", &ms(bench.warmup)])
+        .args(["--timeout", &ms(bench.timeout)])
+        .args(["--threads", &bench.threads.to_string()])
+        .arg("--no-store");
+    if let Some(rate) = bench.rate {
+        c.args(["--rate", &rate.to_string()]);
+    }
+    if bench.tls.is_some() {
+        c.arg("--insecure");
+    }
+    if let Some(cores) = cores {
+        crate::sys::pin_command(&mut c, cores.to_vec());
+    }
+    c
+}
