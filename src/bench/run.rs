@@ -42,15 +42,7 @@ pub(super) fn measure(
     observer: &mut dyn Observer,
 ) -> Result<(BenchConfig, usize, Tally), BenchError> {
     config.check()?;
-    let most = conns_per_process();
-    if config.conns > most {
-        return Err(BenchError::Invalid(format!(
-            "--conns {} needs {} open files and this process may have {} (RLIMIT_NOFILE, raised to its hard limit): spread the connections over several processes (the switchboard command does so by itself), or raise the hard limit (ulimit -Hn)",
-            config.conns,
-            config.conns as u64 + SPARE_FILES,
-            most as u64 + SPARE_FILES
-        )));
-    }
+    fits_one_process(config)?;
     let config = spread_sources(config)?.unwrap_or_else(|| config.clone());
     let config = &config;
     probe(config)?;
@@ -77,25 +69,8 @@ pub(super) fn measure(
             .spawn(move || generate(&config, t, threads, tally, start))?;
         handles.push(handle);
     }
-    let total = config.warmup + config.duration;
-    let progress = |started: bool, elapsed: Duration, measuring: bool| {
-        let so_far = merged(&tallies);
-        let window = elapsed.saturating_sub(config.warmup).as_secs_f64();
-        Progress {
-            connected: so_far.connected,
-            started,
-            elapsed,
-            total,
-            measuring,
-            replies: so_far.replies,
-            msgs_per_s: if window > 0.0 {
-                so_far.replies as f64 / window
-            } else {
-                0.0
-            },
-            p99_us: so_far.latency.value_at_quantile(0.99) / 1000,
-            errors: so_far.errors() + so_far.mismatches,
-        }
+    let progress = |started, elapsed, measuring| {
+        progress_of(config, &merged(&tallies), started, elapsed, measuring)
     };
     while settled.load(std::sync::atomic::Ordering::Acquire) < config.conns {
         if handles.iter().any(|h| h.is_finished()) {
@@ -106,16 +81,46 @@ pub(super) fn measure(
     }
     observer.all_connected();
     let t0 = Instant::now();
-    let connect_secs = (t0 - begun).as_secs_f64();
-    let window_start = t0 + config.warmup;
-    let stop = window_start + config.duration;
+    let (window_start, stop) = (t0 + config.warmup, t0 + config.warmup + config.duration);
     for tally in &tallies {
-        tally
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .set_window(window_start, stop);
+        let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner());
+        tally.set_window(window_start, stop);
     }
     let _ = go.send(Some(t0));
+    watch_window(observer, t0, window_start, stop, &progress);
+    for handle in handles {
+        handle
+            .join()
+            .map_err(|_| io::Error::other("a load generator thread panicked"))??;
+    }
+    let mut all = merged(&tallies);
+    all.connect_secs = (t0 - begun).as_secs_f64();
+    Ok((config.clone(), threads, all))
+}
+
+/// Refuses more connections than this process may have open files for.
+fn fits_one_process(config: &BenchConfig) -> Result<(), BenchError> {
+    let most = conns_per_process();
+    if config.conns <= most {
+        return Ok(());
+    }
+    Err(BenchError::Invalid(format!(
+        "--conns {} needs {} open files and this process may have {} (RLIMIT_NOFILE, raised to its hard limit): spread the connections over several processes (the switchboard command does so by itself), or raise the hard limit (ulimit -Hn)",
+        config.conns,
+        config.conns as u64 + SPARE_FILES,
+        most as u64 + SPARE_FILES
+    )))
+}
+
+/// Tells `observer` of the load from `t0` (its start) to `stop`: the window's edges, and
+/// `progress` four times a second.
+fn watch_window(
+    observer: &mut dyn Observer,
+    t0: Instant,
+    window_start: Instant,
+    stop: Instant,
+    progress: &dyn Fn(bool, Duration, bool) -> Progress,
+) {
     let mut measuring = false;
     loop {
         let now = Instant::now();
@@ -126,26 +131,41 @@ pub(super) fn measure(
             measuring = true;
             observer.window_started();
         }
-        let next = if measuring {
-            (now + Duration::from_millis(250)).min(stop)
-        } else {
-            (now + Duration::from_millis(250)).min(window_start)
-        };
+        let edge = if measuring { stop } else { window_start };
+        let next = (now + Duration::from_millis(250)).min(edge);
         std::thread::sleep(next.saturating_duration_since(now));
-        observer.progress(&progress(true, t0.elapsed().min(total), measuring));
+        observer.progress(&progress(true, t0.elapsed().min(stop - t0), measuring));
     }
     if !measuring {
         observer.window_started();
     }
     observer.window_ended();
-    for handle in handles {
-        handle
-            .join()
-            .map_err(|_| io::Error::other("a load generator thread panicked"))??;
+}
+
+/// Progress so far, from the threads' counts merged: `elapsed` since the load started.
+fn progress_of(
+    config: &BenchConfig,
+    so_far: &Tally,
+    started: bool,
+    elapsed: Duration,
+    measuring: bool,
+) -> Progress {
+    let window = elapsed.saturating_sub(config.warmup).as_secs_f64();
+    Progress {
+        connected: so_far.connected,
+        started,
+        elapsed,
+        total: config.warmup + config.duration,
+        measuring,
+        replies: so_far.replies,
+        msgs_per_s: if window > 0.0 {
+            so_far.replies as f64 / window
+        } else {
+            0.0
+        },
+        p99_us: so_far.latency.value_at_quantile(0.99) / 1000,
+        errors: so_far.errors() + so_far.mismatches,
     }
-    let mut all = merged(&tallies);
-    all.connect_secs = connect_secs;
-    Ok((config.clone(), threads, all))
 }
 
 /// Where a thread's connections wait once made: the count of connections made or failed

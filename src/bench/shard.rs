@@ -254,6 +254,9 @@ struct Seen {
     garbled: Option<String>,
 }
 
+/// What every shard has said so far, in order of shard.
+type AllSeen = Arc<Mutex<Vec<Seen>>>;
+
 /// Runs `config` over `k` processes, each started by `command(i)` (which must run this same
 /// bench with [`SHARD_ENV`] set to `i/k`), and reports them as one run.
 pub fn run_sharded(
@@ -267,8 +270,7 @@ pub fn run_sharded(
     for i in 0..k {
         config.share(i, k)?;
     }
-    let seen: Arc<Mutex<Vec<Seen>>> =
-        Arc::new(Mutex::new((0..k).map(|_| Seen::default()).collect()));
+    let seen: AllSeen = Arc::new(Mutex::new((0..k).map(|_| Seen::default()).collect()));
     let mut children = Vec::with_capacity(k);
     let mut readers = Vec::with_capacity(k);
     for i in 0..k {
@@ -279,49 +281,73 @@ pub fn run_sharded(
             .spawn()?;
         let stdout = child.stdout.take().expect("piped stdout");
         let seen = seen.clone();
-        readers.push(std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-                match serde_json::from_str::<Line>(&line) {
-                    Ok(Line::Progress {
-                        connected,
-                        started,
-                        elapsed_ms,
-                        total_ms,
-                        measuring,
-                        replies,
-                        msgs_per_s,
-                        p99_us,
-                        errors,
-                    }) => {
-                        seen[i].progress = Some(Progress {
-                            connected,
-                            started,
-                            elapsed: Duration::from_millis(elapsed_ms),
-                            total: Duration::from_millis(total_ms),
-                            measuring,
-                            replies,
-                            msgs_per_s,
-                            p99_us,
-                            errors,
-                        })
-                    }
-                    Ok(Line::Connected) => seen[i].connected = true,
-                    Ok(Line::Done(counts)) => seen[i].done = Some(counts),
-                    Err(_) => seen[i].garbled = Some(line),
-                }
-            }
-        }));
+        readers.push(std::thread::spawn(move || read_shard(i, stdout, &seen)));
         children.push(child);
     }
+    let (statuses, connect_secs) = watch_shards(&mut children, &seen, observer)?;
+    for reader in readers {
+        let _ = reader.join();
+    }
+    let seen = std::mem::take(&mut *lock(&seen));
+    let (mut all, threads, sources) = add_up(seen, statuses)?;
+    all.connect_secs = connect_secs.unwrap_or(0.0);
+    let mut whole = config.clone();
+    whole.sources = sources;
+    Ok(report(&whole, threads, k, &all))
+}
 
-    // Progress: the shards' replies and errors added up; the worst shard's p99 (percentiles
-    // do not add, and the whole histograms come only at the end).
+fn lock(seen: &AllSeen) -> std::sync::MutexGuard<'_, Vec<Seen>> {
+    seen.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads shard `i`'s lines until it closes its stdout, noting each in `seen`.
+fn read_shard(i: usize, stdout: std::process::ChildStdout, seen: &AllSeen) {
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        let mut seen = lock(seen);
+        match serde_json::from_str::<Line>(&line) {
+            Ok(Line::Progress {
+                connected,
+                started,
+                elapsed_ms,
+                total_ms,
+                measuring,
+                replies,
+                msgs_per_s,
+                p99_us,
+                errors,
+            }) => {
+                seen[i].progress = Some(Progress {
+                    connected,
+                    started,
+                    elapsed: Duration::from_millis(elapsed_ms),
+                    total: Duration::from_millis(total_ms),
+                    measuring,
+                    replies,
+                    msgs_per_s,
+                    p99_us,
+                    errors,
+                })
+            }
+            Ok(Line::Connected) => seen[i].connected = true,
+            Ok(Line::Done(counts)) => seen[i].done = Some(counts),
+            Err(_) => seen[i].garbled = Some(line),
+        }
+    }
+}
+
+/// Waits for every shard to exit, telling `observer` of their progress added up; once every
+/// shard has connected (or ended), all are told to start together. Returns how each exited,
+/// and how long connecting took, in seconds.
+fn watch_shards(
+    children: &mut [std::process::Child],
+    seen: &AllSeen,
+    observer: &mut dyn Observer,
+) -> io::Result<(Vec<std::process::ExitStatus>, Option<f64>)> {
     let begun = Instant::now();
     let mut connect_secs = None;
     let mut measuring = false;
-    let mut statuses = vec![None; k];
+    let mut statuses = vec![None; children.len()];
     while statuses.iter().any(Option::is_none) {
         std::thread::sleep(Duration::from_millis(100));
         for (child, status) in children.iter_mut().zip(statuses.iter_mut()) {
@@ -329,16 +355,11 @@ pub fn run_sharded(
                 *status = child.try_wait()?;
             }
         }
-        let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-        // Once every shard has connected (or ended), all start together.
-        if connect_secs.is_none()
-            && seen
-                .iter()
-                .zip(&statuses)
-                .all(|(s, status)| s.connected || status.is_some())
-        {
+        let seen = lock(seen);
+        let ready = |(s, status): (&Seen, &Option<_>)| s.connected || status.is_some();
+        if connect_secs.is_none() && seen.iter().zip(&statuses).all(ready) {
             connect_secs = Some(begun.elapsed().as_secs_f64());
-            for child in &mut children {
+            for child in children.iter_mut() {
                 if let Some(mut stdin) = child.stdin.take() {
                     let _ = stdin.write_all(b"go\n");
                 }
@@ -349,36 +370,48 @@ pub fn run_sharded(
         if all.is_empty() {
             continue;
         }
-        let now_measuring = all.iter().any(|p| p.measuring);
-        if now_measuring && !measuring {
+        if !measuring && all.iter().any(|p| p.measuring) {
             measuring = true;
             observer.window_started();
         }
-        observer.progress(&Progress {
-            connected: all.iter().map(|p| p.connected).sum(),
-            started: connect_secs.is_some(),
-            elapsed: all.iter().map(|p| p.elapsed).max().unwrap_or_default(),
-            total: all.iter().map(|p| p.total).max().unwrap_or_default(),
-            measuring,
-            replies: all.iter().map(|p| p.replies).sum(),
-            msgs_per_s: all.iter().map(|p| p.msgs_per_s).sum(),
-            p99_us: all.iter().map(|p| p.p99_us).max().unwrap_or(0),
-            errors: all.iter().map(|p| p.errors).sum(),
-        });
+        observer.progress(&summed(&all, connect_secs.is_some(), measuring));
     }
     if !measuring {
         observer.window_started();
     }
     observer.window_ended();
-    for reader in readers {
-        let _ = reader.join();
-    }
+    let statuses = statuses
+        .into_iter()
+        .map(|s| s.expect("every shard has exited"));
+    Ok((statuses.collect(), connect_secs))
+}
 
-    let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
+/// The shards' progress as one: their replies and errors added up, the worst shard's p99
+/// (percentiles do not add, and the whole histograms come only at the end).
+fn summed(all: &[&Progress], started: bool, measuring: bool) -> Progress {
+    Progress {
+        connected: all.iter().map(|p| p.connected).sum(),
+        started,
+        elapsed: all.iter().map(|p| p.elapsed).max().unwrap_or_default(),
+        total: all.iter().map(|p| p.total).max().unwrap_or_default(),
+        measuring,
+        replies: all.iter().map(|p| p.replies).sum(),
+        msgs_per_s: all.iter().map(|p| p.msgs_per_s).sum(),
+        p99_us: all.iter().map(|p| p.p99_us).max().unwrap_or(0),
+        errors: all.iter().map(|p| p.errors).sum(),
+    }
+}
+
+/// Every shard's counts added up, with their threads and source addresses; an error naming
+/// the first shard that ended without its counts.
+fn add_up(
+    seen: Vec<Seen>,
+    statuses: Vec<std::process::ExitStatus>,
+) -> Result<(Tally, usize, Vec<std::net::IpAddr>), BenchError> {
+    let k = seen.len();
     let mut all = Tally::new(Instant::now(), Instant::now());
     let (mut threads, mut sources) = (0, Vec::new());
     for (i, (shard, status)) in seen.into_iter().zip(statuses).enumerate() {
-        let status = status.expect("every shard has exited");
         let Some(counts) = shard.done else {
             let why = match shard.garbled {
                 Some(line) => format!("wrote a line that is not a shard's: {line}"),
@@ -391,17 +424,13 @@ pub fn run_sharded(
         };
         counts.add_to(&mut all)?;
         threads += counts.threads;
-        sources.extend(
-            counts
-                .sources
-                .iter()
-                .filter_map(|s| s.parse::<std::net::IpAddr>().ok()),
-        );
+        let ips = counts
+            .sources
+            .iter()
+            .filter_map(|s| s.parse::<std::net::IpAddr>().ok());
+        sources.extend(ips);
     }
-    all.connect_secs = connect_secs.unwrap_or(0.0);
-    let mut whole = config.clone();
-    whole.sources = sources;
-    Ok(report(&whole, threads, k, &all))
+    Ok((all, threads, sources))
 }
 
 #[cfg(test)]

@@ -11,10 +11,10 @@ use switchboard::access::{
     parse_network, parse_proxy_source, AccessList, ProxySource, TrustedProxies,
 };
 use switchboard::codec::Framing;
-use switchboard::service::Builtin;
+use switchboard::service::{Builtin, Service};
 use switchboard::store::OnStoreError;
 use switchboard::transport::SocketOptions;
-use switchboard::{Addr, Model, Server, Timeouts};
+use switchboard::{Addr, Model, Server, ServerBuilder, Timeouts};
 
 /// Serve a service until SIGINT or SIGTERM, then drain and print a summary.
 #[derive(clap::Args)]
@@ -254,14 +254,45 @@ enum RecordWhat {
 pub fn run(args: Args) -> anyhow::Result<()> {
     // Handlers first: a signal that comes as soon as `listening on` is printed must stop the
     // server gracefully, not kill it.
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+    let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("cannot install signal handlers")?;
     let signals_handle = signals.handle();
     let service = args.service.service();
+    let (model, frame, pid_path) = (args.model, args.frame, args.pid_file.clone());
+    let server = configure(args, service.clone())?.bind()?;
+    let local = server.local_addr()?;
+    // Written once listening, so whoever waits for the file can connect at once.
+    let pid_file = match &pid_path {
+        Some(path) => Some(PidFile::write(path)?),
+        None => None,
+    };
+    println!("listening on {local}");
+    if let Some(Addr::Tcp(sa)) = server.metrics_addr() {
+        println!("metrics on http://{sa}/metrics");
+    }
+    io::stdout().flush()?;
+    tracing::info!(addr = %local, model = %model, service = service.name(), frame = %frame, "serving");
+    switchboard::reload::serving(); // a server that handed this one its socket now drains
+    let reloading = Reloading::default();
+    watch_signals(signals, &server, reloading.clone());
+    let summary = server.run();
+    let reload = reloading.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(reload) = reload {
+        let _ = reload.join(); // it sees the stop within 0.1 s
+    }
+    let summary = summary?;
+    signals_handle.close();
+    drop(pid_file); // a clean exit: the file goes
+                    // A closed stdout must not turn a clean stop into a failure.
+    let _ = writeln!(io::stdout(), "{summary}");
+    Ok(())
+}
+
+/// The server the options describe, serving the socket a reload handed over or the system
+/// passed (socket activation) if there is one, instead of binding ADDR.
+fn configure(args: Args, service: Arc<dyn Service>) -> anyhow::Result<ServerBuilder> {
     let mut builder = Server::builder();
     switchboard::reload::remember_executable();
-    // A reload: the old server handed this one its socket; or socket activation: the system
-    // passed one. Either is served instead of ADDR.
     if let Some(listener) = switchboard::transport::handed_over()? {
         tracing::info!(addr = %listener.local_addr()?, "serving the socket the previous server handed over (SIGHUP reload)");
         builder = builder.listener(listener);
@@ -280,11 +311,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )?),
         _ => None,
     };
-    let server = builder
+    Ok(builder
         .tls(tls)
         .addr(args.addr)
         .model(args.model)
-        .service_arc(service.clone())
+        .service_arc(service)
         .framing(args.frame)
         .max_frame(args.max_frame)
         .socket_options(SocketOptions {
@@ -312,33 +343,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })
         .metrics(args.metrics)
         .metrics_allow(args.metrics_allow)
-        .own_fd_tables(true) // upper and echo open no file a thread would share
-        .bind()?;
-    let local = server.local_addr()?;
-    // Written once listening, so whoever waits for the file can connect at once.
-    let pid_file = match &args.pid_file {
-        Some(path) => Some(PidFile::write(path)?),
-        None => None,
-    };
-    println!("listening on {local}");
-    if let Some(Addr::Tcp(sa)) = server.metrics_addr() {
-        println!("metrics on http://{sa}/metrics");
-    }
-    io::stdout().flush()?;
-    tracing::info!(addr = %local, model = %args.model, service = service.name(), frame = %args.frame, "serving");
-    switchboard::reload::serving(); // a server that handed this one its socket now drains
+        .own_fd_tables(true)) // upper and echo open no file a thread would share
+}
+
+/// Answers signals in a thread of their own: SIGHUP reloads (see [`reload`]), SIGINT and
+/// SIGTERM stop gracefully, and again stop at once. Returns once the thread runs: a process
+/// model must not fork while a thread is still starting (the child would inherit std's
+/// thread-start lock, held).
+fn watch_signals(
+    mut signals: signal_hook::iterator::Signals,
+    server: &Server,
+    reloading: Reloading,
+) {
     let stop = server.stop_handle();
     let listening = server.listener_fd();
-    // Wait until the thread runs: a process model must not fork while a thread is still
-    // starting (the child would inherit std's thread-start lock, held).
     let (started, settled) = std::sync::mpsc::sync_channel(1);
-    let reloading = Reloading::default();
-    let reloads = reloading.clone();
     std::thread::spawn(move || {
         let _ = started.send(());
         for signal in signals.forever() {
             if signal == SIGHUP {
-                reload(stop.clone(), listening, &reloads);
+                reload(stop.clone(), listening, &reloading);
                 continue;
             }
             let name = if signal == SIGINT {
@@ -355,15 +379,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     });
     let _ = settled.recv();
-    let summary = server.run();
-    let reload = reloading.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(reload) = reload {
-        let _ = reload.join(); // it sees the stop within 0.1 s
-    }
-    let summary = summary?;
-    signals_handle.close();
-    drop(pid_file); // a clean exit: the file goes
-                    // A closed stdout must not turn a clean stop into a failure.
-    let _ = writeln!(io::stdout(), "{summary}");
-    Ok(())
 }

@@ -330,10 +330,30 @@ fn describe(name: &str, cells: &[Cell]) -> String {
         .iter()
         .filter(|c| c.model == name && c.size == size && c.depth == depth && c.rounds > 0)
         .collect();
-    let (Some(first), Some(last)) = (mine.first(), mine.last()) else {
+    let Some(last) = mine.last() else {
         p.push_str("no measurement succeeded.");
         return p;
     };
+    own_figures(&mut p, &mine);
+    p.push('.');
+    // Against the others, at the largest connection count every server was measured at.
+    let peers: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| c.size == size && c.depth == depth && c.conns == last.conns && c.rounds > 0)
+        .collect();
+    if peers.len() > 1 {
+        against_peers(&mut p, name, last, &peers);
+    }
+    if let Some(note) = &last.note {
+        let _ = write!(p, " Note: {}.", escape(note));
+    }
+    p
+}
+
+/// A server's own figures over the connection counts of one load: throughput and p99 from the
+/// fewest connections to the most, CPU per reply, memory per connection.
+fn own_figures(p: &mut String, mine: &[&Cell]) {
+    let (first, last) = (mine[0], mine[mine.len() - 1]);
     if mine.len() > 1 {
         let _ = write!(
             p,
@@ -369,58 +389,51 @@ fn describe(name: &str, cells: &[Cell]) -> String {
             thousands(last.conns as f64)
         );
     }
-    p.push('.');
-    // Against the others, at the largest connection count every server was measured at.
-    let peers: Vec<&Cell> = cells
+}
+
+/// How a server compares with the fastest and the cheapest of `peers`, all measured at its
+/// largest connection count.
+fn against_peers(p: &mut String, name: &str, last: &Cell, peers: &[&Cell]) {
+    let best = peers
         .iter()
-        .filter(|c| c.size == size && c.depth == depth && c.conns == last.conns && c.rounds > 0)
-        .collect();
-    if peers.len() > 1 {
-        let best = peers
-            .iter()
-            .max_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s));
-        let cheapest = peers
-            .iter()
-            .filter(|c| c.cpu_us_per_msg.is_some())
-            .min_by(|a, b| {
-                a.cpu_us_per_msg
-                    .unwrap_or(f64::MAX)
-                    .total_cmp(&b.cpu_us_per_msg.unwrap_or(f64::MAX))
-            });
-        if let Some(best) = best {
-            if best.model == name {
-                let _ = write!(
-                    p,
-                    " At {} connections it has the highest throughput",
-                    thousands(last.conns as f64)
-                );
-            } else if best.msgs_per_s > 0.0 {
-                let _ = write!(
-                    p,
-                    " At {} connections it serves {:.2}x the throughput of the fastest, {}",
-                    thousands(last.conns as f64),
-                    last.msgs_per_s / best.msgs_per_s,
-                    escape(&best.model)
-                );
-            }
-        }
-        if let (Some(cheapest), Some(mine)) = (cheapest, last.cpu_us_per_msg) {
-            if cheapest.model == name {
-                p.push_str(" and the lowest CPU per reply.");
-            } else if let Some(theirs) = cheapest.cpu_us_per_msg {
-                let _ = write!(
-                    p,
-                    ", at {:.2}x the CPU per reply of the cheapest, {}.",
-                    mine / theirs,
-                    escape(&cheapest.model)
-                );
-            }
-        } else {
-            p.push('.');
+        .max_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s));
+    let cheapest = peers
+        .iter()
+        .filter(|c| c.cpu_us_per_msg.is_some())
+        .min_by(|a, b| {
+            a.cpu_us_per_msg
+                .unwrap_or(f64::MAX)
+                .total_cmp(&b.cpu_us_per_msg.unwrap_or(f64::MAX))
+        });
+    if let Some(best) = best {
+        if best.model == name {
+            let _ = write!(
+                p,
+                " At {} connections it has the highest throughput",
+                thousands(last.conns as f64)
+            );
+        } else if best.msgs_per_s > 0.0 {
+            let _ = write!(
+                p,
+                " At {} connections it serves {:.2}x the throughput of the fastest, {}",
+                thousands(last.conns as f64),
+                last.msgs_per_s / best.msgs_per_s,
+                escape(&best.model)
+            );
         }
     }
-    if let Some(note) = &last.note {
-        let _ = write!(p, " Note: {}.", escape(note));
+    if let (Some(cheapest), Some(mine)) = (cheapest, last.cpu_us_per_msg) {
+        if cheapest.model == name {
+            p.push_str(" and the lowest CPU per reply.");
+        } else if let Some(theirs) = cheapest.cpu_us_per_msg {
+            let _ = write!(
+                p,
+                ", at {:.2}x the CPU per reply of the cheapest, {}.",
+                mine / theirs,
+                escape(&cheapest.model)
+            );
+        }
+    } else {
+        p.push('.');
     }
-    p
 }
