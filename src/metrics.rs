@@ -9,7 +9,7 @@
 use crate::access::AccessList;
 use crate::counters::Counters;
 use crate::session::CloseReason;
-use crate::store::SharedStats;
+use crate::store::{RecorderStats, SharedStats};
 use crate::sys::SharedMem;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -235,47 +235,52 @@ impl Scrape {
             ),
         ];
         if let Some(store) = &self.store {
-            let depth = store.queued.load(Relaxed) as i64 - store.taken.load(Relaxed) as i64;
-            all.extend([
-                gauge(
-                    "switchboard_store_queue_depth",
-                    "Records waiting for the store's writer.",
-                    depth,
-                ),
-                gauge(
-                    "switchboard_store_queue_bytes",
-                    "Bytes of the records waiting for the store's writer (bounded by --store-queue).",
-                    store.bytes.load(Relaxed) as i64,
-                ),
-                gauge(
-                    "switchboard_store_failing",
-                    "1 while the store cannot take records (they wait, spool or drop, as --on-store-error says).",
-                    store.failing.load(Relaxed) as i64,
-                ),
-                counter(
-                    "switchboard_store_written_total",
-                    "Rows the store's writer wrote.",
-                    store.written.load(Relaxed),
-                ),
-                counter(
-                    "switchboard_store_spooled_total",
-                    "Rows written to the local spool while the store could not take them.",
-                    store.spooled.load(Relaxed),
-                ),
-                counter(
-                    "switchboard_store_waited_total",
-                    "Times a model waited for room in the store's queue (records or bytes).",
-                    store.waited.load(Relaxed),
-                ),
-                counter(
-                    "switchboard_store_dropped_total",
-                    "Rows the store could not write, dropped (--on-store-error drop, or a stop when the spool failed too).",
-                    store.dropped.load(Relaxed),
-                ),
-            ]);
+            all.extend(store_families(store));
         }
         all
     }
+}
+
+/// What the store's writer did, over every process of the server.
+fn store_families(store: &RecorderStats) -> Vec<MetricFamily> {
+    let depth = store.queued.load(Relaxed) as i64 - store.taken.load(Relaxed) as i64;
+    vec![
+        gauge(
+            "switchboard_store_queue_depth",
+            "Records waiting for the store's writer.",
+            depth,
+        ),
+        gauge(
+            "switchboard_store_queue_bytes",
+            "Bytes of the records waiting for the store's writer (bounded by --store-queue).",
+            store.bytes.load(Relaxed) as i64,
+        ),
+        gauge(
+            "switchboard_store_failing",
+            "1 while the store cannot take records (they wait, spool or drop, as --on-store-error says).",
+            store.failing.load(Relaxed) as i64,
+        ),
+        counter(
+            "switchboard_store_written_total",
+            "Rows the store's writer wrote.",
+            store.written.load(Relaxed),
+        ),
+        counter(
+            "switchboard_store_spooled_total",
+            "Rows written to the local spool while the store could not take them.",
+            store.spooled.load(Relaxed),
+        ),
+        counter(
+            "switchboard_store_waited_total",
+            "Times a model waited for room in the store's queue (records or bytes).",
+            store.waited.load(Relaxed),
+        ),
+        counter(
+            "switchboard_store_dropped_total",
+            "Rows the store could not write, dropped (--on-store-error drop, or a stop when the spool failed too).",
+            store.dropped.load(Relaxed),
+        ),
+    ]
 }
 
 /// How long a scrape's request head may take to arrive, and the longest a connection may sit

@@ -77,34 +77,7 @@ pub(super) async fn connection(
         // A place among the connects in flight, given back once this one is made or failed.
         let permit = conn.plan.connecting.acquire().await.ok();
         let began = Instant::now();
-        let made = match addr {
-            Addr::Tcp(sa) => connect(tcp_connect(conn, *sa), conn.plan.timeout)
-                .await
-                .map(Made::Tcp),
-            Addr::Tls { addr: sa, host } => {
-                let handshake = async {
-                    let s = TcpStream::connect(sa).await?;
-                    let config = match &conn.plan.tls {
-                        Some(config) => config.clone(),
-                        None => crate::tls::client_config(None, false).map_err(io::Error::other)?,
-                    };
-                    tokio_rustls::TlsConnector::from(config)
-                        .connect(crate::tls::server_name(host), s)
-                        .await
-                };
-                connect(handshake, conn.plan.timeout)
-                    .await
-                    .map(|s| Made::Tls(Box::new(s)))
-            }
-            Addr::Unix(path) => connect(UnixStream::connect(path), conn.plan.timeout)
-                .await
-                .map(Made::Unix),
-            Addr::Udp(_) | Addr::UnixGram(_) => {
-                connect(DatagramSocket::connect(addr), conn.plan.timeout)
-                    .await
-                    .map(Made::Datagram)
-            }
-        };
+        let made = make(conn, addr).await;
         drop(permit);
         settle();
         let result = match made {
@@ -143,6 +116,38 @@ pub(super) async fn connection(
         }
         if let Some(schedule) = &mut schedule {
             schedule.restart(Instant::now());
+        }
+    }
+}
+
+/// Connects to `addr` (and handshakes, over TLS) within the plan's timeout.
+async fn make(conn: &Conn<'_>, addr: &Addr) -> Result<Made, Failure> {
+    match addr {
+        Addr::Tcp(sa) => connect(tcp_connect(conn, *sa), conn.plan.timeout)
+            .await
+            .map(Made::Tcp),
+        Addr::Tls { addr: sa, host } => {
+            let handshake = async {
+                let s = TcpStream::connect(sa).await?;
+                let config = match &conn.plan.tls {
+                    Some(config) => config.clone(),
+                    None => crate::tls::client_config(None, false).map_err(io::Error::other)?,
+                };
+                tokio_rustls::TlsConnector::from(config)
+                    .connect(crate::tls::server_name(host), s)
+                    .await
+            };
+            connect(handshake, conn.plan.timeout)
+                .await
+                .map(|s| Made::Tls(Box::new(s)))
+        }
+        Addr::Unix(path) => connect(UnixStream::connect(path), conn.plan.timeout)
+            .await
+            .map(Made::Unix),
+        Addr::Udp(_) | Addr::UnixGram(_) => {
+            connect(DatagramSocket::connect(addr), conn.plan.timeout)
+                .await
+                .map(Made::Datagram)
         }
     }
 }

@@ -101,6 +101,9 @@ impl Flight {
 
 /// Runs one datagram client: closed loop (`depth` in flight, a lost one replaced) or, with a
 /// schedule, open loop.
+///
+/// Longer than a screen on purpose: its sending and receiving halves share the datagrams in
+/// flight and the encoder, and read best side by side.
 pub(crate) async fn datagram_loop(
     socket: &DatagramSocket,
     conn: &Conn<'_>,

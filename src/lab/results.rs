@@ -153,6 +153,38 @@ pub(super) fn summarize(
     let ok: Vec<&Report> = ms.iter().filter_map(|m| m.report.as_ref().ok()).collect();
     let of = |f: fn(&Report) -> f64| median(ok.iter().map(|r| f(r)).collect());
     let msgs: Vec<f64> = ok.iter().map(|r| r.result.msgs_per_s).collect();
+    let notes = notes(config, key, ms, server_cores);
+    Cell {
+        model: key.server.name().to_string(),
+        reference: matches!(key.server, LabServer::Reference { .. }),
+        conns: key.conns,
+        size: key.size,
+        depth: key.depth,
+        rounds: ok.len(),
+        msgs_per_s: median(msgs.clone()).unwrap_or(0.0),
+        msgs_per_s_min: msgs.iter().copied().reduce(f64::min).unwrap_or(0.0),
+        msgs_per_s_max: msgs.iter().copied().reduce(f64::max).unwrap_or(0.0),
+        mb_per_s: of(|r| r.result.mb_per_s).unwrap_or(0.0),
+        p50_us: of(|r| r.result.p50_us as f64).unwrap_or(0.0) as u64,
+        p99_us: of(|r| r.result.p99_us as f64).unwrap_or(0.0) as u64,
+        p999_us: of(|r| r.result.p999_us as f64).unwrap_or(0.0) as u64,
+        cpu_us_per_msg: median(ms.iter().filter_map(|m| m.cpu_us_per_msg).collect()),
+        rss_bytes_per_conn: median(ms.iter().filter_map(|m| m.rss_bytes_per_conn).collect()),
+        errors: ok.iter().map(|r| r.result.errors).sum(),
+        mismatches: ok.iter().map(|r| r.result.mismatches).sum(),
+        note: (!notes.is_empty()).then(|| notes.join("; ")),
+    }
+}
+
+/// What a reader of a cell should know beside its figures: what the model's defaults make
+/// of it (one client at a time, workers or children that leave the rest in the backlog), and
+/// every distinct failure with the rounds it happened in.
+fn notes(
+    config: &LabConfig,
+    key: &CellKey,
+    ms: &[Measurement],
+    server_cores: usize,
+) -> Vec<String> {
     let mut notes = Vec::new();
     if let Some(model) = key.server.model() {
         // What the defaults of `serve` make of the server's cores: the figures depend on it.
@@ -207,26 +239,7 @@ pub(super) fn summarize(
             notes.push(format!("round {}: {why}", rounds.join(", ")));
         }
     }
-    Cell {
-        model: key.server.name().to_string(),
-        reference: matches!(key.server, LabServer::Reference { .. }),
-        conns: key.conns,
-        size: key.size,
-        depth: key.depth,
-        rounds: ok.len(),
-        msgs_per_s: median(msgs.clone()).unwrap_or(0.0),
-        msgs_per_s_min: msgs.iter().copied().reduce(f64::min).unwrap_or(0.0),
-        msgs_per_s_max: msgs.iter().copied().reduce(f64::max).unwrap_or(0.0),
-        mb_per_s: of(|r| r.result.mb_per_s).unwrap_or(0.0),
-        p50_us: of(|r| r.result.p50_us as f64).unwrap_or(0.0) as u64,
-        p99_us: of(|r| r.result.p99_us as f64).unwrap_or(0.0) as u64,
-        p999_us: of(|r| r.result.p999_us as f64).unwrap_or(0.0) as u64,
-        cpu_us_per_msg: median(ms.iter().filter_map(|m| m.cpu_us_per_msg).collect()),
-        rss_bytes_per_conn: median(ms.iter().filter_map(|m| m.rss_bytes_per_conn).collect()),
-        errors: ok.iter().map(|r| r.result.errors).sum(),
-        mismatches: ok.iter().map(|r| r.result.mismatches).sum(),
-        note: (!notes.is_empty()).then(|| notes.join("; ")),
-    }
+    notes
 }
 
 #[cfg(test)]

@@ -104,7 +104,6 @@ pub(super) fn measure(
     server_cores: Option<&[usize]>,
     bench_cores: Option<&[usize]>,
 ) -> Measurement {
-    let started = crate::store::now_us();
     let mut m = Measurement {
         server: key.server.name().to_string(),
         model: key.server.model(),
@@ -115,25 +114,10 @@ pub(super) fn measure(
         report: Err(String::new()),
         cpu_us_per_msg: None,
         rss_bytes_per_conn: None,
-        started,
+        started: crate::store::now_us(),
     };
-    // Past one process's open files only a server of several processes can hold the cell.
-    let per_process = bench::conns_per_process();
-    let model = key.server.model();
-    if key.conns > per_process && model != Some(Model::Prefork) {
-        m.report = Err(format!(
-            "not measured: one process holds at most {per_process} connections (its open files), and {} serves from one",
-            key.server.name()
-        ));
-        return m;
-    }
-    let mut serve_args = config.serve_args.clone();
-    let workers = workers_to_hold(config, key.conns);
-    if let (Some(Model::Prefork), Some(workers)) = (model, workers) {
-        serve_args.extend(["--workers".into(), workers.to_string()]);
-    }
-    let server = match Running::start(&key.server, &config.exe, &serve_args, server_cores) {
-        Ok(s) => s,
+    let server = match start_server(config, key, server_cores) {
+        Ok(server) => server,
         Err(why) => {
             m.report = Err(why);
             return m;
@@ -142,28 +126,13 @@ pub(super) fn measure(
     // Settle: a server that just printed its address may still be starting workers.
     std::thread::sleep(Duration::from_millis(100));
     let memory_before = proc::memory(server.pgid());
-    let mut bench = BenchConfig::new(server.addr.clone());
-    if let LabServer::Tls { .. } = key.server {
-        match crate::tls::client_config(None, true) {
-            Ok(tls) => bench.tls = Some(tls),
-            Err(e) => {
-                m.report = Err(e.to_string());
-                return m;
-            }
+    let bench = match load_for(config, key, &server, bench_cores) {
+        Ok(bench) => bench,
+        Err(why) => {
+            m.report = Err(why);
+            return m;
         }
-    }
-    bench.conns = key.conns;
-    bench.depth = key.depth;
-    bench.rate = config.rate;
-    bench.payload = bench::Payload::Letters(key.size);
-    bench.duration = config.duration;
-    bench.warmup = config.warmup;
-    // A connection that waits in a backlog the whole run (a full `pool`) is not a failure.
-    bench.timeout = config.warmup + config.duration + Duration::from_secs(1);
-    if let Some(cores) = bench_cores {
-        bench.threads = cores.len();
-        bench.cpus = Some(cores.to_vec());
-    }
+    };
     let mut meter = Meter {
         pgid: server.pgid(),
         cpu_start: None,
@@ -171,7 +140,7 @@ pub(super) fn measure(
         memory_end: None,
     };
     let t = Instant::now();
-    let processes = bench.conns.div_ceil(per_process.max(1));
+    let processes = bench.conns.div_ceil(bench::conns_per_process().max(1));
     m.report = if processes > 1 {
         let command = |_| bench_command(config, &bench, bench_cores);
         bench::shard::run_sharded(&bench, processes, command, &mut meter)
@@ -195,6 +164,56 @@ pub(super) fn measure(
         }
     }
     m
+}
+
+/// Starts the server of `key`'s cell, or says why it is not measured: past one process's
+/// open files only a server of several processes can hold the cell (and `prefork` is given
+/// the workers to hold it).
+fn start_server(
+    config: &LabConfig,
+    key: &CellKey,
+    server_cores: Option<&[usize]>,
+) -> Result<Running, String> {
+    let per_process = bench::conns_per_process();
+    let model = key.server.model();
+    if key.conns > per_process && model != Some(Model::Prefork) {
+        return Err(format!(
+            "not measured: one process holds at most {per_process} connections (its open files), and {} serves from one",
+            key.server.name()
+        ));
+    }
+    let mut serve_args = config.serve_args.clone();
+    let workers = workers_to_hold(config, key.conns);
+    if let (Some(Model::Prefork), Some(workers)) = (model, workers) {
+        serve_args.extend(["--workers".into(), workers.to_string()]);
+    }
+    Running::start(&key.server, &config.exe, &serve_args, server_cores)
+}
+
+/// The load of `key`'s cell against `server`, the load generator on `bench_cores`.
+fn load_for(
+    config: &LabConfig,
+    key: &CellKey,
+    server: &Running,
+    bench_cores: Option<&[usize]>,
+) -> Result<BenchConfig, String> {
+    let mut bench = BenchConfig::new(server.addr.clone());
+    if let LabServer::Tls { .. } = key.server {
+        bench.tls = Some(crate::tls::client_config(None, true).map_err(|e| e.to_string())?);
+    }
+    bench.conns = key.conns;
+    bench.depth = key.depth;
+    bench.rate = config.rate;
+    bench.payload = bench::Payload::Letters(key.size);
+    bench.duration = config.duration;
+    bench.warmup = config.warmup;
+    // A connection that waits in a backlog the whole run (a full `pool`) is not a failure.
+    bench.timeout = config.warmup + config.duration + Duration::from_secs(1);
+    if let Some(cores) = bench_cores {
+        bench.threads = cores.len();
+        bench.cpus = Some(cores.to_vec());
+    }
+    Ok(bench)
 }
 
 /// `prefork`'s workers for `conns` connections past one process's open files (with room for

@@ -106,10 +106,7 @@ pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::
         if drain.stopping() {
             if accepting {
                 accepting = false;
-                if listening {
-                    epoll.delete(listener.as_raw_fd())?;
-                }
-                epoll.delete(shared.lifecycle.waker_fd())?; // it stays readable: stop watching
+                stop_watching(&epoll, listener, shared, listening)?;
             }
             if table.is_empty() {
                 return Ok(());
@@ -144,17 +141,7 @@ pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::
         }
         for (token, readiness) in events.iter() {
             match token {
-                LISTENER => {
-                    for _ in 0..ACCEPT_BATCH {
-                        let Some(conn) = reactor::accept(listener, shared)? else {
-                            break;
-                        };
-                        let fd = conn.as_raw_fd();
-                        let token = reactor::insert(&mut table, &mut timers, conn);
-                        // Data that came before the registration is reported by it.
-                        epoll.add(fd, Interest::BOTH, Trigger::Edge, token as u64)?;
-                    }
-                }
+                LISTENER => accept_batch(&epoll, listener, shared, &mut table, &mut timers)?,
                 WAKER => {} // the stop is seen at the top of the loop
                 token => {
                     // A token whose connection closed this round may name a new one by now:
@@ -174,6 +161,40 @@ pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::
         });
         std::mem::swap(&mut again, &mut again_now);
     }
+}
+
+/// A stop: the listener (if it is watched) and the waker, which stays readable, are no
+/// longer watched.
+fn stop_watching(
+    epoll: &Epoll,
+    listener: &Listener,
+    shared: &Shared,
+    listening: bool,
+) -> io::Result<()> {
+    if listening {
+        epoll.delete(listener.as_raw_fd())?;
+    }
+    epoll.delete(shared.lifecycle.waker_fd())
+}
+
+/// Accepts up to [`ACCEPT_BATCH`] connections and watches each, edge-triggered.
+fn accept_batch(
+    epoll: &Epoll,
+    listener: &Listener,
+    shared: &Shared,
+    table: &mut Table,
+    timers: &mut Timers,
+) -> io::Result<()> {
+    for _ in 0..ACCEPT_BATCH {
+        let Some(conn) = reactor::accept(listener, shared)? else {
+            break;
+        };
+        let fd = conn.as_raw_fd();
+        let token = reactor::insert(table, timers, conn);
+        // Data that came before the registration is reported by it.
+        epoll.add(fd, Interest::BOTH, Trigger::Edge, token as u64)?;
+    }
+    Ok(())
 }
 
 /// One turn of a ready connection; closes it when it is done.

@@ -87,103 +87,157 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
     ring.provide_buffers(BUFFERS, BUFFER_SIZE)?;
     listener.set_nonblocking(true)?;
     ring.poll_readable(shared.lifecycle.waker_fd(), WAKER)?;
-    let mut table: Table<Conn> = Table::default();
-    let mut timers = Timers::default();
-    let mut done = Vec::new();
+    let mut s = Serving {
+        ring,
+        table: Table::default(),
+        timers: Timers::default(),
+        listener: &listener,
+        shared,
+        free: (0..ACCEPTS).rev().collect(),
+        accepting: true,
+        swept: false,
+        cut: false,
+    };
     let mut drain = Drain::new(shared);
-    let (mut accepting, mut swept, mut cut) = (true, false, false);
-    // The accept slots not in flight; each in flight holds a place under --max-conns.
-    let mut free: Vec<usize> = (0..ACCEPTS).rev().collect();
+    let mut done = Vec::new();
     loop {
-        let accepts = ACCEPTS - free.len();
-        if drain.stopping() {
-            if accepting {
-                accepting = false;
-                ring.cancel_fd(listener.as_raw_fd(), CANCEL)?;
-            }
-            if accepts == 0 && !swept {
-                swept = true;
-                sweep(&mut ring, &mut table, &mut timers, &listener, shared)?;
-            }
-            if table.is_empty() && accepts == 0 {
-                return Ok(());
-            }
-            if drain.expired() && !cut {
-                // Ends every receive with end of stream; each connection then closes.
-                cut = true;
-                for (_, conn) in table.iter() {
-                    let _ = conn.stream.shutdown(Shutdown::Both);
-                }
-            }
+        if drain.stopping() && s.stop_turn(&drain)? {
+            return Ok(());
         }
-        while accepting && !free.is_empty() && shared.hooks.reserve() {
-            let i = free.pop().expect("not empty");
-            ring.accept(listener.as_raw_fd(), i, ACCEPT + i as u64)?;
+        while s.accepting && !s.free.is_empty() && shared.hooks.reserve() {
+            let i = s.free.pop().expect("not empty");
+            s.ring.accept(listener.as_raw_fd(), i, ACCEPT + i as u64)?;
         }
-        let full = accepting && free.len() == ACCEPTS;
-        let wait = reactor::wait_time(&timers, &drain, full);
-        ring.submit_and_wait(if cut { None } else { wait })?;
+        let full = s.accepting && s.free.len() == ACCEPTS;
+        let wait = reactor::wait_time(&s.timers, &drain, full);
+        s.ring.submit_and_wait(if s.cut { None } else { wait })?;
         done.clear();
-        ring.completions(&mut done);
+        s.ring.completions(&mut done);
         let now = Instant::now(); // once a batch of completions, not twice a message
         for c in &done {
-            if let Some(i) = accept_slot(c.token) {
-                free.push(i);
-                match c.io() {
-                    Ok(_) => {
-                        let fd = Uring::accepted_fd(c.result);
-                        let (stream, addr) = stream_of(&listener, fd, ring.accepted_from(i));
-                        accepted(&mut ring, &mut table, &mut timers, stream, addr, shared)?
-                    }
-                    Err(e) => {
-                        shared.hooks.release();
-                        if e.raw_os_error() != Some(libc::ECANCELED) {
-                            shared.hooks.accept_failed(e)?;
-                        }
-                    }
-                }
-                continue;
-            }
-            match c.token {
-                WAKER | CANCEL => {} // the stop is seen at the top of the loop
-                token => {
-                    let slot = (token >> 1) as usize;
-                    if token & 1 == SEND {
-                        ring.sent(slot); // its buffer is free again
-                    }
-                    if let Some(conn) = table.get_mut(slot) {
-                        completed(&ring, conn, token & 1, c, now);
-                    }
-                    if let Some(bid) = c.buffer {
-                        ring.give_back(bid); // the session has copied the bytes
-                    }
-                    if let Some(conn) = table.get_mut(slot) {
-                        match next(&mut ring, conn, slot)? {
-                            Some(reason) => {
-                                let conn = table.remove(slot).expect("present above");
-                                let reason = if cut { CloseReason::Shutdown } else { reason };
-                                shared.hooks.closed(&conn.session, &reason);
-                            }
-                            None if conn.closing.is_none() => timers.arm(slot, conn),
-                            None => {}
-                        }
-                    }
-                }
+            match accept_slot(c.token) {
+                Some(i) => s.accept_completed(i, c)?,
+                None => s.conn_completed(c, now)?,
             }
         }
-        // Out of time: shut down, so its receive ends and it closes as any other would.
-        timers.expire(&mut table, now, |table, slot, reason| {
-            let Some(conn) = table.get_mut(slot) else {
-                return;
-            };
-            conn.session.discard_pending();
-            conn.closing.get_or_insert(reason.clone());
-            let _ = conn.stream.shutdown(Shutdown::Both);
-            if !conn.receiving && !conn.sending {
-                let conn = table.remove(slot).expect("present above");
-                shared.hooks.closed(&conn.session, &reason);
+        s.expire(now);
+    }
+}
+
+/// What one ring serving a stream listener keeps from turn to turn.
+struct Serving<'a> {
+    ring: Uring,
+    table: Table<Conn>,
+    timers: Timers,
+    listener: &'a Listener,
+    shared: &'a Arc<Shared>,
+    /// The accept slots not in flight; each in flight holds a place under --max-conns.
+    free: Vec<usize>,
+    accepting: bool,
+    /// The listener's backlog was taken once the accepts were cancelled ([`sweep`]).
+    swept: bool,
+    /// The drain ran out: every connection was shut down, and closes as `shutdown`.
+    cut: bool,
+}
+
+impl Serving<'_> {
+    /// A turn of the stop: the accepts cancelled, then the backlog swept, then (once the
+    /// drain runs out) every connection shut down. True once nothing is left to serve.
+    fn stop_turn(&mut self, drain: &Drain) -> io::Result<bool> {
+        let accepts = ACCEPTS - self.free.len();
+        if self.accepting {
+            self.accepting = false;
+            self.ring.cancel_fd(self.listener.as_raw_fd(), CANCEL)?;
+        }
+        if accepts == 0 && !self.swept {
+            self.swept = true;
+            let (ring, table, timers) = (&mut self.ring, &mut self.table, &mut self.timers);
+            sweep(ring, table, timers, self.listener, self.shared)?;
+        }
+        if self.table.is_empty() && accepts == 0 {
+            return Ok(true);
+        }
+        if drain.expired() && !self.cut {
+            // Ends every receive with end of stream; each connection then closes.
+            self.cut = true;
+            for (_, conn) in self.table.iter() {
+                let _ = conn.stream.shutdown(Shutdown::Both);
             }
-        });
+        }
+        Ok(false)
+    }
+
+    /// Accept slot `i` completed: a connection to serve, or a place to give back.
+    fn accept_completed(&mut self, i: usize, c: &Completion) -> io::Result<()> {
+        self.free.push(i);
+        match c.io() {
+            Ok(_) => {
+                let fd = Uring::accepted_fd(c.result);
+                let (stream, addr) = stream_of(self.listener, fd, self.ring.accepted_from(i));
+                let (ring, table, timers) = (&mut self.ring, &mut self.table, &mut self.timers);
+                accepted(ring, table, timers, stream, addr, self.shared)
+            }
+            Err(e) => {
+                self.shared.hooks.release();
+                if e.raw_os_error() != Some(libc::ECANCELED) {
+                    self.shared.hooks.accept_failed(e)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A connection's receive or send completed: the session takes it, and the connection's
+    /// next operation is submitted, or it closes.
+    fn conn_completed(&mut self, c: &Completion, now: Instant) -> io::Result<()> {
+        if matches!(c.token, WAKER | CANCEL) {
+            return Ok(()); // the stop is seen at the top of the loop
+        }
+        let (slot, op) = ((c.token >> 1) as usize, c.token & 1);
+        if op == SEND {
+            self.ring.sent(slot); // its buffer is free again
+        }
+        if let Some(conn) = self.table.get_mut(slot) {
+            completed(&self.ring, conn, op, c, now);
+        }
+        if let Some(bid) = c.buffer {
+            self.ring.give_back(bid); // the session has copied the bytes
+        }
+        let Some(conn) = self.table.get_mut(slot) else {
+            return Ok(());
+        };
+        match next(&mut self.ring, conn, slot)? {
+            Some(reason) => {
+                let conn = self.table.remove(slot).expect("present above");
+                let reason = if self.cut {
+                    CloseReason::Shutdown
+                } else {
+                    reason
+                };
+                self.shared.hooks.closed(&conn.session, &reason);
+            }
+            None if conn.closing.is_none() => self.timers.arm(slot, conn),
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Out of time: shut down, so its receive ends and it closes as any other would.
+    fn expire(&mut self, now: Instant) {
+        let shared = self.shared;
+        self.timers
+            .expire(&mut self.table, now, |table, slot, reason| {
+                let Some(conn) = table.get_mut(slot) else {
+                    return;
+                };
+                conn.session.discard_pending();
+                conn.closing.get_or_insert(reason.clone());
+                let _ = conn.stream.shutdown(Shutdown::Both);
+                if !conn.receiving && !conn.sending {
+                    let conn = table.remove(slot).expect("present above");
+                    shared.hooks.closed(&conn.session, &reason);
+                }
+            });
     }
 }
 

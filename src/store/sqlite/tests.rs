@@ -67,7 +67,8 @@ fn a_migration_under_way_is_waited_for() {
 /// out of order), transactions of uneven size, a session row after each session's last
 /// message but for one still open, times tied across sessions, peers shared across
 /// sessions and instances. `finished` stops; `running` does not; `crashed` stopped having
-/// dropped records. Times start at `from`, session ids at `first`.
+/// dropped records. Times start at `from`, session ids at `first`. Longer than a screen: the
+/// rows themselves, written out, are the test's data.
 fn record_three_instances(db: &mut Sqlite, from: i64, first: u64) {
     let mut seed = 7u64;
     let mut random = move |n: u64| {
