@@ -4,7 +4,7 @@
 //! ([`admit`](Hooks::admit)), a session to serve it ([`session`](Hooks::session)), and its end
 //! ([`closed`](Hooks::closed), or [`answered`](Hooks::answered) for a datagram). Behind them:
 //! the limits, the access lists and trusted proxies, the counters and meters, the recording.
-//! The server's other options are the model's own ([`crate::shared::Shared`]).
+//! The server's other options are the model's own (`shared::Shared`).
 
 use crate::access::{AccessList, TrustedProxies};
 use crate::codec::Framing;

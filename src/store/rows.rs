@@ -82,7 +82,7 @@ pub struct MessageRow {
 }
 
 /// What one load-generator run measured, as `bench --json` prints it and the `bench_runs`
-/// table keeps it: the one type for a bench result, which [`crate::bench::Report`] and
+/// table keeps it: the one type for a bench result, which `bench::Report` and
 /// [`BenchRow`] each hold.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct BenchResult {

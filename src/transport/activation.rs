@@ -44,7 +44,7 @@ pub fn inherited() -> Result<Option<Listener>, BindError> {
 /// value is the fd of a pipe on which the new copy says it is serving.
 pub(crate) const HANDOVER: &str = "SWITCHBOARD_HANDOVER";
 
-/// The socket a switchboard handed this process on SIGHUP (see [`crate::reload`]), if one did.
+/// The socket a switchboard handed this process on SIGHUP (see the `reload` module), if one did.
 /// This process then owns the socket file of a Unix socket, and removes it at its exit.
 pub fn handed_over() -> Result<Option<Listener>, BindError> {
     let Ok(ready) = std::env::var(HANDOVER) else {
@@ -109,7 +109,7 @@ fn passed_err(source: io::Error) -> BindError {
     }
 }
 
-/// The pipe a server handed its socket by a reload says "serving" on (see [`crate::reload`]).
+/// The pipe a server handed its socket by a reload says "serving" on (see the `reload` module).
 static READY: std::sync::Mutex<Option<OwnedFd>> = std::sync::Mutex::new(None);
 
 /// The pipe to say "serving" on, if the socket was handed over: taken once.
