@@ -1,6 +1,6 @@
 //! The PROXY protocol (v1 text, v2 binary), as HAProxy and nginx send it in front of every
 //! connection they pass on: who the client really is. Sans-IO: [`parse`] looks at the bytes a
-//! connection has sent so far, and the [`Session`](crate::Session) of a server run with
+//! connection has sent so far, and the `Session` of a server run with
 //! `--proxy-protocol` reads its header with it before the first frame. The header's syntax is
 //! the `ppp` crate's; this module only decides what a connection's bytes mean for the server.
 //!

@@ -29,7 +29,7 @@ pub(crate) struct Shared {
     /// `--max-children` for `fork`.
     pub(crate) max_children: usize,
     /// `epoll`'s reactor threads each take a file table of their own (see
-    /// [`crate::ServerBuilder::own_fd_tables`]).
+    /// `ServerBuilder::own_fd_tables`).
     pub(crate) own_fd_tables: bool,
 }
 

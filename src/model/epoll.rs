@@ -7,7 +7,7 @@
 //! from a list of its own rather than waiting for an edge that will not come.
 //!
 //! Each reactor runs on a thread of its own, which `switchboard serve` gives a file table of its
-//! own (`unshare(CLONE_FILES)`, [`crate::ServerBuilder::own_fd_tables`]): the connections it
+//! own (`unshare(CLONE_FILES)`, `ServerBuilder::own_fd_tables`): the connections it
 //! accepts are its alone, and Linux skips the reference count it otherwise takes on the file at
 //! every `recv` and `send` of a multi-threaded process, as a single-threaded C server gets for
 //! free.

@@ -243,7 +243,7 @@ impl Recorder {
     }
 
     /// Nanoseconds this process's models have waited for room, in all: time the server, not
-    /// a peer, held things up (see [`Session::with_stall_clock`](crate::Session::with_stall_clock)).
+    /// a peer, held things up (see `Session::with_stall_clock`).
     pub fn stalls(&self) -> Arc<AtomicU64> {
         self.stalls.clone()
     }
