@@ -40,6 +40,7 @@ mod hooks;
 pub mod lab;
 mod metrics;
 pub mod model;
+pub mod pid_file;
 pub mod proxy;
 pub mod reload;
 pub mod server;

@@ -5,6 +5,7 @@
 //! connections; clients that connect meanwhile wait in the socket's one backlog, which both
 //! processes accept from, so none is refused. This is nginx's binary upgrade, made one signal.
 
+use crate::shutdown::StopHandle;
 use crate::transport::{HANDED_OVER, HANDOVER};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
@@ -12,7 +13,8 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// The fd the new copy finds the listening socket at (`SD_LISTEN_FDS_START`).
@@ -127,5 +129,77 @@ pub fn start_successor(
 pub fn serving() {
     if let Some(fd) = crate::transport::take_ready_pipe() {
         let _ = std::io::Write::write_all(&mut std::fs::File::from(fd), b"1");
+    }
+}
+
+/// SIGHUP's reloads of one server, one at a time, each in a thread of its own, so a stop that
+/// comes meanwhile is acted on at once (and abandons the reload).
+#[derive(Clone)]
+pub struct Reloads {
+    stop: StopHandle,
+    listening: RawFd,
+    /// The reload under way, if any: its thread, which a stopping server waits for (it stops
+    /// a new server that has not served yet, rather than leave it running alone).
+    under_way: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Reloads {
+    /// Reloads of the server that `stop` stops, listening on `listening`
+    /// (`Server::listener_fd`).
+    pub fn new(stop: StopHandle, listening: RawFd) -> Reloads {
+        Reloads {
+            stop,
+            listening,
+            under_way: Arc::default(),
+        }
+    }
+
+    /// SIGHUP: a new copy of this server takes over the socket; once it serves, this one
+    /// stops accepting and drains. If it cannot start, this one serves on. Ignored while the
+    /// server stops or another reload is under way.
+    pub fn reload(&self) {
+        if self.stop.is_stopping() {
+            tracing::info!("SIGHUP while stopping: ignored");
+            return;
+        }
+        let mut under_way = self.under_way.lock().unwrap_or_else(|e| e.into_inner());
+        if under_way.as_ref().is_some_and(|t| !t.is_finished()) {
+            tracing::info!("SIGHUP while a reload is under way: ignored");
+            return;
+        }
+        tracing::info!("SIGHUP: starting a new server on the same socket");
+        let (stop, listening) = (self.stop.clone(), self.listening);
+        let spawned = std::thread::Builder::new()
+            .name("reload".into())
+            .spawn(move || {
+                let abandon = || stop.is_stopping();
+                match start_successor(listening, Duration::from_secs(30), abandon) {
+                    Ok(next) => {
+                        tracing::info!(
+                            pid = next.pid,
+                            "SIGHUP: the new server is serving; no longer accepting, draining open connections"
+                        );
+                        stop.stop();
+                    }
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: the new server did not take over; serving on"),
+                }
+            });
+        match spawned {
+            Ok(thread) => *under_way = Some(thread),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: cannot start the reload; serving on"),
+        }
+    }
+
+    /// Waits for the reload under way, if any: call it once the server has stopped (the
+    /// reload sees the stop within 0.1 s).
+    pub fn finish(&self) {
+        let thread = self
+            .under_way
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
     }
 }

@@ -4,13 +4,15 @@ use super::{parse_addr, parse_duration, parse_size, RecordArgs, DEFAULT_ADDR};
 use anyhow::Context;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard::access::{
     parse_network, parse_proxy_source, AccessList, ProxySource, TrustedProxies,
 };
 use switchboard::codec::Framing;
+use switchboard::pid_file::PidFile;
+use switchboard::reload::Reloads;
 use switchboard::service::{Builtin, Service};
 use switchboard::store::OnStoreError;
 use switchboard::transport::SocketOptions;
@@ -122,45 +124,6 @@ pub struct Args {
     spool_dir: Option<PathBuf>,
 }
 
-/// SIGHUP: a new copy of this server takes over the socket; once it serves, this one stops
-/// accepting and drains. If it cannot start, this one serves on. Runs in a thread of its own,
-/// so a SIGTERM meanwhile is acted on at once (and abandons the reload).
-fn reload(stop: switchboard::StopHandle, listening: std::os::fd::RawFd, reloading: &Reloading) {
-    if stop.is_stopping() {
-        tracing::info!("SIGHUP while stopping: ignored");
-        return;
-    }
-    let mut under_way = reloading.lock().unwrap_or_else(|e| e.into_inner());
-    if under_way.as_ref().is_some_and(|t| !t.is_finished()) {
-        tracing::info!("SIGHUP while a reload is under way: ignored");
-        return;
-    }
-    tracing::info!("SIGHUP: starting a new server on the same socket");
-    let spawned = std::thread::Builder::new()
-        .name("reload".into())
-        .spawn(move || {
-            let abandon = || stop.is_stopping();
-            match switchboard::reload::start_successor(listening, Duration::from_secs(30), abandon) {
-                Ok(next) => {
-                    tracing::info!(
-                        pid = next.pid,
-                        "SIGHUP: the new server is serving; no longer accepting, draining open connections"
-                    );
-                    stop.stop();
-                }
-                Err(e) => tracing::error!(error = %e, "SIGHUP: the new server did not take over; serving on"),
-            }
-        });
-    match spawned {
-        Ok(thread) => *under_way = Some(thread),
-        Err(e) => tracing::error!(error = %e, "SIGHUP: cannot start the reload; serving on"),
-    }
-}
-
-/// The reload under way, if any: its thread, which a stopping server waits for (it stops a
-/// new server that has not served yet, rather than leave it running alone).
-type Reloading = Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>;
-
 /// A timeout of 0 means none.
 fn nonzero(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
@@ -173,51 +136,6 @@ fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
         other => Err(format!(
             "{other}: metrics are served over HTTP, on a tcp://HOST:PORT address"
         )),
-    }
-}
-
-/// `--pid-file`: holds this process's id while it serves, removed when dropped.
-struct PidFile(PathBuf);
-
-impl PidFile {
-    /// Writes the file anew, atomically: into a file of its own beside it, then renamed over
-    /// the path. A rename replaces a symbolic link at the path rather than following it, so a
-    /// link planted there cannot make the server (often root) overwrite another file.
-    fn write(path: &Path) -> anyhow::Result<PidFile> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let name = path
-            .file_name()
-            .with_context(|| format!("--pid-file {} names no file", path.display()))?;
-        let tmp = path.with_file_name(format!(
-            ".{}.{}.tmp",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        let _ = std::fs::remove_file(&tmp); // one of ours left by a crash; never followed
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o644)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(format!("{}\n", std::process::id()).as_bytes()))
-            .and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e).with_context(|| format!("cannot write the pid file {}", path.display()));
-        }
-        Ok(PidFile(path.to_path_buf()))
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        // Only our own: a newer server may have written its pid there since.
-        let ours = std::fs::read_to_string(&self.0)
-            .is_ok_and(|s| s.trim() == std::process::id().to_string());
-        if ours {
-            let _ = std::fs::remove_file(&self.0);
-        }
     }
 }
 
@@ -273,13 +191,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     io::stdout().flush()?;
     tracing::info!(addr = %local, model = %model, service = service.name(), frame = %frame, "serving");
     switchboard::reload::serving(); // a server that handed this one its socket now drains
-    let reloading = Reloading::default();
-    watch_signals(signals, &server, reloading.clone());
+    let reloads = Reloads::new(server.stop_handle(), server.listener_fd());
+    watch_signals(signals, &server, reloads.clone());
     let summary = server.run();
-    let reload = reloading.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(reload) = reload {
-        let _ = reload.join(); // it sees the stop within 0.1 s
-    }
+    reloads.finish();
     let summary = summary?;
     signals_handle.close();
     drop(pid_file); // a clean exit: the file goes
@@ -346,23 +261,18 @@ fn configure(args: Args, service: Arc<dyn Service>) -> anyhow::Result<ServerBuil
         .own_fd_tables(true)) // upper and echo open no file a thread would share
 }
 
-/// Answers signals in a thread of their own: SIGHUP reloads (see [`reload`]), SIGINT and
+/// Answers signals in a thread of their own: SIGHUP reloads ([`Reloads`]), SIGINT and
 /// SIGTERM stop gracefully, and again stop at once. Returns once the thread runs: a process
 /// model must not fork while a thread is still starting (the child would inherit std's
 /// thread-start lock, held).
-fn watch_signals(
-    mut signals: signal_hook::iterator::Signals,
-    server: &Server,
-    reloading: Reloading,
-) {
+fn watch_signals(mut signals: signal_hook::iterator::Signals, server: &Server, reloads: Reloads) {
     let stop = server.stop_handle();
-    let listening = server.listener_fd();
     let (started, settled) = std::sync::mpsc::sync_channel(1);
     std::thread::spawn(move || {
         let _ = started.send(());
         for signal in signals.forever() {
             if signal == SIGHUP {
-                reload(stop.clone(), listening, &reloading);
+                reloads.reload();
                 continue;
             }
             let name = if signal == SIGINT {
