@@ -27,6 +27,9 @@ pub(crate) struct Counters {
     pub(crate) timeouts: AtomicU64,
     /// Places taken under `--max-conns`: connections open, and accepts about to happen.
     pub(crate) places: AtomicU64,
+    /// `sigio`: times the kernel's queue of readiness signals overflowed, and every
+    /// connection was checked instead.
+    pub(crate) signal_overflows: AtomicU64,
     /// When a refused address was last logged: slots of (address hash << 32 | seconds), so
     /// every process of a server logs a flood from one address once per interval. Two
     /// addresses sharing a slot may, rarely, hide each other's line for an interval.
@@ -88,6 +91,7 @@ impl Counters {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             messages: self.messages.load(Relaxed),
+            signal_overflows: self.signal_overflows.load(Relaxed),
             elapsed,
         }
     }
@@ -118,6 +122,9 @@ pub struct Summary {
     pub bytes_out: u64,
     /// Requests answered.
     pub messages: u64,
+    /// `sigio`: times the queue of readiness signals overflowed (`RLIMIT_SIGPENDING`), so
+    /// every connection was checked instead.
+    pub signal_overflows: u64,
     /// How long the server ran.
     pub elapsed: Duration,
 }
@@ -152,6 +159,13 @@ impl fmt::Display for Summary {
                 f,
                 "; {} connections from untrusted proxies refused",
                 self.untrusted
+            )?;
+        }
+        if self.signal_overflows > 0 {
+            write!(
+                f,
+                "; the signal queue overflowed {} times (every connection checked each time)",
+                self.signal_overflows
             )?;
         }
         Ok(())

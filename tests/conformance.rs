@@ -1017,6 +1017,7 @@ conformance! {
     select => "select", concurrent: true, bounded: false,
     poll => "poll", concurrent: true, bounded: false,
     epoll => "epoll", concurrent: true, bounded: false,
+    sigio => "sigio", concurrent: true, bounded: false,
     asynchronous => "async", concurrent: true, bounded: false,
     uring => "uring", concurrent: true, bounded: false,
 }

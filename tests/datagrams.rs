@@ -174,6 +174,7 @@ datagram_models! {
     threads => "threads",
     pool => "pool",
     epoll => "epoll",
+    sigio => "sigio",
     asynchronous => "async",
     uring => "uring",
 }

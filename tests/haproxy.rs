@@ -47,7 +47,7 @@ fn free_port() -> u16 {
 }
 
 /// The stream models, each behind HAProxy over TCP and over a Unix socket.
-const MODELS: [&str; 11] = [
+const MODELS: [&str; 12] = [
     "iterative",
     "threads",
     "pool",
@@ -57,6 +57,7 @@ const MODELS: [&str; 11] = [
     "select",
     "poll",
     "epoll",
+    "sigio",
     "async",
     "uring",
 ];

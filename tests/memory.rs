@@ -120,6 +120,7 @@ every_model! {
     select => "select",
     poll => "poll",
     epoll => "epoll",
+    sigio => "sigio",
     asynchronous => "async",
     uring => "uring",
 }

@@ -259,6 +259,7 @@ fn a_server_out_of_open_files_serves_its_clients_and_takes_the_waiting_ones_late
         "nonblocking",
         "poll",
         "epoll",
+        "sigio",
         "async",
         "uring",
         "prefork",
@@ -399,4 +400,38 @@ fn epoll_reactors_hold_their_connections_in_file_tables_of_their_own() {
         std::thread::sleep(Duration::from_millis(20));
     }
     request(&s, "still serving");
+}
+
+/// `sigio` when the kernel's queue of readiness signals overflows (held here to 4 signals,
+/// `RLIMIT_SIGPENDING`, against 100 clients sending at once): the plain SIGIO that comes
+/// instead names no socket, so every connection is checked; every reply is still right, and
+/// the summary says how often it happened.
+#[test]
+fn sigio_checks_every_connection_when_its_signal_queue_overflows() {
+    let s = ServerProcess::tcp("sigio", &["--no-store"]);
+    let limited = std::process::Command::new("prlimit")
+        .args(["--pid", &s.pid().to_string(), "--sigpending=4:4"])
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(limited.success());
+    let out = std::process::Command::new(bin())
+        .args(["bench", &s.addr, "--conns", "100", "--duration", "1s"])
+        .args(["--warmup", "200ms", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["mismatches"], 0, "{report}");
+    assert!(report["msgs"].as_u64().unwrap() > 0, "{report}");
+    let (status, summary) = s.terminate();
+    assert!(status.success(), "{summary}");
+    let overflows: u64 = summary
+        .split("the signal queue overflowed ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no overflow in the summary: {summary}"));
+    assert!(overflows > 0, "{summary}");
 }

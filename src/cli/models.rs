@@ -11,7 +11,7 @@ pub fn run(_args: Args) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
     writeln!(
         out,
-        "{:<12} {:<13} {:<21} {:<22} HERE",
+        "{:<12} {:<14} {:<21} {:<22} HERE",
         "MODEL", "IO", "CONCURRENCY", "TRANSPORTS"
     )?;
     for &model in Model::ALL {
@@ -26,7 +26,7 @@ pub fn run(_args: Args) -> anyhow::Result<()> {
         };
         writeln!(
             out,
-            "{:<12} {:<13} {:<21} {:<22} {here}\n             {}{default}",
+            "{:<12} {:<14} {:<21} {:<22} {here}\n             {}{default}",
             model.name(),
             model.io_class(),
             model.unit(),

@@ -14,6 +14,7 @@
 //! | `select` | multiplexing | an event loop over select(2) | `select.rs` |
 //! | `poll` | multiplexing | an event loop over poll(2) | `poll.rs` |
 //! | `epoll` | multiplexing | event loops over epoll(7), edge-triggered | `epoll.rs` |
+//! | `sigio` | signal-driven | an event loop woken by the kernel's signals | `sigio.rs` |
 //! | `async` | asynchronous (tokio) | a task per connection | `async.rs` |
 //! | `uring` | asynchronous (io_uring) | completions on one ring | `uring.rs` |
 //!
@@ -35,6 +36,7 @@ mod prefork;
 mod process;
 mod reactor;
 mod select;
+mod sigio;
 mod threads;
 mod uring;
 
@@ -68,6 +70,9 @@ pub enum Model {
     Poll,
     /// `--workers` threads (default 1), each an edge-triggered epoll(7) loop.
     Epoll,
+    /// One thread the kernel wakes with a real-time signal naming the socket that turned ready
+    /// (F_SETSIG, O_ASYNC): signal-driven IO.
+    Sigio,
     /// tokio tasks (coroutines) on `--workers` threads (default: one per core).
     Async,
     /// io_uring: accepts, receives and sends submitted in batches, one thread.
@@ -86,6 +91,7 @@ impl Model {
         Model::Select,
         Model::Poll,
         Model::Epoll,
+        Model::Sigio,
         Model::Async,
         Model::Uring,
     ];
@@ -102,6 +108,7 @@ impl Model {
             Model::Select => "select",
             Model::Poll => "poll",
             Model::Epoll => "epoll",
+            Model::Sigio => "sigio",
             Model::Async => "async",
             Model::Uring => "uring",
         }
@@ -121,23 +128,28 @@ impl Model {
             Model::Select => "multiplexing, one event loop over select(2)",
             Model::Poll => "multiplexing, one event loop over poll(2)",
             Model::Epoll => "multiplexing, edge-triggered epoll(7) loops",
+            Model::Sigio => {
+                "signal-driven IO: a signal names each ready socket (rare: a system call per event)"
+            }
             Model::Async => "asynchronous, tokio tasks (coroutines)",
             Model::Uring => "asynchronous, io_uring submissions and completions",
         }
     }
 
-    /// The IO model it teaches: `blocking`, `non-blocking`, `multiplexing` or `asynchronous`.
+    /// The IO model it teaches: `blocking`, `non-blocking`, `multiplexing`, `signal-driven` or
+    /// `asynchronous`.
     pub fn io_class(self) -> &'static str {
         match self {
             Model::Iterative | Model::Threads | Model::Pool | Model::Fork => "blocking",
             Model::Nonblocking => "non-blocking",
             Model::Select | Model::Poll | Model::Epoll | Model::Prefork => "multiplexing",
+            Model::Sigio => "signal-driven",
             Model::Async | Model::Uring => "asynchronous",
         }
     }
 
     /// What serves one client: `none` (one at a time), `thread`, `process`, `event loop`,
-    /// `task` or `completion`.
+    /// `signal`, `task` or `completion`.
     pub fn unit(self) -> &'static str {
         match self {
             Model::Iterative => "none",
@@ -145,6 +157,7 @@ impl Model {
             Model::Fork => "process",
             Model::Prefork => "process + event loop",
             Model::Nonblocking | Model::Select | Model::Poll | Model::Epoll => "event loop",
+            Model::Sigio => "signal",
             Model::Async => "task",
             Model::Uring => "completion",
         }
@@ -184,6 +197,7 @@ impl Model {
                 | Model::Threads
                 | Model::Pool
                 | Model::Epoll
+                | Model::Sigio
                 | Model::Async
                 | Model::Uring
         )
@@ -218,6 +232,7 @@ impl Model {
             Model::Select => select::serve(listener, shared),
             Model::Poll => poll::serve(listener, shared),
             Model::Epoll => epoll::serve(listener, shared),
+            Model::Sigio => sigio::serve(listener, shared),
             Model::Async => async_::serve(listener, shared),
             Model::Uring => uring::serve(listener, shared),
         }

@@ -24,9 +24,10 @@ const TURN: usize = 16;
 pub(super) struct Conn {
     pub(super) stream: Stream,
     session: Session,
-    /// The poller said the peer closed or reset: read until the socket says so too, since
-    /// no new readiness will come to report it.
-    hung_up: bool,
+    /// Read until the socket would block, not only until a short read: the poller said the
+    /// peer closed or reset (no new readiness will come to report it), or readiness comes as
+    /// signals, which say that something happened, not what is left.
+    read_to_empty: bool,
     /// The deadline this connection has in the [`Timers`], if any.
     armed: Option<Instant>,
 }
@@ -61,7 +62,7 @@ impl Conn {
                 let received = match (&self.stream).read(&mut buf[..allowance]) {
                     Ok(0) => self.session.receive_eof(),
                     Ok(n) => {
-                        unread = n == allowance || self.hung_up;
+                        unread = n == allowance || self.read_to_empty;
                         self.session.receive_at(&buf[..n], now)
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
@@ -106,7 +107,12 @@ impl Conn {
 
     /// Notes that the poller reported the peer's close (EPOLLRDHUP, EPOLLHUP, EPOLLERR).
     pub(super) fn hung_up(&mut self) {
-        self.hung_up = true;
+        self.read_to_empty = true;
+    }
+
+    /// From now on each turn reads until the socket would block (see `read_to_empty`).
+    pub(super) fn read_to_empty(&mut self) {
+        self.read_to_empty = true;
     }
 
     /// Bytes moved so far, in and out: a change means the connection made progress.
@@ -243,7 +249,7 @@ pub(super) fn accept(listener: &Listener, shared: &Shared) -> io::Result<Option<
         return Ok(Some(Conn {
             stream,
             session: shared.hooks.session(peer),
-            hung_up: false,
+            read_to_empty: false,
             armed: None,
         }));
     }

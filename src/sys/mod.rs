@@ -10,6 +10,7 @@ mod process;
 mod readiness;
 mod select;
 mod shared_mem;
+mod sigio;
 mod signals;
 mod socket;
 mod stderr;
@@ -26,6 +27,7 @@ pub(crate) use process::{
 pub(crate) use readiness::Interest;
 pub(crate) use select::{select, FdSet};
 pub(crate) use shared_mem::SharedMem;
+pub(crate) use sigio::{Ready, SignalDriven};
 pub(crate) use signals::{route_stop_signals, stop_signals, take_over_stop_signals};
 pub(crate) use socket::{bind_address_no_port, peer_uid, recv_datagram};
 pub use stderr::RawStderr;
