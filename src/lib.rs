@@ -52,6 +52,7 @@ pub mod store;
 mod sys;
 pub use sys::RawStderr;
 pub mod tls;
+pub mod trace;
 pub mod transport;
 
 pub use addr::Addr;

@@ -48,6 +48,8 @@ enum Command {
     Messages(cli::messages::Args),
     /// Totals per server instance in a store: sessions, bytes, messages, close reasons, and what its recorder wrote.
     Stats(cli::stats::Args),
+    /// Capture the packets of one exchange and unwrap each layer: link, network, transport, application. Needs CAP_NET_RAW.
+    Trace(cli::trace::Args),
     /// List the models `serve --model` accepts: IO class, unit of concurrency, transports, and whether each runs here.
     Models(cli::models::Args),
 }
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::Messages(args) => cli::messages::run(args),
         Command::Stats(args) => cli::stats::run(args),
         Command::Models(args) => cli::models::run(args),
+        Command::Trace(args) => cli::trace::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -128,6 +131,12 @@ fn is_usage(e: &anyhow::Error) -> bool {
         || matches!(e.downcast_ref::<BenchError>(), Some(BenchError::Invalid(_)))
         || e.is::<cli::Usage>()
         || e.is::<switchboard::tls::TlsError>()
+        || matches!(
+            e.downcast_ref::<switchboard::trace::TraceError>(),
+            Some(switchboard::trace::TraceError::Capture(
+                switchboard::trace::CaptureError::NotPermitted { .. }
+            ))
+        )
         || matches!(
             e.downcast_ref::<switchboard::client::ClientError>(),
             Some(switchboard::client::ClientError::TlsConfig(_))

@@ -12,6 +12,7 @@ pub mod send;
 pub mod serve;
 pub mod sessions;
 pub mod stats;
+pub mod trace;
 
 use std::io::{self, Write};
 use std::time::Duration;

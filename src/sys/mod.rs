@@ -5,6 +5,7 @@
 mod affinity;
 mod epoll;
 mod fds;
+mod packet;
 mod poll;
 mod process;
 mod readiness;
@@ -19,6 +20,7 @@ pub(crate) mod uring;
 pub(crate) use affinity::{allowed_cpus, pin_command, pin_current_thread};
 pub(crate) use epoll::{Epoll, Events, Trigger};
 pub(crate) use fds::{dup_above, fd_limit, own_fd_table, pipe, raise_fd_limit, take_inherited_fd};
+pub(crate) use packet::PacketSocket;
 pub(crate) use poll::{poll, pollin, PollFd};
 pub(crate) use process::{
     close_inherited, die_with_parent, exit_child, fork, reap_child, signal_child, signal_group,
