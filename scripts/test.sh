@@ -9,7 +9,8 @@ switchboard's tests. On a fresh machine this installs, from Debian's packages, o
 missing: MariaDB (the store's MySQL tests run against a real server, started and stopped here),
 HAProxy (the PROXY protocol and the fleet), prometheus (promtool checks the metrics), Chromium
 and a font (the lab's page and plots), systemd (socket activation), openssl (TLS certificates),
-iproute2 (network namespaces), python3 (the plan's own client); and cargo-fuzz from crates.io.
+iproute2 (network namespaces), tcpdump (reads the traces' pcap files back), python3 (the plan's
+own client); and cargo-fuzz from crates.io.
 A run from a fresh clone took 13 minutes here (2026-12-07, the packages already installed;
 installing them adds a few); later runs about 7. Each phase says when it starts.
 INTRO
@@ -43,6 +44,7 @@ command -v promtool >/dev/null || missing+=(prometheus)
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v ip >/dev/null || missing+=(iproute2)
+command -v tcpdump >/dev/null || missing+=(tcpdump)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 if command -v chromium >/dev/null; then export SWITCHBOARD_REQUIRE_CHROMIUM=1; fi
@@ -50,13 +52,14 @@ if command -v systemd-socket-activate >/dev/null; then export SWITCHBOARD_REQUIR
 if command -v promtool >/dev/null; then export SWITCHBOARD_REQUIRE_PROMTOOL=1; fi
 if command -v haproxy >/dev/null; then export SWITCHBOARD_REQUIRE_HAPROXY=1; fi
 if command -v openssl >/dev/null; then export SWITCHBOARD_REQUIRE_OPENSSL=1; fi
+if command -v tcpdump >/dev/null; then export SWITCHBOARD_REQUIRE_TCPDUMP=1; fi
 # The fleet test makes network namespaces: root and iproute2 (and HAProxy, above).
 if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && command -v haproxy >/dev/null &&
   ip netns list >/dev/null 2>&1; then
   export SWITCHBOARD_REQUIRE_FLEET=1
 fi
 # The store's outage tests fill a small tmpfs of their own: root mounts it.
-if [ "$(id -u)" = 0 ]; then export SWITCHBOARD_REQUIRE_MOUNT=1; fi
+if [ "$(id -u)" = 0 ]; then export SWITCHBOARD_REQUIRE_MOUNT=1 SWITCHBOARD_REQUIRE_CAPTURE=1; fi
 for component in rustfmt clippy; do
   cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$component"
 done
@@ -72,12 +75,12 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (a clean build takes a few minutes before anything more is said)"
 cargo clippy --all-targets --quiet -- -D warnings
-echo "== cargo fuzz: every target for a few seconds (codecs, session, proxy)"
+echo "== cargo fuzz: every target for a few seconds (codecs, session, proxy, packets)"
 if ! command -v cargo-fuzz >/dev/null; then
   echo "   installing cargo-fuzz from crates.io (a few minutes, once)"
   cargo install cargo-fuzz --locked --quiet
 fi
-for target in codecs session proxy; do
+for target in codecs session proxy packets; do
   # The stable toolchain builds without a sanitizer; a crash or a failed check still fails.
   if ! cargo fuzz run -O --sanitizer none "$target" -- -max_total_time=10 >"/tmp/switchboard-fuzz-$target.log" 2>&1; then
     tail -40 "/tmp/switchboard-fuzz-$target.log"

@@ -88,10 +88,10 @@ impl PacketSocket {
     }
 
     /// The next frame into `buf`: its length (the frame's own, which may be more than `buf`
-    /// held) and when the kernel took it, or `None` when the timeout passed first. On
-    /// loopback each frame is seen twice, as sent and as received: only the received copy is
-    /// kept.
-    pub(crate) fn recv(&self, buf: &mut [u8]) -> io::Result<Option<(usize, SystemTime)>> {
+    /// held) and when the kernel took it (if it stamped it: it starts stamping a moment after
+    /// the socket asks), or `None` when the timeout passed first. On loopback each frame is
+    /// seen twice, as sent and as received: only the received copy is kept.
+    pub(crate) fn recv(&self, buf: &mut [u8]) -> io::Result<Option<(usize, Option<SystemTime>)>> {
         loop {
             // SAFETY: sockaddr_ll, msghdr and the control buffer are plain data the kernel
             // fills; each pointer in msghdr points at a live buffer of the length given.
@@ -124,7 +124,7 @@ impl PacketSocket {
             if from.sll_hatype == ARPHRD_LOOPBACK && from.sll_pkttype == PACKET_OUTGOING {
                 continue;
             }
-            return Ok(Some((n as usize, at.unwrap_or_else(SystemTime::now))));
+            return Ok(Some((n as usize, at)));
         }
     }
 }

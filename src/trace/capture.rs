@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// One captured frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +53,8 @@ pub struct Capture {
 
 /// How long a read waits before the thread looks whether it should stop.
 const POLL: Duration = Duration::from_millis(50);
+/// How long the kernel may take to start stamping frames.
+const STAMPS_ON: Duration = Duration::from_millis(20);
 /// The largest frame kept whole: loopback's 64 KiB MTU and its Ethernet header, with room.
 const LARGEST: usize = 70_000;
 
@@ -70,6 +72,9 @@ impl Capture {
                 CaptureError::Io(e)
             }
         })?;
+        // The kernel starts stamping frames a moment after the first socket asks: give it
+        // that moment, so the exchange's frames carry the times they were taken.
+        std::thread::sleep(STAMPS_ON);
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, frames) = mpsc::channel();
         let stopping = stop.clone();
@@ -77,14 +82,20 @@ impl Capture {
             .name("capture".into())
             .spawn(move || {
                 let mut buf = vec![0u8; LARGEST];
+                let mut last_us = 0;
                 while !stopping.load(Relaxed) {
                     let Some((len, at)) = socket.recv(&mut buf)? else {
                         continue;
                     };
                     let bytes = &buf[..len.min(buf.len())];
+                    // A frame the kernel did not stamp gets the time it was read, later than
+                    // it was taken: times never go back, so the frames keep their order.
+                    let at = at.unwrap_or_else(SystemTime::now);
                     let at_us = at
                         .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.as_micros() as i64);
+                        .map_or(0, |d| d.as_micros() as i64)
+                        .max(last_us);
+                    last_us = at_us;
                     let p = decode(bytes, len, at_us);
                     if p.has_port(filter.port) || (filter.arp && p.is_arp()) {
                         let frame = Frame {
