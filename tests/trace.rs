@@ -251,3 +251,92 @@ fn an_address_that_never_becomes_packets_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tcp:// or udp://"));
 }
+
+fn netns_list() -> String {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn two_hosts_find_each_other_by_arp_and_leave_nothing_behind() {
+    if !may_capture() {
+        return;
+    }
+    let before = netns_list();
+    let out = Command::new(bin())
+        .args(["trace", "hosts", "hello", "--port", "9079", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let ps = packets(&events);
+    let arp: Vec<&str> = ps
+        .iter()
+        .filter(|p| p["network"]["kind"] == "arp")
+        .map(|p| p["network"]["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        arp,
+        ["request", "reply"],
+        "ARP finds the server's MAC first"
+    );
+    let request = ps.iter().find(|p| p["network"]["kind"] == "arp").unwrap();
+    assert_eq!(
+        request["link"]["destination"], "ff:ff:ff:ff:ff:ff",
+        "asked of everyone"
+    );
+    assert_eq!(request["network"]["target_ip"], "10.77.0.1");
+    let ip: Vec<&&Value> = ps.iter().filter(|p| p["network"]["kind"] == "ip").collect();
+    assert!(ip.iter().all(|p| p["link"]["loopback"] == false));
+    assert!(ip.iter().all(|p| p["network"]["ttl"] == 64));
+    assert!(ip.iter().any(|p| payload(p) == b"hello"));
+    assert!(ip.iter().any(|p| payload(p) == b"HELLO"));
+    assert_eq!(netns_list(), before, "the two hosts are gone");
+}
+
+#[test]
+fn connect_traces_the_plans_client_talking() {
+    if !may_capture() {
+        return;
+    }
+    let s = ServerProcess::start("tcp://127.0.0.1:0", &["--no-store", "--frame", "line"]);
+    let mut child = Command::new(bin())
+        .args(["trace", "connect", &s.addr, "--frame", "line", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"one\ntwo\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json = &text[text.find('[').expect("the packets, after the replies")..];
+    let events: Vec<Value> = serde_json::from_str(json.trim()).unwrap();
+    let sent: Vec<Vec<u8>> = packets(&events)
+        .iter()
+        .map(|p| payload(p))
+        .filter(|p| !p.is_empty())
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            b"one\n".to_vec(),
+            b"ONE\n".to_vec(),
+            b"two\n".to_vec(),
+            b"TWO\n".to_vec()
+        ]
+    );
+}

@@ -1,6 +1,6 @@
 //! `switchboard trace`: one exchange captured and unwrapped layer by layer.
 
-use super::{parse_addr, parse_duration, print_json, Usage};
+use super::{parse_addr, parse_duration, print_json, TalkArgs, Usage};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -27,6 +27,37 @@ enum What {
         message: String,
         #[command(flatten)]
         output: Output,
+    },
+    /// The plan's `>>: ` client talking to ADDR while its packets are captured; when it ends
+    /// (Ctrl-D, or stdin's end), every packet of the conversation, layer by layer.
+    Connect {
+        /// The server: tcp://HOST:PORT.
+        #[arg(value_parser = parse_addr)]
+        addr: Addr,
+        #[command(flatten)]
+        talk: TalkArgs,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Two hosts on a network of their own (network namespaces joined by a veth pair): a
+    /// server on one, MESSAGE sent from the other, captured there — real MAC addresses, and
+    /// ARP finding the server's from its IP address. Needs root; removes all it made.
+    Hosts {
+        /// What to send.
+        #[arg(default_value = "hello")]
+        message: String,
+        /// Over UDP instead of TCP.
+        #[arg(long)]
+        udp: bool,
+        /// The server's port.
+        #[arg(long, default_value_t = 8079)]
+        port: u16,
+        /// Also write the packets to FILE as pcap, which tcpdump -r and Wireshark open.
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<PathBuf>,
+        /// Print the decoded packets (and calls) as JSON instead.
+        #[arg(long)]
+        json: bool,
     },
     /// Capture the traffic of a server already running (any server) on ADDR's port, until
     /// --count packets, --duration, or Ctrl-C.
@@ -72,6 +103,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             duration,
             output,
         } => watch(&addr, count, duration, &output),
+        What::Connect { addr, talk, output } => connect(&addr, &talk, &output),
+        What::Hosts {
+            message,
+            udp,
+            port,
+            pcap,
+            json,
+        } => hosts(&message, udp, port, pcap, json),
     }
 }
 
@@ -181,5 +220,114 @@ fn watch(
     if let Some(path) = &output.pcap {
         trace::capture::write_pcap(path, &frames)?;
     }
+    Ok(())
+}
+
+fn connect(addr: &Addr, talk: &TalkArgs, output: &Output) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let (sa, tcp) = network(addr)?;
+    if !tcp {
+        return Err(Usage("trace connect talks over TCP; for UDP use trace send".into()).into());
+    }
+    let filter = Filter {
+        port: sa.port(),
+        arp: output.interface != "lo",
+    };
+    let capture = Capture::start(&output.interface, filter)?;
+    let mut client = talk.connect(addr)?;
+    let talked = if std::io::stdin().is_terminal() {
+        switchboard::client::interactive(&mut client)
+    } else {
+        let stdout = std::io::stdout().lock();
+        switchboard::client::pipe(&mut client, std::io::stdin().lock(), stdout).map(drop)
+    };
+    drop(client); // the close, and its packets
+    std::thread::sleep(Duration::from_millis(200));
+    let frames = capture.stop()?;
+    talked?;
+    if let Some(path) = &output.pcap {
+        trace::capture::write_pcap(path, &frames)?;
+    }
+    let events = trace::annotate(&frames);
+    if output.json {
+        return Ok(print_json(&mut std::io::stdout().lock(), &events)?);
+    }
+    println!("\nThe conversation on the wire:");
+    print!("{}", trace::render(&events));
+    Ok(())
+}
+
+fn hosts(
+    message: &str,
+    udp: bool,
+    port: u16,
+    pcap: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use switchboard::trace::hosts::{Hosts, CLIENT_IP, SERVER_IP, SUBNET};
+    // SAFETY: geteuid takes nothing and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(Usage(
+            "trace hosts makes two network namespaces, which needs root: run it with sudo".into(),
+        )
+        .into());
+    }
+    // Ctrl-C reaches the hosts' processes, which end; this one lives on to remove the hosts.
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, interrupted)?;
+    let exe = std::env::current_exe()?;
+    let hosts = Hosts::create()?;
+    let scheme = if udp { "udp" } else { "tcp" };
+    let addr = format!("{scheme}://{SERVER_IP}:{port}");
+    let mut server = hosts
+        .command_in(&hosts.server, &exe)
+        .args(["serve", &addr, "--no-store", "--model", "threads"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let listening = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let stdout = server.stdout.take().expect("piped");
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        line.starts_with("listening on")
+    };
+    if !listening {
+        let _ = server.kill();
+        let _ = server.wait();
+        anyhow::bail!("the server on {SERVER_IP} did not start");
+    }
+    if !json {
+        println!(
+            "Two hosts on {SUBNET}, joined by a veth pair and nothing else: the server at {SERVER_IP} \
+             (network namespace {}), the client at {CLIENT_IP} ({}), captured on the client's \
+             side ({}).\n",
+            hosts.server, hosts.client, hosts.client_link
+        );
+    }
+    let mut client = hosts.command_in(&hosts.client, &exe);
+    client.args([
+        "trace",
+        "send",
+        &addr,
+        message,
+        "--interface",
+        &hosts.client_link,
+    ]);
+    if json {
+        client.arg("--json");
+    }
+    if let Some(path) = &pcap {
+        client.arg("--pcap").arg(std::path::absolute(path)?);
+    }
+    let status = client.status();
+    let _ = server.kill();
+    let _ = server.wait();
+    drop(hosts);
+    anyhow::ensure!(
+        status?.success(),
+        "the exchange between the two hosts failed (above)"
+    );
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! The rooms: `capture` (a packet socket's frames to or from one port, in a thread; a pcap
 //! file), `decode` (a frame unwrapped: Ethernet, IP or ARP, TCP or UDP, the application's
 //! bytes; sans-IO), `lesson` (what each packet illustrates, TCP's numbers made relative;
-//! sans-IO), `exchange` (the socket calls made one at a time), `render` (the text).
+//! sans-IO), `exchange` (the socket calls made one at a time), `render` (the text), `hosts`
+//! (two network namespaces joined by a cable, for real MAC addresses and ARP).
 //!
 //! ```no_run
 //! let addr: std::net::SocketAddr = "127.0.0.1:8079".parse().unwrap();
@@ -15,6 +16,7 @@
 pub mod capture;
 pub mod decode;
 pub mod exchange;
+pub mod hosts;
 pub mod lesson;
 pub mod render;
 
@@ -57,15 +59,18 @@ pub enum TraceError {
 /// How long the capture goes on after the exchange, for its last packets (the final ACK).
 const AFTER: Duration = Duration::from_millis(200);
 
-/// Sends `message` to the TCP server at `addr` and reads its reply, capturing on `interface`.
+/// Sends `message` to the TCP server at `addr` and reads its reply, capturing on `interface`
+/// (and ARP with it, on any interface but loopback, which has none).
 pub fn send_tcp(addr: SocketAddr, message: &[u8], interface: &str) -> Result<Trace, TraceError> {
-    traced(addr, interface, false, || exchange::tcp(addr, message))
+    let arp = interface != "lo";
+    traced(addr, interface, arp, || exchange::tcp(addr, message))
 }
 
 /// Sends `message` in a datagram to the UDP server at `addr` and reads the reply, capturing on
 /// `interface`.
 pub fn send_udp(addr: SocketAddr, message: &[u8], interface: &str) -> Result<Trace, TraceError> {
-    traced(addr, interface, false, || exchange::udp(addr, message))
+    let arp = interface != "lo";
+    traced(addr, interface, arp, || exchange::udp(addr, message))
 }
 
 /// Runs `exchange` with a capture of `addr`'s port (and ARP, with `arp`) around it.
