@@ -17,10 +17,16 @@ pub(crate) struct PacketSocket {
 }
 
 impl PacketSocket {
-    /// Opens a capture of `interface` (as `ip link` names it) whose reads give up after
+    /// Opens a capture of `interface` (as `ip link` names it) that the kernel feeds only the
+    /// TCP and UDP frames to or from `port` (and ARP's, with `arp`), whose reads give up after
     /// `timeout` with nothing. `PermissionDenied` without `CAP_NET_RAW`; `NotFound` for an
     /// interface this machine (or network namespace) does not have.
-    pub(crate) fn open(interface: &str, timeout: Duration) -> io::Result<PacketSocket> {
+    pub(crate) fn open(
+        interface: &str,
+        port: u16,
+        arp: bool,
+        timeout: Duration,
+    ) -> io::Result<PacketSocket> {
         let name = CString::new(interface).map_err(|_| no_such(interface))?;
         // SAFETY: the name is a live NUL-terminated string.
         let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -35,6 +41,7 @@ impl PacketSocket {
         }
         // SAFETY: a fresh descriptor, owned from here.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        attach_filter(&fd, &port_filter(port, arp))?;
         // SAFETY: sockaddr_ll is plain data; zeroed, then the fields bind needs are set.
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;
@@ -147,6 +154,77 @@ unsafe fn stamp(msg: &libc::msghdr) -> Option<SystemTime> {
         }
     }
     None
+}
+
+/// `SO_ATTACH_FILTER`, which the libc crate does not name for glibc.
+const SO_ATTACH_FILTER: libc::c_int = 26;
+
+/// Hands the kernel a classic BPF program that says which frames this socket gets.
+fn attach_filter(fd: &OwnedFd, program: &[libc::sock_filter]) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: the program and its header are live for the call; the kernel copies them.
+    let set = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if set < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The classic BPF program for an Ethernet frame that carries TCP or UDP to or from `port`,
+/// over IPv4 (any header length, first fragments) or IPv6 (no extension headers); and ARP, with
+/// `arp`. As `tcpdump -dd 'port P or arp'` would compile it.
+fn port_filter(port: u16, arp: bool) -> Vec<libc::sock_filter> {
+    use libc::{
+        BPF_ABS, BPF_B, BPF_H, BPF_IND, BPF_JEQ, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_LDX,
+        BPF_MSH, BPF_RET,
+    };
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let load_h = |offset| op(BPF_LD | BPF_H | BPF_ABS, 0, 0, offset);
+    let load_b = |offset| op(BPF_LD | BPF_B | BPF_ABS, 0, 0, offset);
+    let is = |value, jt, jf| op(BPF_JMP | BPF_JEQ | BPF_K, jt, jf, value);
+    let (p, arp_type) = (port as u32, if arp { 0x0806 } else { 0xffff_ffff });
+    // Jump offsets count the instructions skipped: accept is at 21, drop at 22.
+    vec![
+        /* 0 */ load_h(12), // EtherType
+        /* 1 */ is(arp_type, 19, 0), // ARP: accept
+        /* 2 */ is(0x0800, 0, 10), // IPv4, else to 13
+        /* 3 */ load_b(23), // IPv4's protocol
+        /* 4 */ is(6, 1, 0), // TCP
+        /* 5 */ is(17, 0, 16), // UDP, else drop
+        /* 6 */ load_h(20), // flags and fragment offset
+        /* 7 */ op(BPF_JMP | BPF_JSET | BPF_K, 14, 0, 0x1fff), // a later fragment: drop
+        /* 8 */ op(BPF_LDX | BPF_B | BPF_MSH, 0, 0, 14), // X = IPv4 header's length
+        /* 9 */ op(BPF_LD | BPF_H | BPF_IND, 0, 0, 14), // source port
+        /* 10 */ is(p, 10, 0),
+        /* 11 */ op(BPF_LD | BPF_H | BPF_IND, 0, 0, 16), // destination port
+        /* 12 */ is(p, 8, 9),
+        /* 13 */ is(0x86dd, 0, 8), // IPv6, else drop
+        /* 14 */ load_b(20), // IPv6's next header
+        /* 15 */ is(6, 1, 0), // TCP
+        /* 16 */ is(17, 0, 5), // UDP, else drop
+        /* 17 */ load_h(54), // source port
+        /* 18 */ is(p, 2, 0),
+        /* 19 */ load_h(56), // destination port
+        /* 20 */ is(p, 0, 1),
+        /* 21 */ op(BPF_RET | BPF_K, 0, 0, 0x0004_0000), // accept: the whole frame
+        /* 22 */ op(BPF_RET | BPF_K, 0, 0, 0), // drop
+    ]
 }
 
 fn no_such(interface: &str) -> io::Error {

@@ -62,7 +62,7 @@ impl Capture {
     /// Starts capturing on `interface`. The socket is open when this returns, so what the
     /// caller does next is captured.
     pub fn start(interface: &str, filter: Filter) -> Result<Capture, CaptureError> {
-        let socket = PacketSocket::open(interface, POLL).map_err(|e| {
+        let socket = PacketSocket::open(interface, filter.port, filter.arp, POLL).map_err(|e| {
             if e.kind() == io::ErrorKind::PermissionDenied {
                 let exe = std::env::current_exe()
                     .map(|p| p.display().to_string())
