@@ -189,7 +189,7 @@ fn stream_only_models_refuse_datagrams_naming_those_that_serve_them() {
         assert_eq!(out.status.code(), Some(2), "{model}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            err.contains("models that do: iterative, threads, pool, epoll, async"),
+            err.contains("models that do: iterative, threads, pool, epoll, sigio, async"),
             "{err}"
         );
     }
