@@ -38,6 +38,7 @@ pub mod codec;
 mod counters;
 mod hooks;
 pub mod lab;
+pub mod lesson;
 mod metrics;
 pub mod model;
 pub mod pid_file;

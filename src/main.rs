@@ -48,6 +48,8 @@ enum Command {
     Messages(cli::messages::Args),
     /// Totals per server instance in a store: sessions, bytes, messages, close reasons, and what its recorder wrote.
     Stats(cli::stats::Args),
+    /// The plan's lessons, each an experiment run on this machine; without NAME, the list.
+    Lesson(cli::lesson::Args),
     /// Capture the packets of one exchange and unwrap each layer: link, network, transport, application. Needs CAP_NET_RAW.
     Trace(cli::trace::Args),
     /// List the models `serve --model` accepts: IO class, unit of concurrency, transports, and whether each runs here.
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
         Command::Stats(args) => cli::stats::run(args),
         Command::Models(args) => cli::models::run(args),
         Command::Trace(args) => cli::trace::run(args),
+        Command::Lesson(args) => cli::lesson::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -130,6 +133,10 @@ fn is_usage(e: &anyhow::Error) -> bool {
     ) || e.is::<StoreError>()
         || matches!(e.downcast_ref::<BenchError>(), Some(BenchError::Invalid(_)))
         || e.is::<cli::Usage>()
+        || matches!(
+            e.downcast_ref::<switchboard::lesson::LessonError>(),
+            Some(switchboard::lesson::LessonError::Needs(_))
+        )
         || e.is::<switchboard::tls::TlsError>()
         || matches!(
             e.downcast_ref::<switchboard::trace::TraceError>(),

@@ -208,3 +208,17 @@ fn the_readme_queries_answer_the_same_on_mariadb() {
     }
     admin.query_drop(format!("DROP DATABASE {db}")).unwrap();
 }
+
+/// The questions the data lesson asks (`store::QUESTIONS`) are the README's, word for word.
+#[test]
+fn the_lessons_questions_are_the_readmes() {
+    let readme = readme_queries();
+    let lesson: Vec<(String, String)> = store::QUESTIONS
+        .iter()
+        .map(|(question, sql)| {
+            let name = question.split(':').next().unwrap().to_string();
+            (name, sql.to_string())
+        })
+        .collect();
+    assert_eq!(lesson, readme);
+}

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod connect;
 pub mod lab;
+pub mod lesson;
 pub mod messages;
 pub mod models;
 pub mod runs;

@@ -125,6 +125,15 @@ impl Store {
         }
     }
 
+    /// Runs one SQL statement that returns rows (a question of your own, as the README's),
+    /// each value as text (`NULL` for none).
+    pub fn query(&mut self, sql: &str) -> Result<Vec<Vec<String>>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.query(sql),
+            Store::Mysql(m) => m.query(sql),
+        }
+    }
+
     /// The last `last` load-generator runs (newest first), of one lab run if given.
     pub fn bench_runs(
         &mut self,

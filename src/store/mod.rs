@@ -29,7 +29,7 @@
 mod error;
 mod handle;
 mod mysql;
-mod queries;
+pub mod queries;
 mod reading;
 mod recorder;
 mod recording;
@@ -47,6 +47,7 @@ mod url;
 pub use error::StoreError;
 pub use handle::{open, open_to_read, Backend, Store, Written};
 pub use mysql::Mysql;
+pub use queries::QUESTIONS;
 pub use recorder::{
     OnStoreError, Recorder, RecorderOptions, RecorderStats, SharedStats, Stopping, Writer, LINGER,
     QUEUE, QUEUE_BYTES,

@@ -41,3 +41,34 @@ pub(crate) const STATS_SESSIONS: &str = "SELECT instance, reason, COUNT(*), CAST
 
 /// The records dropped, over every server: `CAST` so both backends return an integer.
 pub(crate) const DROPPED: &str = "SELECT CAST(COALESCE(SUM(dropped), 0) AS SIGNED) FROM servers";
+
+/// Questions of the kind the plan asks of its data, as SQL that runs as written on SQLite and
+/// on MySQL/MariaDB (the README shows them; a test runs each on both): what each asks, and
+/// the statement.
+pub const QUESTIONS: &[(&str, &str)] = &[
+    (
+        "busiest peers: sessions, messages and bytes per peer address",
+        "SELECT peer, COUNT(*) AS sessions, SUM(msgs_in) AS messages, SUM(bytes_in + bytes_out) AS bytes
+FROM sessions GROUP BY peer ORDER BY messages DESC, peer LIMIT 10",
+    ),
+    (
+        "bytes per minute: bytes in and out, by the minute connections closed",
+        "SELECT closed - closed % 60000000 AS minute_us, SUM(bytes_in) AS bytes_in, SUM(bytes_out) AS bytes_out
+FROM sessions GROUP BY minute_us ORDER BY minute_us",
+    ),
+    (
+        "slowest sessions: the longest connections, in microseconds",
+        "SELECT instance, id, peer, closed - opened AS us, msgs_in
+FROM sessions ORDER BY us DESC, instance, id LIMIT 10",
+    ),
+    (
+        "close reasons over time: how connections ended, minute by minute",
+        "SELECT closed - closed % 60000000 AS minute_us, reason, COUNT(*) AS sessions
+FROM sessions GROUP BY minute_us, reason ORDER BY minute_us, reason",
+    ),
+    (
+        "messages per session: which connections said most (with --record messages)",
+        "SELECT instance, session, COUNT(*) AS messages, SUM(LENGTH(request)) AS request_bytes
+FROM messages GROUP BY instance, session ORDER BY messages DESC, session DESC LIMIT 10",
+    ),
+];

@@ -41,6 +41,32 @@ const SESSION_PAGE: usize = 64;
 const SPAN_PAGE: usize = 16;
 
 impl Mysql {
+    /// Runs one SQL statement that returns rows, each value as text (see [`crate::store::Store::query`]).
+    pub fn query(&mut self, sql: &str) -> Result<Vec<Vec<String>>, StoreError> {
+        let url = self.url.clone();
+        let rows: Vec<mysql::Row> = self
+            .conn()?
+            .query(sql)
+            .map_err(|source| StoreError::Mysql { url, source })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                r.unwrap()
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::NULL => "NULL".to_string(),
+                        Value::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
+                        Value::Int(n) => n.to_string(),
+                        Value::UInt(n) => n.to_string(),
+                        Value::Float(x) => x.to_string(),
+                        Value::Double(x) => x.to_string(),
+                        other => other.as_sql(true),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
     /// Records the servers that recorded here reported dropped (see [`crate::store::Store::dropped`]).
     pub fn dropped(&mut self) -> Result<u64, StoreError> {
         let url = self.url.clone();

@@ -16,6 +16,30 @@ use rusqlite::params;
 use std::collections::{HashMap, HashSet};
 
 impl Sqlite {
+    /// Runs one SQL statement that returns rows, each value as text (see [`crate::store::Store::query`]).
+    pub fn query(&self, sql: &str) -> Result<Vec<Vec<String>>, StoreError> {
+        use rusqlite::types::ValueRef;
+        let mut stmt = self.conn.prepare(sql).map_err(self.err())?;
+        let columns = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| {
+                (0..columns)
+                    .map(|i| {
+                        Ok(match r.get_ref(i)? {
+                            ValueRef::Null => "NULL".to_string(),
+                            ValueRef::Integer(n) => n.to_string(),
+                            ValueRef::Real(x) => x.to_string(),
+                            ValueRef::Text(s) | ValueRef::Blob(s) => {
+                                String::from_utf8_lossy(s).into_owned()
+                            }
+                        })
+                    })
+                    .collect()
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
     /// Records the servers that recorded here reported dropped (see [`crate::store::Store::dropped`]).
     pub fn dropped(&self) -> Result<u64, StoreError> {
         self.conn
