@@ -44,6 +44,9 @@ fn the_list_names_every_lesson_in_the_plans_order() {
         "loops",
         "backlog",
         "one-at-a-time",
+        "io-models",
+        "c10k",
+        "socketserver",
         "data",
     ];
     let at: Vec<usize> = names
@@ -199,6 +202,75 @@ fn an_interrupted_lesson_leaves_nothing_behind() {
         "processes left in {}: {left:?}",
         dir.display()
     );
+}
+
+fn root() -> bool {
+    // SAFETY: geteuid takes nothing and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn the_io_models_lesson_counts_what_each_model_spends() {
+    let f = lesson("io-models", &[]);
+    for model in ["threads", "nonblocking", "epoll", "sigio", "uring"] {
+        assert!(
+            f[format!("{model}_msgs_per_s")].as_f64().unwrap() > 0.0,
+            "{model}: {f}"
+        );
+    }
+    if root() {
+        let per = |k: &str| f[k].as_f64().unwrap_or_else(|| panic!("{k}: {f}"));
+        // A thread per connection switches at every reply; an event loop hardly ever (tests
+        // running beside it add switches of their own, so only the order is checked).
+        assert!(
+            per("threads_switches_per_msg") > per("epoll_switches_per_msg"),
+            "{f}"
+        );
+        // io_uring hands the kernel the IO itself: fewer system calls per reply than epoll's
+        // read, write and wait; signals cost one more call each.
+        assert!(
+            per("uring_syscalls_per_msg") < per("epoll_syscalls_per_msg"),
+            "{f}"
+        );
+        assert!(
+            per("sigio_syscalls_per_msg") > per("epoll_syscalls_per_msg"),
+            "{f}"
+        );
+    }
+}
+
+#[test]
+fn the_c10k_lesson_shows_threads_cost_more_memory_per_connection() {
+    let f = lesson("c10k", &[]);
+    let threads = f["threads_10000_rss_bytes_per_conn"].as_f64();
+    let epoll = f["epoll_10000_rss_bytes_per_conn"].as_f64();
+    assert!(threads.is_some(), "{f}");
+    if let (Some(t), Some(e)) = (threads, epoll) {
+        assert!(t > 4.0 * e, "{f}");
+    }
+}
+
+#[test]
+fn the_socketserver_lesson_runs_the_plans_python_beside_its_copies() {
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("SWITCHBOARD_REQUIRE_MYSQL").is_none(),
+            "python3 is missing"
+        );
+        eprintln!("skipped: python3 is missing");
+        return;
+    }
+    let f = lesson("socketserver", &[]);
+    for server in ["socketserver", "threads", "fork"] {
+        assert!(
+            f[format!("{server}_100_msgs_per_s")].as_f64().unwrap() > 0.0,
+            "{server}: {f}"
+        );
+    }
 }
 
 fn mysql_url() -> Option<String> {

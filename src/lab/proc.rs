@@ -22,6 +22,19 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
+/// Every thread of every process in the group, by thread id.
+pub(crate) fn tasks(pgid: u32) -> Vec<i32> {
+    members(pgid)
+        .into_iter()
+        .flat_map(|pid| {
+            fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        })
+        .collect()
+}
+
 /// CPU time (user and system) of every process in the group so far, with what their reaped
 /// children used: a `fork` child's time moves to its parent when the parent reaps it, so the
 /// sum counts it once either way.

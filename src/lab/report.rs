@@ -146,12 +146,12 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 
 /// One table row's cells, shared by the Markdown and the HTML. A cell with no round measured
 /// shows dashes, not zeros.
-fn row(c: &Cell) -> [String; 11] {
+fn row(c: &Cell) -> [String; 13] {
     if c.rounds == 0 {
-        let mut dashes: [String; 11] = std::array::from_fn(|_| "-".to_string());
+        let mut dashes: [String; 13] = std::array::from_fn(|_| "-".to_string());
         dashes[0] = c.model.clone();
         dashes[1] = thousands(c.conns as f64);
-        dashes[10] = c.note.clone().unwrap_or_default();
+        dashes[12] = c.note.clone().unwrap_or_default();
         return dashes;
     }
     [
@@ -168,13 +168,15 @@ fn row(c: &Cell) -> [String; 11] {
         thousands(c.p99_us as f64),
         thousands(c.p999_us as f64),
         opt(c.cpu_us_per_msg, 2),
+        opt(c.syscalls_per_msg, 2),
+        opt(c.switches_per_msg, 2),
         opt(c.rss_bytes_per_conn, 0),
         (c.errors + c.mismatches).to_string(),
         c.note.clone().unwrap_or_default(),
     ]
 }
 
-const HEADER: [&str; 11] = [
+const HEADER: [&str; 13] = [
     "server",
     "conns",
     "msgs/s (min–max)",
@@ -183,6 +185,8 @@ const HEADER: [&str; 11] = [
     "p99 µs",
     "p99.9 µs",
     "CPU µs/msg",
+    "syscalls/msg",
+    "switches/msg",
     "memory B/conn",
     "errors",
     "note",

@@ -29,6 +29,11 @@ pub struct Measurement {
     pub report: Result<Report, String>,
     /// The server's CPU time per reply in the window, in µs.
     pub cpu_us_per_msg: Option<f64>,
+    /// The server's system calls per reply in the window (perf's count of the
+    /// `raw_syscalls:sys_enter` tracepoint over its processes and threads; root only).
+    pub syscalls_per_msg: Option<f64>,
+    /// The server's context switches per reply in the window (perf's count; root only).
+    pub switches_per_msg: Option<f64>,
     /// The server's memory growth per open connection, in bytes, from before the load to the
     /// end of the window (connections still open).
     pub rss_bytes_per_conn: Option<f64>,
@@ -67,6 +72,10 @@ pub struct Cell {
     pub p999_us: u64,
     /// Median server CPU time per reply, in µs.
     pub cpu_us_per_msg: Option<f64>,
+    /// Median server system calls per reply (root only).
+    pub syscalls_per_msg: Option<f64>,
+    /// Median server context switches per reply (root only).
+    pub switches_per_msg: Option<f64>,
     /// Median server memory growth per open connection, in bytes.
     pub rss_bytes_per_conn: Option<f64>,
     /// Failed connections and wrong replies, over every round.
@@ -169,6 +178,8 @@ pub(super) fn summarize(
         p99_us: of(|r| r.result.p99_us as f64).unwrap_or(0.0) as u64,
         p999_us: of(|r| r.result.p999_us as f64).unwrap_or(0.0) as u64,
         cpu_us_per_msg: median(ms.iter().filter_map(|m| m.cpu_us_per_msg).collect()),
+        syscalls_per_msg: median(ms.iter().filter_map(|m| m.syscalls_per_msg).collect()),
+        switches_per_msg: median(ms.iter().filter_map(|m| m.switches_per_msg).collect()),
         rss_bytes_per_conn: median(ms.iter().filter_map(|m| m.rss_bytes_per_conn).collect()),
         errors: ok.iter().map(|r| r.result.errors).sum(),
         mismatches: ok.iter().map(|r| r.result.mismatches).sum(),

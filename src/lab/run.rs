@@ -8,6 +8,7 @@ use crate::lab::config::{CellKey, LabConfig};
 use crate::lab::results::{summarize, LabResults, Machine, Measurement, MEMORY_NOISE};
 use crate::lab::server::LabServer;
 use crate::model::Model;
+use crate::sys::{Counted, Counter};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -84,15 +85,61 @@ pub(super) struct Meter {
     cpu_start: Option<Duration>,
     cpu_end: Option<Duration>,
     memory_end: Option<u64>,
+    /// The server's system calls and context switches, counted over the window.
+    counters: Option<(Vec<Counter>, Vec<Counter>)>,
+    counted: Option<(u64, u64)>,
+}
+
+/// Past this many threads the server's calls are not counted: two counters a thread would
+/// take more open files than the load generator can spare.
+const MOST_COUNTED: usize = 2000;
+
+impl Meter {
+    fn new(pgid: u32) -> Meter {
+        Meter {
+            pgid,
+            cpu_start: None,
+            cpu_end: None,
+            memory_end: None,
+            counters: None,
+            counted: None,
+        }
+    }
+
+    /// Counters of the system calls and context switches of every thread of the server (and
+    /// those they start), or none where the kernel refuses them (not root).
+    fn start_counting(&mut self) {
+        let tasks = proc::tasks(self.pgid);
+        if tasks.is_empty() || tasks.len() > MOST_COUNTED {
+            return;
+        }
+        let open = |what| -> std::io::Result<Vec<Counter>> {
+            tasks.iter().map(|&tid| Counter::open(tid, what)).collect()
+        };
+        if let (Ok(calls), Ok(switches)) = (open(Counted::Syscalls), open(Counted::ContextSwitches))
+        {
+            self.counters = Some((calls, switches));
+        }
+    }
+
+    fn stop_counting(&mut self) {
+        let sum =
+            |counters: &[Counter]| -> u64 { counters.iter().filter_map(|c| c.read().ok()).sum() };
+        if let Some((calls, switches)) = self.counters.take() {
+            self.counted = Some((sum(&calls), sum(&switches)));
+        }
+    }
 }
 
 impl Observer for Meter {
     fn window_started(&mut self) {
+        self.start_counting();
         self.cpu_start = Some(proc::cpu_time(self.pgid));
     }
 
     fn window_ended(&mut self) {
         self.cpu_end = Some(proc::cpu_time(self.pgid));
+        self.stop_counting();
         self.memory_end = Some(proc::memory(self.pgid));
     }
 }
@@ -113,6 +160,8 @@ pub(super) fn measure(
         round,
         report: Err(String::new()),
         cpu_us_per_msg: None,
+        syscalls_per_msg: None,
+        switches_per_msg: None,
         rss_bytes_per_conn: None,
         started: crate::store::now_us(),
     };
@@ -133,12 +182,7 @@ pub(super) fn measure(
             return m;
         }
     };
-    let mut meter = Meter {
-        pgid: server.pgid(),
-        cpu_start: None,
-        cpu_end: None,
-        memory_end: None,
-    };
+    let mut meter = Meter::new(server.pgid());
     let t = Instant::now();
     let processes = bench.conns.div_ceil(bench::conns_per_process().max(1));
     m.report = if processes > 1 {
@@ -155,6 +199,10 @@ pub(super) fn measure(
             if report.msgs > 0 {
                 m.cpu_us_per_msg = Some((b - a).as_secs_f64() * 1e6 / report.msgs as f64);
             }
+        }
+        if let (Some((calls, switches)), true) = (meter.counted, report.msgs > 0) {
+            m.syscalls_per_msg = Some(calls as f64 / report.msgs as f64);
+            m.switches_per_msg = Some(switches as f64 / report.msgs as f64);
         }
         if let Some(after) = meter.memory_end {
             // A growth under the noise (the allocator keeps and returns memory in chunks, so a

@@ -8,13 +8,16 @@
 //! each lesson is a file of its own.
 
 mod backlog;
+mod c10k;
 mod calls;
 mod glue;
+mod io_models;
 mod layers;
 mod loops;
 mod one_at_a_time;
 mod phone;
 mod sendall;
+mod socketserver;
 mod store;
 
 use std::collections::BTreeMap;
@@ -53,6 +56,9 @@ pub const LESSONS: &[Lesson] = &[
     loops::LESSON,
     backlog::LESSON,
     one_at_a_time::LESSON,
+    io_models::LESSON,
+    c10k::LESSON,
+    socketserver::LESSON,
     store::LESSON,
 ];
 
@@ -163,6 +169,38 @@ impl Class<'_> {
         }
         Ok(served)
     }
+}
+
+/// Measures `servers` with the lab, one round of `duration` per connection count, saying each
+/// measurement as it starts; the cells, in order.
+fn measure(
+    c: &mut Class,
+    servers: Vec<crate::lab::LabServer>,
+    conns: Vec<usize>,
+    duration: Duration,
+) -> Result<Vec<crate::lab::Cell>, LessonError> {
+    struct Say<'s, 'a> {
+        class: &'s mut Class<'a>,
+    }
+    impl crate::lab::LabObserver for Say<'_, '_> {
+        fn measuring(&mut self, server: &str, conns: usize, _: usize, done: usize, total: usize) {
+            self.class.say(format!(
+                "[{}/{total}] {server} at {conns} connections...",
+                done + 1
+            ));
+        }
+    }
+    let mut config = crate::lab::LabConfig::new(c.exe.clone());
+    config.servers = servers;
+    config.conns = conns;
+    config.rounds = 1;
+    config.duration = duration;
+    config.warmup = Duration::from_millis(500);
+    config.fit_max_conns();
+    c.check()?;
+    let results = crate::lab::run(&config, "switchboard lesson".into(), &mut Say { class: c });
+    c.check()?;
+    Ok(results.cells)
 }
 
 /// A `switchboard serve` a lesson started: stopped (SIGTERM, then SIGKILL) and reaped when

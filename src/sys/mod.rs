@@ -6,6 +6,7 @@ mod affinity;
 mod epoll;
 mod fds;
 mod packet;
+mod perf;
 mod poll;
 mod process;
 mod readiness;
@@ -21,6 +22,7 @@ pub(crate) use affinity::{allowed_cpus, pin_command, pin_current_thread};
 pub(crate) use epoll::{Epoll, Events, Trigger};
 pub(crate) use fds::{dup_above, fd_limit, own_fd_table, pipe, raise_fd_limit, take_inherited_fd};
 pub(crate) use packet::PacketSocket;
+pub(crate) use perf::{Counted, Counter};
 pub(crate) use poll::{poll, pollin, PollFd};
 pub(crate) use process::{
     close_inherited, die_with_parent, exit_child, fork, reap_child, signal_child, signal_group,

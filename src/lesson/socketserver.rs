@@ -1,0 +1,70 @@
+//! socketserver: the plan's Python `socketserver.ThreadingTCPServer` beside the models that copy
+//! its mix-ins (`threads` for ThreadingMixIn, `fork` for ForkingMixIn), on the same load.
+
+use super::{measure, Class, Lesson, LessonError, Taught};
+use crate::lab::LabServer;
+use crate::model::Model;
+use std::time::Duration;
+
+pub(super) const LESSON: Lesson = Lesson {
+    name: "socketserver",
+    title: "concurrency: Python's socketserver and its copies",
+    summary: "the plan's socketserver.ThreadingTCPServer beside the threads and fork models on one load (needs python3)",
+    run,
+};
+
+fn run(c: &mut Class) -> Result<Taught, LessonError> {
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return Err(LessonError::Needs(
+            "this lesson runs the plan's Python server: install python3".into(),
+        ));
+    }
+    let script = c.dir().join("upper_server.py");
+    std::fs::write(&script, crate::lab::PYTHON_REFERENCE)?;
+    let python = LabServer::Reference {
+        name: "socketserver".into(),
+        command: format!("python3 {} {{port}}", script.display()),
+    };
+    let servers = vec![
+        python,
+        LabServer::Model(Model::Threads),
+        LabServer::Model(Model::Fork),
+    ];
+    let cells = measure(c, servers, vec![10, 100], Duration::from_secs(2))?;
+    for cell in &cells {
+        c.say(format!(
+            "{} at {} connections: {:.0} replies/s, p99 {} µs, {} µs of CPU per reply",
+            cell.model,
+            cell.conns,
+            cell.msgs_per_s,
+            cell.p99_us,
+            cell.cpu_us_per_msg
+                .map_or("-".into(), |v| format!("{v:.2}"))
+        ));
+        c.figure(
+            &format!("{}_{}_msgs_per_s", cell.model, cell.conns),
+            cell.msgs_per_s,
+        );
+        c.figure(
+            &format!("{}_{}_cpu_us_per_msg", cell.model, cell.conns),
+            cell.cpu_us_per_msg,
+        );
+    }
+    Ok(Taught {
+        shows: "socketserver is the plan's shape: one handler, and a mix-in that says how clients \
+                are served at once, a thread (ThreadingMixIn) or a process (ForkingMixIn) each. \
+                switchboard's threads and fork models are those mix-ins, and the same handler \
+                (the upper-casing service) runs under any model; the Python interpreter's cost \
+                per reply shows in its CPU column."
+            .into(),
+        code: vec![
+            "src/model/threads.rs (ThreadingMixIn)",
+            "src/model/fork.rs (ForkingMixIn)",
+            "src/lab/upper_server.py (the plan's server)",
+        ],
+    })
+}
