@@ -265,7 +265,7 @@ fn the_socketserver_lesson_runs_the_plans_python_beside_its_copies() {
         return;
     }
     let f = lesson("socketserver", &[]);
-    for server in ["socketserver", "threads", "fork"] {
+    for server in ["ThreadingTCPServer", "threads", "ForkingTCPServer", "fork"] {
         assert!(
             f[format!("{server}_100_msgs_per_s")].as_f64().unwrap() > 0.0,
             "{server}: {f}"

@@ -1,5 +1,6 @@
-//! socketserver: the plan's Python `socketserver.ThreadingTCPServer` beside the models that copy
-//! its mix-ins (`threads` for ThreadingMixIn, `fork` for ForkingMixIn), on the same load.
+//! socketserver: the plan's Python `socketserver` servers (`ThreadingTCPServer`,
+//! `ForkingTCPServer`) beside the models that copy their mix-ins (`threads`, `fork`), on the
+//! same load.
 
 use super::{measure, Class, Lesson, LessonError, Taught};
 use crate::lab::LabServer;
@@ -9,7 +10,7 @@ use std::time::Duration;
 pub(super) const LESSON: Lesson = Lesson {
     name: "socketserver",
     title: "concurrency: Python's socketserver and its copies",
-    summary: "the plan's socketserver.ThreadingTCPServer beside the threads and fork models on one load (needs python3)",
+    summary: "the plan's socketserver (ThreadingTCPServer, ForkingTCPServer) beside the threads and fork models on one load (needs python3)",
     run,
 };
 
@@ -25,13 +26,14 @@ fn run(c: &mut Class) -> Result<Taught, LessonError> {
     }
     let script = c.dir().join("upper_server.py");
     std::fs::write(&script, crate::lab::PYTHON_REFERENCE)?;
-    let python = LabServer::Reference {
-        name: "socketserver".into(),
-        command: format!("python3 {} {{port}}", script.display()),
+    let python = |name: &str, mode: &str| LabServer::Reference {
+        name: name.into(),
+        command: format!("python3 {} {{port}} {mode}", script.display()),
     };
     let servers = vec![
-        python,
+        python("ThreadingTCPServer", ""),
         LabServer::Model(Model::Threads),
+        python("ForkingTCPServer", "fork"),
         LabServer::Model(Model::Fork),
     ];
     let cells = measure(c, servers, vec![10, 100], Duration::from_secs(2))?;
