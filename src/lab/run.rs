@@ -26,6 +26,11 @@ pub trait LabObserver {
     }
     /// A measurement is finished.
     fn measured(&mut self, _m: &Measurement) {}
+    /// True when the run should stop before its next measurement (the cells measured so far
+    /// are still summarized).
+    fn stopped(&self) -> bool {
+        false
+    }
 }
 
 impl LabObserver for () {}
@@ -41,6 +46,9 @@ pub fn run(config: &LabConfig, command: String, observer: &mut dyn LabObserver) 
         let mut by_cell: Vec<Vec<Measurement>> = vec![Vec::new(); group.len()];
         for round in 1..=config.rounds {
             for (i, key) in group.iter().enumerate() {
+                if observer.stopped() {
+                    break;
+                }
                 observer.measuring(
                     key.server.name(),
                     key.conns,

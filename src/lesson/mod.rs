@@ -189,6 +189,9 @@ fn measure(
                 done + 1
             ));
         }
+        fn stopped(&self) -> bool {
+            self.class.check().is_err()
+        }
     }
     let mut config = crate::lab::LabConfig::new(c.exe.clone());
     config.servers = servers;
