@@ -33,18 +33,7 @@ fn run(c: &mut Class) -> Result<Taught, LessonError> {
             mem,
             cell.cpu_us_per_msg.map_or("-".into(), |v| format!("{v:.2}"))
         ));
-        c.figure(
-            &format!("{}_{}_rss_bytes_per_conn", cell.model, cell.conns),
-            cell.rss_bytes_per_conn,
-        );
-        c.figure(
-            &format!("{}_{}_msgs_per_s", cell.model, cell.conns),
-            cell.msgs_per_s,
-        );
-        c.figure(
-            &format!("{}_{}_cpu_us_per_msg", cell.model, cell.conns),
-            cell.cpu_us_per_msg,
-        );
+        c.cell_figures(cell);
     }
     Ok(Taught {
         shows: "A thread per connection pays for each client with a stack and a scheduler entry, \

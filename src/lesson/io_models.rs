@@ -46,11 +46,7 @@ fn run(c: &mut Class) -> Result<Taught, LessonError> {
             per(cell.syscalls_per_msg),
             per(cell.switches_per_msg)
         ));
-        let key = cell.model.replace('-', "_");
-        c.figure(&format!("{key}_msgs_per_s"), cell.msgs_per_s);
-        c.figure(&format!("{key}_cpu_us_per_msg"), cell.cpu_us_per_msg);
-        c.figure(&format!("{key}_syscalls_per_msg"), cell.syscalls_per_msg);
-        c.figure(&format!("{key}_switches_per_msg"), cell.switches_per_msg);
+        c.cell_figures(cell);
     }
     if !counted {
         c.say("(system calls and context switches are counted by the kernel's perf events, which need root: sudo switchboard lesson io-models)");

@@ -126,6 +126,17 @@ impl Class<'_> {
         self.figures.insert(name.to_string(), value);
     }
 
+    /// Keeps a measured cell's figures, named `MODEL_CONNS_FIGURE`: replies per second, and per
+    /// reply the CPU, system calls and context switches; memory per connection.
+    pub fn cell_figures(&mut self, cell: &crate::lab::Cell) {
+        let key = |figure: &str| format!("{}_{}_{figure}", cell.model, cell.conns);
+        self.figure(&key("msgs_per_s"), cell.msgs_per_s);
+        self.figure(&key("cpu_us_per_msg"), cell.cpu_us_per_msg);
+        self.figure(&key("syscalls_per_msg"), cell.syscalls_per_msg);
+        self.figure(&key("switches_per_msg"), cell.switches_per_msg);
+        self.figure(&key("rss_bytes_per_conn"), cell.rss_bytes_per_conn);
+    }
+
     /// The lesson's own directory, removed when it ends.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -47,14 +47,7 @@ fn run(c: &mut Class) -> Result<Taught, LessonError> {
             cell.cpu_us_per_msg
                 .map_or("-".into(), |v| format!("{v:.2}"))
         ));
-        c.figure(
-            &format!("{}_{}_msgs_per_s", cell.model, cell.conns),
-            cell.msgs_per_s,
-        );
-        c.figure(
-            &format!("{}_{}_cpu_us_per_msg", cell.model, cell.conns),
-            cell.cpu_us_per_msg,
-        );
+        c.cell_figures(cell);
     }
     Ok(Taught {
         shows: "socketserver is the plan's shape: one handler, and a mix-in that says how clients \

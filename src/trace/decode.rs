@@ -140,6 +140,27 @@ impl Packet {
         })
     }
 
+    /// The sending and receiving sockets (address and port), for TCP and UDP over IP.
+    pub fn sockets(&self) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+        match (&self.network, &self.transport) {
+            (
+                Some(Network::Ip {
+                    source,
+                    destination,
+                    ..
+                }),
+                Some(t),
+            ) => {
+                let (sp, dp) = t.ports();
+                Some((
+                    std::net::SocketAddr::new(*source, sp),
+                    std::net::SocketAddr::new(*destination, dp),
+                ))
+            }
+            _ => None,
+        }
+    }
+
     /// True for an ARP packet.
     pub fn is_arp(&self) -> bool {
         matches!(self.network, Some(Network::Arp { .. }))

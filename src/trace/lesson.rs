@@ -121,18 +121,6 @@ impl Conversation {
 }
 
 fn direction(packet: &Packet) -> Option<Direction> {
-    match (&packet.network, &packet.transport) {
-        (
-            Some(Network::Ip {
-                source,
-                destination,
-                ..
-            }),
-            Some(t),
-        ) => {
-            let (sp, dp) = t.ports();
-            Some((*source, sp, *destination, dp))
-        }
-        _ => None,
-    }
+    let (from, to) = packet.sockets()?;
+    Some((from.ip(), from.port(), to.ip(), to.port()))
 }

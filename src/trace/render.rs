@@ -109,43 +109,23 @@ fn layer(name: &str, bytes: usize, text: &str) -> String {
 }
 
 fn endpoints(p: &Packet) -> String {
-    match (&p.network, &p.transport) {
-        (
-            Some(Network::Ip {
-                source,
-                destination,
-                ..
-            }),
-            Some(t),
-        ) => {
-            let (sp, dp) = t.ports();
-            format!(
-                "{} -> {}",
-                std::net::SocketAddr::new(*source, sp),
-                std::net::SocketAddr::new(*destination, dp)
-            )
-        }
-        (
-            Some(Network::Ip {
-                source,
-                destination,
-                ..
-            }),
-            None,
-        ) => {
-            format!("{source} -> {destination}")
-        }
-        (
-            Some(Network::Arp {
-                sender_ip,
-                target_ip,
-                ..
-            }),
-            _,
-        ) => {
+    if let Some((from, to)) = p.sockets() {
+        return format!("{from} -> {to}");
+    }
+    match &p.network {
+        Some(Network::Ip {
+            source,
+            destination,
+            ..
+        }) => format!("{source} -> {destination}"),
+        Some(Network::Arp {
+            sender_ip,
+            target_ip,
+            ..
+        }) => {
             format!("ARP {sender_ip} -> {target_ip}")
         }
-        _ => "a frame".to_string(),
+        None => "a frame".to_string(),
     }
 }
 
