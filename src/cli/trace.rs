@@ -10,6 +10,9 @@ use switchboard::Addr;
 /// Capture the packets of an exchange and show each layer: link, network, transport,
 /// application. Needs CAP_NET_RAW (root, or `setcap cap_net_raw+ep` on the binary).
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  sudo switchboard trace send tcp://127.0.0.1:8079 hello\n  sudo switchboard trace send udp://[::1]:9000 hi --pcap hi.pcap\n  sudo switchboard trace watch tcp://127.0.0.1:8079 --count 10\n  sudo switchboard trace hosts"
+)]
 pub struct Args {
     #[command(subcommand)]
     what: What,
