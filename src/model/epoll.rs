@@ -149,7 +149,7 @@ pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::
                     let token = token as usize;
                     if readiness.hung_up {
                         if let Some(conn) = table.get_mut(token) {
-                            conn.hung_up();
+                            conn.read_to_empty(); // the peer closed: no new readiness will say so
                         }
                     }
                     drive_now(&mut table, &mut timers, token);

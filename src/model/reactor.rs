@@ -105,12 +105,8 @@ impl Conn {
         Ok(())
     }
 
-    /// Notes that the poller reported the peer's close (EPOLLRDHUP, EPOLLHUP, EPOLLERR).
-    pub(super) fn hung_up(&mut self) {
-        self.read_to_empty = true;
-    }
-
-    /// From now on each turn reads until the socket would block (see `read_to_empty`).
+    /// From now on each turn reads until the socket would block (see `read_to_empty`): the
+    /// poller reported the peer's close, or readiness comes as signals.
     pub(super) fn read_to_empty(&mut self) {
         self.read_to_empty = true;
     }
