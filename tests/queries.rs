@@ -1,4 +1,4 @@
-//! The SQL queries the README offers over a server's own data, run as written on SQLite and on
+//! The SQL queries the book offers (store/sql.md) over a server's own data, run as written on SQLite and on
 //! MariaDB over the same rows, with the answers they must give.
 
 use mysql::prelude::Queryable;
@@ -8,9 +8,9 @@ use switchboard::store::{self, Backend, MessageRow, Record, ServerRow, SessionRo
 const BASE: i64 = 1_800_000_000_000_000;
 const MINUTE: i64 = 60_000_000;
 
-/// The README's queries: each `-- name: what it shows` line, then its SQL up to `;`.
-fn readme_queries() -> Vec<(String, String)> {
-    let readme = include_str!("../README.md");
+/// The book's queries (docs/book/src/store/sql.md): each `-- name: what it shows` line, then its SQL up to `;`.
+fn book_queries() -> Vec<(String, String)> {
+    let readme = include_str!("../docs/book/src/store/sql.md");
     let mut queries = Vec::new();
     for block in readme.split("```sql\n").skip(1) {
         let block = block.split("```").next().unwrap();
@@ -116,7 +116,7 @@ fn expected(name: &str) -> Vec<Vec<String>> {
             vec![&m1, "reset", "1"],
         ],
         "messages per session" => vec![vec!["q", "2", "3", "11"], vec!["q", "1", "1", "2"]],
-        other => panic!("the README has a query this test does not know: {other}"),
+        other => panic!("the book has a query this test does not know: {other}"),
     };
     rows.into_iter()
         .map(|r| r.into_iter().map(String::from).collect())
@@ -165,8 +165,8 @@ fn mysql_rows(conn: &mut mysql::Conn, sql: &str) -> Vec<Vec<String>> {
 }
 
 #[test]
-fn the_readme_queries_answer_the_same_on_sqlite() {
-    let queries = readme_queries();
+fn the_book_queries_answer_the_same_on_sqlite() {
+    let queries = book_queries();
     assert!(queries.len() >= 4, "{queries:?}");
     let dir = std::env::temp_dir().join(format!("sb-queries-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -180,7 +180,7 @@ fn the_readme_queries_answer_the_same_on_sqlite() {
 }
 
 #[test]
-fn the_readme_queries_answer_the_same_on_mariadb() {
+fn the_book_queries_answer_the_same_on_mariadb() {
     let Ok(url) = std::env::var("SWITCHBOARD_TEST_MYSQL") else {
         assert!(
             std::env::var_os("SWITCHBOARD_REQUIRE_MYSQL").is_none(),
@@ -199,7 +199,7 @@ fn the_readme_queries_answer_the_same_on_mariadb() {
     let own = format!("{base}/{db}");
     fill(&mut store::open(&own.parse::<StoreUrl>().unwrap()).unwrap());
     let mut conn = mysql::Conn::new(mysql::Opts::from_url(&own).unwrap()).unwrap();
-    for (name, sql) in readme_queries() {
+    for (name, sql) in book_queries() {
         assert_eq!(
             mysql_rows(&mut conn, &sql),
             expected(&name),
@@ -209,10 +209,10 @@ fn the_readme_queries_answer_the_same_on_mariadb() {
     admin.query_drop(format!("DROP DATABASE {db}")).unwrap();
 }
 
-/// The questions the data lesson asks (`store::QUESTIONS`) are the README's, word for word.
+/// The questions the data lesson asks (`store::QUESTIONS`) are the book's, word for word.
 #[test]
-fn the_lessons_questions_are_the_readmes() {
-    let readme = readme_queries();
+fn the_lessons_questions_are_the_books() {
+    let book = book_queries();
     let lesson: Vec<(String, String)> = store::QUESTIONS
         .iter()
         .map(|(question, sql)| {
@@ -220,5 +220,5 @@ fn the_lessons_questions_are_the_readmes() {
             (name, sql.to_string())
         })
         .collect();
-    assert_eq!(lesson, readme);
+    assert_eq!(lesson, book);
 }

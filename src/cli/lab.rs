@@ -218,6 +218,17 @@ fn command_line() -> String {
         .join(" ")
 }
 
+/// A run's expected length, as a person would say it: "20 seconds", "1 minute", "12 minutes".
+fn about(length: Duration) -> String {
+    let secs = length.as_secs_f64().ceil() as u64;
+    match secs {
+        0..=1 => "1 second".into(),
+        2..=59 => format!("{secs} seconds"),
+        60..=89 => "1 minute".into(),
+        _ => format!("{} minutes", (secs as f64 / 60.0).round()),
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let (config, out) = config(&args)?;
     let store = match args.record.url() {
@@ -230,10 +241,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let total = config.measurements();
     let per = config.warmup + config.duration + Duration::from_millis(400);
     eprintln!(
-        "lab {lab_id}: {} servers, {total} measurements of {:.1} s, about {} minutes; writing to {}",
+        "lab {lab_id}: {} servers, {total} measurements of {:.1} s, about {}; writing to {}",
         config.servers.len(),
         per.as_secs_f64(),
-        (per.as_secs_f64() * total as f64 / 60.0).ceil(),
+        about(per * total as u32),
         out.display()
     );
     let mut progress = Progress {

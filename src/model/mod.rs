@@ -240,7 +240,7 @@ impl Model {
 }
 
 /// The default: the fastest model that passes everything on this machine. Measured side by
-/// side (see the README's Performance), `uring` and `epoll` lead, `uring` by a few percent of
+/// side (see the book's Performance), `uring` and `epoll` lead, `uring` by a few percent of
 /// CPU per message; where the kernel refuses io_uring (old, or disabled, as in many containers)
 /// the default is `epoll`.
 impl Default for Model {

@@ -125,7 +125,7 @@ impl Store {
         }
     }
 
-    /// Runs one SQL statement that returns rows (a question of your own, as the README's),
+    /// Runs one SQL statement that returns rows (a question of your own, as the book's),
     /// each value as text (`NULL` for none).
     pub fn query(&mut self, sql: &str) -> Result<Vec<Vec<String>>, StoreError> {
         match self {

@@ -43,7 +43,7 @@ pub(crate) const STATS_SESSIONS: &str = "SELECT instance, reason, COUNT(*), CAST
 pub(crate) const DROPPED: &str = "SELECT CAST(COALESCE(SUM(dropped), 0) AS SIGNED) FROM servers";
 
 /// Questions of the kind the plan asks of its data, as SQL that runs as written on SQLite and
-/// on MySQL/MariaDB (the README shows them; a test runs each on both): what each asks, and
+/// on MySQL/MariaDB (the book's store/sql.md shows them; a test runs each on both): what each asks, and
 /// the statement.
 pub const QUESTIONS: &[(&str, &str)] = &[
     (

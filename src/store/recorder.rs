@@ -33,7 +33,7 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 /// per many connections' batches, and a database on the same cores works in a few long bursts
 /// rather than many short ones, which left those cores idle: recording into such a MariaDB kept
 /// 0.57x-0.63x of the throughput of not recording with a 10 ms pause, 0.71x or more with this one
-/// (README, "The writer's pause"), for 12-18 MB of queued records at over 100,000 messages a
+/// (the book's dated runs, "The writer's pause"), for 12-18 MB of queued records at over 100,000 messages a
 /// second.
 pub const LINGER: Duration = Duration::from_millis(250);
 

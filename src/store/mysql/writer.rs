@@ -205,7 +205,7 @@ impl Backend for Mysql {
 /// On MariaDB (`bulk`) the statement is of one row, prepared once and executed for up to
 /// [`ROWS_PER_INSERT`] rows at a time in one `COM_STMT_BULK_EXECUTE` command (MariaDB 10.2.7 and
 /// later): the server sets the statement up once per command rather than once per row, about
-/// a sixth less of its CPU per recorded message than the multi-row statements below (README,
+/// a sixth less of its CPU per recorded message than the multi-row statements below (the book's dated runs,
 /// "Bulk execution on MariaDB"). MySQL has no bulk execution, so there `rows` go as multi-row
 /// statements of a power of two rows, the largest first (512, then what is left as 256, 128,
 /// ... 1): an INSERT of each size is prepared once and stays in the connection's statement
