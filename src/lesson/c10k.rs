@@ -23,7 +23,7 @@ fn run(c: &mut Class) -> Result<Taught, LessonError> {
         let mem = cell
             .rss_bytes_per_conn
             .map_or("too little to tell".to_string(), |b| {
-                format!("{:.0} KiB", b / 1024.0)
+                format!("{:.1} KiB", b / 1024.0)
             });
         c.say(format!(
             "{} at {} connections: {:.0} replies/s, {} of memory per connection, {} µs of CPU per reply",

@@ -167,12 +167,21 @@ fn network_line(net: &Network) -> (usize, String) {
             target_mac,
             target_ip,
             header_len,
-        } => (
-            *header_len,
-            format!(
-                "ARP {operation}: {sender_ip} ({sender_mac}) asks/tells {target_ip} ({target_mac})"
-            ),
-        ),
+        } => {
+            // A request asks the target's MAC (still unknown, all zeros); a reply tells the
+            // sender's to the one that asked.
+            let verb = match operation.as_str() {
+                "request" => "asks",
+                "reply" => "tells",
+                _ => "to",
+            };
+            (
+                *header_len,
+                format!(
+                    "ARP {operation}: {sender_ip} ({sender_mac}) {verb} {target_ip} ({target_mac})"
+                ),
+            )
+        }
     }
 }
 

@@ -182,12 +182,26 @@ fn the_book_builds_in_both_languages_without_a_broken_link() {
     assert!(out.join("index.html").is_file() && out.join("zh-CN/index.html").is_file());
     let broken = site::broken_links(&out);
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
-    let phone = std::fs::read_to_string(out.join("zh-CN/course/phone.html")).unwrap();
-    assert!(
-        phone.contains("先买手机"),
-        "the Chinese course was not built in Chinese"
-    );
-    assert!(phone.contains("lang=\"zh-CN\""));
+    // Every chapter of the Chinese course is in Chinese: far more of its text than the
+    // English chapter's quotes of the plan.
+    for chapter in CHAPTERS {
+        let page = chapter.replace(".md", ".html");
+        let read = |dir: &str| std::fs::read_to_string(out.join(dir).join(&page)).unwrap();
+        let (english, chinese) = (read("course"), read("zh-CN/course"));
+        assert!(chinese.contains("lang=\"zh-CN\""), "zh-CN/course/{page}");
+        let (en, zh) = (han(&english), han(&chinese));
+        assert!(
+            zh > 3 * en + 200,
+            "zh-CN/course/{page} is not in Chinese ({zh} Han characters, the English {en})"
+        );
+    }
+}
+
+/// How many Han (Chinese) characters a text holds.
+fn han(text: &str) -> usize {
+    text.chars()
+        .filter(|c| ('\u{4e00}'..='\u{9fff}').contains(c))
+        .count()
 }
 
 #[test]
