@@ -108,7 +108,7 @@ done
 
 echo "== mdbook build: the book in English (docs/book/book/) and Chinese (docs/book/book/zh-CN/)"
 mdbook build docs/book
-MDBOOK_BOOK__LANGUAGE=zh-CN mdbook build docs/book -d book/zh-CN
+MDBOOK_BOOK__LANGUAGE=zh-CN mdbook build docs/book -d docs/book/book/zh-CN
 
 echo "== cargo bench --no-run (the micro-benchmarks build; they run with cargo bench)"
 cargo bench --no-run --quiet
