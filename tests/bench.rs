@@ -82,9 +82,23 @@ fn the_json_report_has_every_field() {
         "connect_secs",
         "threads",
         "processes",
+        "unanswered",
+        "oldest_unanswered_us",
+        "unserved_conns",
+        "replies_per_conn_min",
+        "replies_per_conn_median",
+        "replies_per_conn_max",
     ] {
         assert!(r[key].is_number(), "{key} missing in {r}");
     }
+    // A fair server: every connection served, each with about its share.
+    assert_eq!(n(&r, "unserved_conns"), 0.0, "{r}");
+    assert!(n(&r, "replies_per_conn_min") > 0.0, "{r}");
+    assert!(n(&r, "replies_per_conn_min") <= n(&r, "replies_per_conn_median"));
+    assert!(n(&r, "replies_per_conn_median") <= n(&r, "replies_per_conn_max"));
+    // At most the depth's requests per connection were in flight at the end, none for long.
+    assert!(n(&r, "unanswered") <= 8.0, "{r}");
+    assert!(n(&r, "oldest_unanswered_us") < 1_000_000.0, "{r}");
     assert!(r["rate"].is_null(), "closed loop: {r}");
     assert_eq!(
         (n(&r, "conns"), n(&r, "size"), n(&r, "depth")),
@@ -287,6 +301,46 @@ fn a_stall_shows_in_the_open_loop_and_hides_in_the_closed_loop() {
     // The closed loop waited politely: one slow reply among thousands.
     assert!(n(&r, "max_us") >= 500_000.0, "{r}");
     assert!(n(&r, "p90_us") < 50_000.0, "{r}");
+}
+
+#[test]
+fn connections_a_full_server_never_answers_are_reported_and_fail_the_run() {
+    // 10 places, 30 clients: 20 connect (the kernel's backlog takes them) and wait all run.
+    let s = ServerProcess::tcp("epoll", &["--no-store", "--max-conns", "10"]);
+    let (code, r) = bench_json(&s.addr, &["--conns", "30", "--duration", "1s"]);
+    assert_eq!(code, Some(1), "starved connections passed as clean: {r}");
+    assert_eq!(n(&r, "errors"), 0.0, "{r}");
+    assert_eq!(n(&r, "unserved_conns"), 20.0, "{r}");
+    assert_eq!(n(&r, "replies_per_conn_min"), 0.0, "{r}");
+    assert!(n(&r, "replies_per_conn_max") > 0.0, "{r}");
+    // Each starved request waited from the load's start (1.2 s before the end), and its wait
+    // is among the latencies.
+    assert!(n(&r, "unanswered") >= 20.0, "{r}");
+    assert!(n(&r, "oldest_unanswered_us") >= 1_100_000.0, "{r}");
+    assert!(
+        n(&r, "max_us") >= 1_100_000.0,
+        "the starved requests hid: {r}"
+    );
+    // Measured on purpose, the same run exits 0; the summary says what happened.
+    let out = bench(
+        &s.addr,
+        &[
+            "--no-store",
+            "--conns",
+            "30",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--allow-unserved",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("served      20 of 30 connections asked and got no reply; replies per connection min 0,"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -173,7 +173,7 @@ pub(crate) async fn datagram_loop(
                 let mut tally = conn.lock();
                 match (&reply, owed) {
                     (Ok(body), Some((seq, since))) if conn.check(seq, body, &mut scratch) => {
-                        tally.reply(since, now)
+                        conn.replied(&mut tally, since, now)
                     }
                     (Err(_), _) => tally.fail(Failure::Frame, now),
                     _ => tally.mismatch(now),
@@ -185,5 +185,11 @@ pub(crate) async fn datagram_loop(
             }
         }
     });
-    tokio::try_join!(send, receive).map(drop)
+    tokio::select! {
+        done = async { tokio::try_join!(send, receive) } => done.map(drop),
+        () = plan.over() => {
+            conn.ended_waiting(flight.borrow().0.iter().map(|&(_, since)| since));
+            Ok(())
+        }
+    }
 }

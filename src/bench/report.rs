@@ -40,6 +40,21 @@ pub struct Report {
     pub connect_max_us: u64,
     /// `errors` by kind: refused, connect, reset, closed, timeout, frame, lost, io.
     pub errors_by_kind: BTreeMap<&'static str, u64>,
+    /// Requests sent before the window ended and unanswered when it did; each one's wait
+    /// until then is among the latencies, as the least it waited.
+    pub unanswered: u64,
+    /// How long the oldest of them had waited by the end, in µs.
+    pub oldest_unanswered_us: u64,
+    /// Connections that were waiting for a reply when the window ended and had none in it:
+    /// clients the server never served.
+    pub unserved_conns: u64,
+    /// Correct replies per connection in the window: the fewest, the median, the most. A
+    /// fair server keeps them close.
+    pub replies_per_conn_min: u64,
+    /// See `replies_per_conn_min`.
+    pub replies_per_conn_median: u64,
+    /// See `replies_per_conn_min`.
+    pub replies_per_conn_max: u64,
 }
 
 impl Report {
@@ -61,6 +76,12 @@ impl Report {
     /// True when every reply was right and no connection failed.
     pub fn clean(&self) -> bool {
         self.result.errors == 0 && self.result.mismatches == 0
+    }
+
+    /// True when every connection that asked was answered in the window and no request was
+    /// left waiting at the end for longer than `max_wait`.
+    pub fn served_everyone(&self, max_wait: std::time::Duration) -> bool {
+        self.unserved_conns == 0 && u128::from(self.oldest_unanswered_us) <= max_wait.as_micros()
     }
 }
 
@@ -88,6 +109,9 @@ pub fn thousands(v: f64) -> String {
 
 pub(super) fn report(config: &BenchConfig, threads: usize, processes: usize, t: &Tally) -> Report {
     let secs = config.duration.as_secs_f64();
+    let mut per_conn = t.replies_per_conn.clone();
+    per_conn.sort_unstable();
+    let at = |i: usize| per_conn.get(i).copied().unwrap_or(0);
     let us = |q: f64| t.latency.value_at_quantile(q) / 1000;
     let msgs_per_s = t.replies as f64 / secs;
     Report {
@@ -121,5 +145,11 @@ pub(super) fn report(config: &BenchConfig, threads: usize, processes: usize, t: 
         connect_p50_us: t.connect.value_at_quantile(0.5) / 1000,
         connect_max_us: t.connect.max() / 1000,
         errors_by_kind: t.failures.iter().map(|(k, v)| (k.name(), *v)).collect(),
+        unanswered: t.unanswered,
+        oldest_unanswered_us: t.oldest_unanswered_ns / 1000,
+        unserved_conns: t.unserved,
+        replies_per_conn_min: at(0),
+        replies_per_conn_median: at(per_conn.len() / 2),
+        replies_per_conn_max: per_conn.last().copied().unwrap_or(0),
     }
 }

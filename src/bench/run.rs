@@ -9,7 +9,6 @@ use crate::bench::report::{report, Report};
 use crate::bench::stream::Conn;
 use crate::bench::tally::Tally;
 use crate::codec::DEFAULT_MAX_FRAME;
-use std::cell::Cell;
 use std::io;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -300,12 +299,7 @@ pub(super) fn generate(
         });
         let (reconnect, start) = (config.reconnect, start.clone());
         connections.push(local.spawn_local(async move {
-            let conn = Conn {
-                plan: &plan,
-                tally: &tally,
-                id: id as u64,
-                seq: Cell::new(0),
-            };
+            let conn = Conn::new(&plan, &tally, id as u64);
             connection(&conn, &addr, rate, reconnect, &start).await;
         }));
     }

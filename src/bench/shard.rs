@@ -140,6 +140,13 @@ struct Counts {
     latency: Vec<(u64, u64)>,
     /// The same, for connecting.
     connect: Vec<(u64, u64)>,
+    /// Requests unanswered at the end, and the oldest one's wait (ns).
+    unanswered: u64,
+    oldest_unanswered_ns: u64,
+    /// Each connection's replies in the window.
+    replies_per_conn: Vec<u64>,
+    /// Connections waiting at the end that had no reply in the window.
+    unserved: u64,
 }
 
 fn buckets(h: &Histogram<u64>) -> Vec<(u64, u64)> {
@@ -169,6 +176,10 @@ impl Counts {
                 .collect(),
             latency: buckets(&t.latency),
             connect: buckets(&t.connect),
+            unanswered: t.unanswered,
+            oldest_unanswered_ns: t.oldest_unanswered_ns,
+            replies_per_conn: t.replies_per_conn.clone(),
+            unserved: t.unserved,
         }
     }
 
@@ -178,6 +189,10 @@ impl Counts {
         t.replies += self.replies;
         t.mismatches += self.mismatches;
         t.connected += self.connected;
+        t.unanswered += self.unanswered;
+        t.oldest_unanswered_ns = t.oldest_unanswered_ns.max(self.oldest_unanswered_ns);
+        t.replies_per_conn.extend_from_slice(&self.replies_per_conn);
+        t.unserved += self.unserved;
         for (name, n) in &self.failures {
             let failure = Failure::from_name(name).ok_or_else(|| {
                 BenchError::Invalid(format!("a bench process reported a failure '{name}'"))
@@ -493,6 +508,8 @@ mod tests {
         t.connected(Duration::from_micros(40));
         t.fail(Failure::Reset, t0);
         t.mismatch(t0);
+        t.served(5, false);
+        t.served(0, true);
         let config = load(10, None);
         let line = serde_json::to_string(&Line::Done(Counts::of(2, &config, &t))).unwrap();
         let Line::Done(back) = serde_json::from_str(&line).unwrap() else {
@@ -503,6 +520,8 @@ mod tests {
         back.add_to(&mut merged).unwrap();
         assert_eq!(merged.replies, 10);
         assert_eq!(merged.latency.len(), 10);
+        assert_eq!(merged.replies_per_conn, vec![5, 0, 5, 0]);
+        assert_eq!(merged.unserved, 2);
         for q in [0.1, 0.5, 0.9, 0.99, 1.0] {
             assert_eq!(
                 merged.latency.value_at_quantile(q),

@@ -21,6 +21,33 @@ pub(crate) struct Conn<'a> {
     pub(crate) id: u64,
     /// The next message's sequence number (kept across reconnects).
     pub(crate) seq: Cell<u64>,
+    /// Correct replies inside the window, across reconnects.
+    pub(crate) replies: Cell<u64>,
+    /// Whether it was still waiting for a reply when the run ended.
+    pub(crate) waiting: Cell<bool>,
+}
+
+impl<'a> Conn<'a> {
+    /// Connection `id` of a run.
+    pub(crate) fn new(plan: &'a Plan, tally: &'a Mutex<Tally>, id: u64) -> Conn<'a> {
+        Conn {
+            plan,
+            tally,
+            id,
+            seq: Cell::new(0),
+            replies: Cell::new(0),
+            waiting: Cell::new(false),
+        }
+    }
+}
+
+/// However it ends (done, failed, or cut off when the run closes), a connection tells the
+/// tally what it was served.
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        let (replies, waiting) = (self.replies.get(), self.waiting.get());
+        self.lock().served(replies, waiting);
+    }
 }
 
 impl Conn<'_> {
@@ -44,6 +71,24 @@ impl Conn<'_> {
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Tally> {
         self.tally.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A correct reply to a request sent (or due) at `since`: counted in `tally` (this
+    /// connection's, locked) and among this connection's own when it came in the window.
+    pub(crate) fn replied(&self, tally: &mut Tally, since: Instant, at: Instant) {
+        if tally.reply(since, at) {
+            self.replies.set(self.replies.get() + 1);
+        } else if tally.late(since, at) {
+            // Answered only after the window: it was waiting when the window ended.
+            self.waiting.set(true);
+        }
+    }
+
+    /// The run ended with requests sent (or due) at `since` still unanswered.
+    pub(crate) fn ended_waiting(&self, since: impl IntoIterator<Item = Instant>) {
+        if self.lock().unanswered(since) {
+            self.waiting.set(true);
+        }
     }
 }
 
@@ -96,8 +141,13 @@ where
     write_all(stream, &mut out).await?;
     loop {
         tokio::select! {
+            // The run's end first: what is still in flight then is unanswered.
+            biased;
+            () = plan.over() => {
+                conn.ended_waiting(flight.iter().map(|&(_, sent)| sent));
+                return Ok(());
+            }
             read = read_some(stream, &mut input, plan.timeout) => read?,
-            () = plan.over() => return Ok(()),
         }
         answer(
             conn,
@@ -130,7 +180,7 @@ fn answer(
             continue;
         };
         if conn.check(seq, &reply, scratch) {
-            tally.reply(sent, now);
+            conn.replied(&mut tally, sent, now);
         } else {
             tally.mismatch(now);
         }
@@ -188,7 +238,7 @@ where
                 let owed = flight.borrow_mut().pop_front();
                 match owed {
                     Some((seq, due)) if conn.check(seq, &reply, &mut scratch) => {
-                        tally.reply(due, now)
+                        conn.replied(&mut tally, due, now)
                     }
                     _ => tally.mismatch(now),
                 }
@@ -197,7 +247,7 @@ where
     });
     tokio::select! {
         done = async { tokio::try_join!(send, receive) } => done.map(drop)?,
-        () = plan.over() => {}
+        () = plan.over() => conn.ended_waiting(flight.borrow().iter().map(|&(_, due)| due)),
     }
     let mut stream = reader.unsplit(writer);
     super::connection::close(&mut stream).await;

@@ -86,6 +86,15 @@ pub(crate) struct Tally {
     pub(crate) connected: u64,
     /// How long making every connection took (set once, for the whole run).
     pub(crate) connect_secs: f64,
+    /// Requests sent before the window ended and still unanswered when it did.
+    pub(crate) unanswered: u64,
+    /// How long the oldest of them had waited by then, in nanoseconds.
+    pub(crate) oldest_unanswered_ns: u64,
+    /// Each connection's replies inside the window, once it has ended.
+    pub(crate) replies_per_conn: Vec<u64>,
+    /// Connections that were waiting for a reply when the window ended and had had none in
+    /// it: a server that never served them.
+    pub(crate) unserved: u64,
 }
 
 impl Tally {
@@ -99,6 +108,10 @@ impl Tally {
             failures: BTreeMap::new(),
             connected: 0,
             connect_secs: 0.0,
+            unanswered: 0,
+            oldest_unanswered_ns: 0,
+            replies_per_conn: Vec::new(),
+            unserved: 0,
         }
     }
 
@@ -107,12 +120,48 @@ impl Tally {
         self.window = (start, end);
     }
 
-    /// A correct reply arrived at `at` for a message sent (or due, in an open loop) at `since`.
-    pub(crate) fn reply(&mut self, since: Instant, at: Instant) {
-        if at >= self.window.0 && at < self.window.1 {
+    /// A correct reply arrived at `at` for a message sent (or due, in an open loop) at `since`;
+    /// true when it counts (it came inside the window).
+    pub(crate) fn reply(&mut self, since: Instant, at: Instant) -> bool {
+        let counts = at >= self.window.0 && at < self.window.1;
+        if counts {
             self.replies += 1;
             self.latency
                 .saturating_record(nanos(at.saturating_duration_since(since)));
+        }
+        counts
+    }
+
+    /// The run is over with these requests (sent, or due, at each instant) still unanswered.
+    /// Each sent before the window ended is counted, and its wait until then goes into the
+    /// latencies as the least it waited, so a server that leaves requests unanswered moves
+    /// the percentiles as it would for its users. True when any was.
+    pub(crate) fn unanswered(&mut self, since: impl IntoIterator<Item = Instant>) -> bool {
+        let end = self.window.1;
+        let mut any = false;
+        for since in since.into_iter().filter(|&t| t < end) {
+            let waited = nanos(end - since);
+            self.unanswered += 1;
+            self.oldest_unanswered_ns = self.oldest_unanswered_ns.max(waited);
+            self.latency.saturating_record(waited);
+            any = true;
+        }
+        any
+    }
+
+    /// A reply at `at`, after the window ended, to a request sent (or due) at `since`, before
+    /// it ended: unanswered when the window ended, as [`Tally::unanswered`] counts it. True
+    /// when that is what it was.
+    pub(crate) fn late(&mut self, since: Instant, at: Instant) -> bool {
+        at >= self.window.1 && self.unanswered([since])
+    }
+
+    /// A connection is done: it had `replies` in the window, and was `waiting` for one when
+    /// the window ended.
+    pub(crate) fn served(&mut self, replies: u64, waiting: bool) {
+        self.replies_per_conn.push(replies);
+        if replies == 0 && waiting {
+            self.unserved += 1;
         }
     }
 
@@ -147,6 +196,11 @@ impl Tally {
         self.mismatches += other.mismatches;
         self.connected += other.connected;
         self.connect_secs = self.connect_secs.max(other.connect_secs);
+        self.unanswered += other.unanswered;
+        self.oldest_unanswered_ns = self.oldest_unanswered_ns.max(other.oldest_unanswered_ns);
+        self.replies_per_conn
+            .extend_from_slice(&other.replies_per_conn);
+        self.unserved += other.unserved;
         for (k, v) in &other.failures {
             *self.failures.entry(*k).or_default() += v;
         }
@@ -175,5 +229,48 @@ mod tests {
         assert_eq!(t.errors(), 1);
         let p50 = t.latency.value_at_quantile(0.5);
         assert!((249_000..=251_000).contains(&p50), "{p50}");
+    }
+
+    #[test]
+    fn unanswered_requests_count_their_wait_until_the_end() {
+        let t0 = Instant::now();
+        let (start, end) = (t0 + Duration::from_secs(1), t0 + Duration::from_secs(4));
+        let mut t = Tally::new(start, end);
+        assert!(t.reply(start, start + Duration::from_millis(1)));
+        // One waiting since before the window (3.5 s by its end), one since 1 ms before its
+        // end, one sent after it (not counted).
+        let asked = [
+            t0 + Duration::from_millis(500),
+            end - Duration::from_millis(1),
+            end + Duration::from_millis(1),
+        ];
+        assert!(t.unanswered(asked));
+        assert!(!t.unanswered([end]));
+        // Answered after the end: it was unanswered when the window ended. A warm-up reply
+        // is not.
+        assert!(t.late(
+            end - Duration::from_millis(2),
+            end + Duration::from_millis(1)
+        ));
+        assert!(!t.late(t0, start));
+        assert_eq!(t.unanswered, 3);
+        assert_eq!(t.oldest_unanswered_ns, 3_500_000_000);
+        assert_eq!(t.latency.len(), 4);
+        let max = t.latency.max();
+        assert!((3_499_000_000..=3_502_000_000).contains(&max), "{max}");
+    }
+
+    #[test]
+    fn a_connection_is_unserved_only_when_it_asked_and_got_nothing() {
+        let t0 = Instant::now();
+        let mut t = Tally::new(t0, t0 + Duration::from_secs(1));
+        t.served(10, true);
+        t.served(0, false); // an open loop's connection with nothing due in the window
+        t.served(0, true);
+        let mut other = Tally::new(t0, t0 + Duration::from_secs(1));
+        other.served(0, true);
+        t.add(&other);
+        assert_eq!(t.replies_per_conn, vec![10, 0, 0, 0]);
+        assert_eq!(t.unserved, 2);
     }
 }

@@ -18,7 +18,8 @@ use switchboard::Addr;
     long_about = "Load a server with many connections, check every reply, and report throughput and latency percentiles.\n\n\
     Closed loop (the default): each connection keeps --depth requests in flight and sends the next as each reply comes back.\n\
     Open loop (--rate): requests go out on a fixed schedule whatever the replies do, and each latency counts from when its request was due, so a stalling server shows in the percentiles.\n\n\
-    Exit status 1 if any reply was wrong or any connection failed; the report says how many and of which kind.",
+    Nothing is hidden: a request still unanswered when the run ends counts in the latencies as at least its wait until then, and the report says how many connections asked and were never answered, the spread of replies per connection, and what was left waiting.\n\n\
+    Exit status 1 if any reply was wrong, any connection failed, any connection was never answered, or a request was left waiting past --max-wait (unless --allow-unserved); the report says how many and of which kind.",
     after_help = "Examples:\n  switchboard bench\n  switchboard bench tcp://127.0.0.1:9000 --conns 1000 --duration 30s\n  switchboard bench unix:///tmp/sb.sock --frame line --rate 20000 --json\n  switchboard bench udp://127.0.0.1:9000 --depth 4"
 )]
 pub struct Args {
@@ -61,6 +62,12 @@ pub struct Args {
     /// After a connection fails, count it and open another.
     #[arg(long)]
     reconnect: bool,
+    /// A run that ends with a request unanswered for longer than this exits 1 (its wait is among the latencies either way).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    max_wait: Duration,
+    /// Exit 0 even when connections were never answered or a request waited past --max-wait: for measuring an unfair server on purpose.
+    #[arg(long)]
+    allow_unserved: bool,
     /// What to call the server in `switchboard runs` (its model, say).
     #[arg(long)]
     label: Option<String>,
@@ -193,7 +200,54 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ))
         .into());
     }
+    if !args.allow_unserved && !report.served_everyone(args.max_wait) {
+        return Err(Failed(format!(
+            "{} of {} connections were never answered in the window, and the oldest request still unanswered at its end had waited {} (--max-wait {}); --allow-unserved measures such a server anyway",
+            report.unserved_conns,
+            report.result.conns,
+            millis(report.oldest_unanswered_us),
+            millis(args.max_wait.as_micros() as u64),
+        ))
+        .into());
+    }
     Ok(())
+}
+
+/// A wait in µs, said in milliseconds: `0.3 ms`, `3,012 ms`.
+fn millis(us: u64) -> String {
+    if us < 10_000 {
+        format!("{:.1} ms", us as f64 / 1000.0)
+    } else {
+        format!("{} ms", thousands(us as f64 / 1000.0))
+    }
+}
+
+/// Whom the server served: connections never answered, the spread of replies per
+/// connection, and what was left waiting at the end.
+fn service(r: &Report) -> String {
+    let who = if r.unserved_conns == 0 {
+        "every connection that asked was answered".to_string()
+    } else {
+        format!(
+            "{} of {} connections asked and got no reply",
+            thousands(r.unserved_conns as f64),
+            thousands(r.result.conns as f64)
+        )
+    };
+    let waiting = match r.unanswered {
+        0 => "none unanswered at the end".to_string(),
+        n => format!(
+            "{} unanswered at the end, the oldest waiting {}",
+            thousands(n as f64),
+            millis(r.oldest_unanswered_us)
+        ),
+    };
+    format!(
+        "{who}; replies per connection min {}, median {}, max {}; {waiting}",
+        thousands(r.replies_per_conn_min as f64),
+        thousands(r.replies_per_conn_median as f64),
+        thousands(r.replies_per_conn_max as f64),
+    )
 }
 
 /// Tells, on stderr, how the connections are spread over processes and source addresses.
@@ -274,6 +328,7 @@ fn summary(r: &Report) -> String {
          throughput  {} msgs/s, {:.2} MB/s ({} replies, {checked})\n\
          latency     p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs{since}\n\
          connect     {} made in {:.1} s, p50 {} µs, max {} µs\n\
+         served      {}\n\
          errors      {errors}\n",
         r.result.address,
         r.result.frame,
@@ -300,5 +355,6 @@ fn summary(r: &Report) -> String {
         r.connect_secs,
         thousands(r.connect_p50_us as f64),
         thousands(r.connect_max_us as f64),
+        service(r),
     )
 }
