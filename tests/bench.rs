@@ -344,6 +344,73 @@ fn connections_a_full_server_never_answers_are_reported_and_fail_the_run() {
 }
 
 #[test]
+fn runs_made_at_once_merge_into_one_report() {
+    let s = ServerProcess::tcp("epoll", &["--no-store"]);
+    let dir = scratch("merge");
+    // Two load generators at once, as two machines would run them.
+    let other = {
+        let (addr, dir) = (s.addr.clone(), dir.clone());
+        std::thread::spawn(move || {
+            let (code, r) = bench_json(&addr, &["--conns", "3"]);
+            std::fs::write(dir.join("a.json"), r.to_string()).unwrap();
+            (code, r)
+        })
+    };
+    let (code, b) = bench_json(&s.addr, &["--conns", "5"]);
+    std::fs::write(dir.join("b.json"), b.to_string()).unwrap();
+    let (code_a, a) = other.join().unwrap();
+    clean(code, &b);
+    clean(code_a, &a);
+    let out = Command::new(bin())
+        .current_dir(&dir)
+        .args(["runs", "merge", "a.json", "b.json", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Counts and throughput add up; each percentile lies between the two runs' own.
+    assert_eq!(n(&m, "conns"), 8.0, "{m}");
+    assert_eq!(n(&m, "msgs"), n(&a, "msgs") + n(&b, "msgs"), "{m}");
+    let sum = n(&a, "msgs_per_s") + n(&b, "msgs_per_s");
+    assert!((n(&m, "msgs_per_s") - sum).abs() < 1e-6 * sum, "{m}");
+    for key in ["p50_us", "p99_us", "max_us"] {
+        let (lo, hi) = (n(&a, key).min(n(&b, key)), n(&a, key).max(n(&b, key)));
+        assert!((lo..=hi).contains(&n(&m, key)), "{key}: {m}");
+    }
+    assert_eq!(n(&m, "unserved_conns"), 0.0, "{m}");
+    // The same from standard input, as text; and a file that is not a report, a clear error.
+    let both = format!("{}\n{}\n", a, b);
+    let mut child = Command::new(bin())
+        .args(["runs", "merge", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(both.as_bytes())
+        .unwrap();
+    let text = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.starts_with("merged 2 runs\nbench "), "{text}");
+    std::fs::write(dir.join("bad.json"), "{}").unwrap();
+    let bad = Command::new(bin())
+        .current_dir(&dir)
+        .args(["runs", "merge", "bad.json"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr)
+        .contains("bad.json is not a `switchboard bench --json` report"));
+}
+
+#[test]
 fn closed_and_reset_connections_are_errors_by_kind() {
     let closing = test_server(|i, line| (i <= 3).then(|| upper(line)), false);
     let (code, r) = bench_json(&closing, &["--frame", "line"]);

@@ -25,11 +25,12 @@
 //! (one connection's life), `stream` and `datagram` (the closed and open loops over each),
 //! `payload` (requests and the replies owed), `schedule` (the open loop's clock), `tally`
 //! (counts and histograms), `report` (what a run measured), `shard` (more connections than
-//! one process may hold, over several processes).
+//! one process may hold, over several processes), `merge` (runs from many machines as one).
 
 mod config;
 mod connection;
 mod datagram;
+mod merge;
 mod observer;
 mod payload;
 mod report;
@@ -40,6 +41,7 @@ mod stream;
 mod tally;
 
 pub use config::{BenchConfig, BenchError};
+pub use merge::merge;
 pub use observer::{Observer, Progress};
 pub use payload::{Expect, Payload};
 pub use report::{thousands, Report};

@@ -84,7 +84,17 @@ impl Payload {
 }
 
 /// What a correct reply is, chosen by `bench --expect`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Expect {
     /// The request with ASCII a-z upper-cased (the `upper` service).

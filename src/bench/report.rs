@@ -4,6 +4,9 @@ use crate::bench::config::BenchConfig;
 use crate::bench::payload::Expect;
 use crate::bench::tally::Tally;
 use crate::store::{BenchResult, BenchRow};
+use base64::Engine;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 
 /// What a run measured. `--json` prints it as one object: the [`BenchResult`] a store keeps
@@ -55,6 +58,13 @@ pub struct Report {
     pub replies_per_conn_median: u64,
     /// See `replies_per_conn_min`.
     pub replies_per_conn_max: u64,
+    /// The latencies (ns) whole, in HdrHistogram's standard compressed form (V2, deflated,
+    /// base64), so runs from many machines merge into exact percentiles (`runs merge`).
+    pub latency_hdr: String,
+    /// The connect times (ns), in the same form.
+    pub connect_hdr: String,
+    /// Replies per connection in the window, in the same form.
+    pub replies_per_conn_hdr: String,
 }
 
 impl Report {
@@ -107,6 +117,35 @@ pub fn thousands(v: f64) -> String {
     out
 }
 
+/// A histogram in HdrHistogram's standard compressed form: V2, deflated, base64.
+pub(crate) fn hdr(h: &Histogram<u64>) -> String {
+    let mut bytes = Vec::new();
+    // Writing into memory fails only on a histogram the serializer cannot hold (none here).
+    let _ = V2DeflateSerializer::new().serialize(h, &mut bytes);
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The histogram [`hdr`] wrote.
+pub(crate) fn from_hdr(text: &str) -> Result<Histogram<u64>, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| format!("not base64: {e}"))?;
+    Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("not an HdrHistogram: {e:?}"))
+}
+
+/// Each connection's replies, as a histogram: exact below 2,048, to three significant digits
+/// above.
+fn per_conn_histogram(replies: &[u64]) -> Histogram<u64> {
+    let mut h = Histogram::new(3).expect("3 significant digits is valid");
+    for &n in replies {
+        // It grows to hold any count, so recording cannot fail.
+        let _ = h.record(n);
+    }
+    h
+}
+
 pub(super) fn report(config: &BenchConfig, threads: usize, processes: usize, t: &Tally) -> Report {
     let secs = config.duration.as_secs_f64();
     let mut per_conn = t.replies_per_conn.clone();
@@ -151,5 +190,8 @@ pub(super) fn report(config: &BenchConfig, threads: usize, processes: usize, t: 
         replies_per_conn_min: at(0),
         replies_per_conn_median: at(per_conn.len() / 2),
         replies_per_conn_max: per_conn.last().copied().unwrap_or(0),
+        latency_hdr: hdr(&t.latency),
+        connect_hdr: hdr(&t.connect),
+        replies_per_conn_hdr: hdr(&per_conn_histogram(&per_conn)),
     }
 }

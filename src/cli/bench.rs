@@ -290,7 +290,7 @@ fn by_kind(r: &Report) -> String {
 }
 
 /// The human summary.
-fn summary(r: &Report) -> String {
+pub(super) fn summary(r: &Report) -> String {
     let load = match r.result.rate {
         Some(rate) => format!("open loop at {} msgs/s", thousands(rate)),
         None => format!("closed loop, depth {}", r.result.depth),

@@ -138,6 +138,14 @@ fn words(command: &str) -> Vec<String> {
                 in_word = true;
             }
             (None, '#') if !in_word => break,
+            // Operators end a word even when written against it (`done;`).
+            (None, ';' | '|' | '&') => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+                words.push(c.to_string());
+            }
             (None, c) if c.is_whitespace() => {
                 if in_word {
                     words.push(std::mem::take(&mut word));

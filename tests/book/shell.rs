@@ -28,6 +28,11 @@ pub const OTHERS: &[(&str, &str)] = &[
     ("mdbook", "the book's own test builds it in both languages"),
     ("msgmerge", "gettext's, for the translators: the catalogue it updates is checked"),
     ("cd", "the shell's own"),
+    ("for", "the shell's own"),
+    ("do", "the shell's own"),
+    ("done", "the shell's own"),
+    ("wait", "the shell's own"),
+    ("ssh", "another machine: `runs merge` of runs made at once is tested in tests/bench.rs"),
 ];
 
 /// Checks every `sh` block of `page`; returns what went wrong.
