@@ -382,6 +382,14 @@ fn runs_made_at_once_merge_into_one_report() {
         assert!((lo..=hi).contains(&n(&m, key)), "{key}: {m}");
     }
     assert_eq!(n(&m, "unserved_conns"), 0.0, "{m}");
+    // Their timelines merge second by second, and still add up to the whole.
+    let merged_seconds: f64 = m["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| n(s, "replies"))
+        .sum();
+    assert_eq!(merged_seconds, n(&m, "msgs"), "{m}");
     // The same from standard input, as text; and a file that is not a report, a clear error.
     let both = format!("{}\n{}\n", a, b);
     let mut child = Command::new(bin())
@@ -408,6 +416,57 @@ fn runs_made_at_once_merge_into_one_report() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr)
         .contains("bad.json is not a `switchboard bench --json` report"));
+}
+
+#[test]
+fn the_timeline_shows_each_second_and_adds_up_to_the_run() {
+    // A server that stalls once for 600 ms, 1.2 s into the load: in the window's second second.
+    let started: Arc<std::sync::OnceLock<Instant>> = Default::default();
+    let stalled = Arc::new(AtomicBool::new(false));
+    let addr = test_server(
+        move |_: u64, line: &[u8]| {
+            let t0 = *started.get_or_init(Instant::now);
+            if t0.elapsed() > Duration::from_millis(1200) && !stalled.swap(true, Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(600));
+            }
+            Some(upper(line))
+        },
+        false,
+    );
+    let dir = scratch("timeline");
+    let file = dir.join("timeline.jsonl");
+    let (code, r) = bench_json(
+        &addr,
+        &[
+            "--frame",
+            "line",
+            "--conns",
+            "1",
+            "--duration",
+            "3s",
+            "--warmup",
+            "0s",
+            "--timeline",
+            file.to_str().unwrap(),
+        ],
+    );
+    clean(code, &r);
+    let lines = std::fs::read_to_string(&file).unwrap();
+    let seconds: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(seconds.len(), 3, "{lines}");
+    let replies: f64 = seconds.iter().map(|s| n(s, "replies")).sum();
+    assert_eq!(replies, n(&r, "msgs"), "{lines}");
+    for (i, s) in seconds.iter().enumerate() {
+        assert_eq!(n(s, "second"), i as f64);
+        assert_eq!(n(s, "errors"), 0.0);
+    }
+    // The stall is in the second it happened in, and only there.
+    assert!(n(&seconds[1], "max_us") >= 500_000.0, "{lines}");
+    assert!(n(&seconds[0], "max_us") < 300_000.0, "{lines}");
+    assert!(n(&seconds[2], "max_us") < 300_000.0, "{lines}");
 }
 
 #[test]

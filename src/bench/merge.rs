@@ -3,8 +3,8 @@
 //! from the runs' histograms merged bucket by bucket, never from averaging their percentiles.
 
 use crate::bench::payload::Expect;
-use crate::bench::report::{from_hdr, hdr, Report};
-use crate::bench::tally::{histogram, Failure};
+use crate::bench::report::{self, from_hdr, hdr, Report};
+use crate::bench::tally::{histogram, Failure, Second};
 use crate::bench::BenchError;
 use crate::store::BenchResult;
 use hdrhistogram::Histogram;
@@ -39,6 +39,8 @@ struct Run {
     latency_hdr: String,
     connect_hdr: String,
     replies_per_conn_hdr: String,
+    #[serde(default)]
+    timeline: Vec<report::Second>,
 }
 
 /// Merges the `bench --json` reports `runs` (each a name to say in errors, and its text) into
@@ -65,6 +67,8 @@ pub fn merge(runs: &[(String, String)]) -> Result<Report, BenchError> {
     // Replies per connection have no bound: this one grows to hold them.
     let mut per_conn = Histogram::<u64>::new(3).expect("3 significant digits is valid");
     let mut errors_by_kind: BTreeMap<&'static str, u64> = BTreeMap::new();
+    // Second by second, the runs' seconds added up (runs made at once share their clock).
+    let mut seconds: Vec<Second> = Vec::new();
     for ((name, _), run) in runs.iter().zip(&parsed) {
         add(
             &mut latency,
@@ -78,6 +82,18 @@ pub fn merge(runs: &[(String, String)]) -> Result<Report, BenchError> {
         per_conn
             .add(&replies)
             .map_err(|e| BenchError::Invalid(format!("{name}: replies_per_conn_hdr: {e:?}")))?;
+        for s in &run.timeline {
+            let i = s.second as usize;
+            if seconds.len() <= i {
+                seconds.resize_with(i + 1, Second::new);
+            }
+            let latency = histogram_of(name, "timeline", &s.latency_hdr)?;
+            seconds[i].add(&Second {
+                replies: s.replies,
+                errors: s.errors,
+                latency,
+            });
+        }
         for (kind, n) in &run.errors_by_kind {
             let failure = Failure::from_name(kind)
                 .ok_or_else(|| BenchError::Invalid(format!("{name}: an error of kind '{kind}'")))?;
@@ -131,6 +147,11 @@ pub fn merge(runs: &[(String, String)]) -> Result<Report, BenchError> {
         latency_hdr: hdr(&latency),
         connect_hdr: hdr(&connect),
         replies_per_conn_hdr: hdr(&per_conn),
+        timeline: seconds
+            .iter()
+            .enumerate()
+            .map(|(i, s)| report::Second::of(i, s))
+            .collect(),
     })
 }
 

@@ -44,5 +44,5 @@ pub use config::{BenchConfig, BenchError};
 pub use merge::merge;
 pub use observer::{Observer, Progress};
 pub use payload::{Expect, Payload};
-pub use report::{thousands, Report};
+pub use report::{thousands, Report, Second};
 pub use run::{conns_per_process, run};

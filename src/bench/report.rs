@@ -65,6 +65,43 @@ pub struct Report {
     pub connect_hdr: String,
     /// Replies per connection in the window, in the same form.
     pub replies_per_conn_hdr: String,
+    /// The window second by second: when a stall, a reload or a lost server happened.
+    pub timeline: Vec<Second>,
+}
+
+/// One second of a run's measured window (`bench --timeline` writes one per line).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Second {
+    /// Seconds since the window began: this one covers [second, second + 1).
+    pub second: u64,
+    /// Correct replies that arrived in it.
+    pub replies: u64,
+    /// Failed connections, lost datagrams and wrong replies in it.
+    pub errors: u64,
+    /// Its latencies (µs): median, 99th percentile, slowest. The last second also holds the
+    /// requests left unanswered at the end.
+    pub p50_us: u64,
+    /// See `p50_us`.
+    pub p99_us: u64,
+    /// See `p50_us`.
+    pub max_us: u64,
+    /// Its latencies whole (ns, to two significant digits), for `runs merge`.
+    pub latency_hdr: String,
+}
+
+impl Second {
+    /// The `i`th second of a tally.
+    pub(crate) fn of(i: usize, s: &crate::bench::tally::Second) -> Second {
+        Second {
+            second: i as u64,
+            replies: s.replies,
+            errors: s.errors,
+            p50_us: s.latency.value_at_quantile(0.5) / 1000,
+            p99_us: s.latency.value_at_quantile(0.99) / 1000,
+            max_us: s.latency.max() / 1000,
+            latency_hdr: hdr(&s.latency),
+        }
+    }
 }
 
 impl Report {
@@ -193,5 +230,11 @@ pub(super) fn report(config: &BenchConfig, threads: usize, processes: usize, t: 
         latency_hdr: hdr(&t.latency),
         connect_hdr: hdr(&t.connect),
         replies_per_conn_hdr: hdr(&per_conn_histogram(&per_conn)),
+        timeline: t
+            .seconds
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Second::of(i, s))
+            .collect(),
     }
 }

@@ -147,6 +147,8 @@ struct Counts {
     replies_per_conn: Vec<u64>,
     /// Connections waiting at the end that had no reply in the window.
     unserved: u64,
+    /// The timeline: each second's replies, errors and latencies (compressed).
+    seconds: Vec<(u64, u64, String)>,
 }
 
 fn buckets(h: &Histogram<u64>) -> Vec<(u64, u64)> {
@@ -180,6 +182,11 @@ impl Counts {
             oldest_unanswered_ns: t.oldest_unanswered_ns,
             replies_per_conn: t.replies_per_conn.clone(),
             unserved: t.unserved,
+            seconds: t
+                .seconds
+                .iter()
+                .map(|s| (s.replies, s.errors, crate::bench::report::hdr(&s.latency)))
+                .collect(),
         }
     }
 
@@ -193,6 +200,17 @@ impl Counts {
         t.oldest_unanswered_ns = t.oldest_unanswered_ns.max(self.oldest_unanswered_ns);
         t.replies_per_conn.extend_from_slice(&self.replies_per_conn);
         t.unserved += self.unserved;
+        let mut seconds = Vec::with_capacity(self.seconds.len());
+        for (replies, errors, latency) in &self.seconds {
+            let latency = crate::bench::report::from_hdr(latency)
+                .map_err(|e| BenchError::Invalid(format!("a bench process's timeline: {e}")))?;
+            seconds.push(crate::bench::tally::Second {
+                replies: *replies,
+                errors: *errors,
+                latency,
+            });
+        }
+        t.add_seconds(&seconds);
         for (name, n) in &self.failures {
             let failure = Failure::from_name(name).ok_or_else(|| {
                 BenchError::Invalid(format!("a bench process reported a failure '{name}'"))
@@ -522,6 +540,10 @@ mod tests {
         assert_eq!(merged.latency.len(), 10);
         assert_eq!(merged.replies_per_conn, vec![5, 0, 5, 0]);
         assert_eq!(merged.unserved, 2);
+        // Every reply was in the first second of the window: twice, once per trip.
+        assert_eq!(merged.seconds.len(), 1);
+        assert_eq!(merged.seconds[0].replies, 10);
+        assert_eq!(merged.seconds[0].latency.len(), 10);
         for q in [0.1, 0.5, 0.9, 0.99, 1.0] {
             assert_eq!(
                 merged.latency.value_at_quantile(q),

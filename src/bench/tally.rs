@@ -74,6 +74,37 @@ pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_TRACKED_NS, 3).expect("valid histogram bounds")
 }
 
+/// A second's latencies: two significant digits (1%) is enough to see a stall, at a tenth of
+/// the memory of the run's own histogram, one per second of the run.
+pub(crate) fn second_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_TRACKED_NS, 2).expect("valid histogram bounds")
+}
+
+/// One second of the measured window: its replies, the failures and wrong replies in it,
+/// and its latencies.
+#[derive(Clone)]
+pub(crate) struct Second {
+    pub(crate) replies: u64,
+    pub(crate) errors: u64,
+    pub(crate) latency: Histogram<u64>,
+}
+
+impl Second {
+    pub(crate) fn new() -> Second {
+        Second {
+            replies: 0,
+            errors: 0,
+            latency: second_histogram(),
+        }
+    }
+
+    pub(crate) fn add(&mut self, other: &Second) {
+        self.replies += other.replies;
+        self.errors += other.errors;
+        let _ = self.latency.add(&other.latency);
+    }
+}
+
 /// One thread's counts. Latencies are nanoseconds; only replies that arrive inside the
 /// measured window count.
 pub(crate) struct Tally {
@@ -95,6 +126,8 @@ pub(crate) struct Tally {
     /// Connections that were waiting for a reply when the window ended and had had none in
     /// it: a server that never served them.
     pub(crate) unserved: u64,
+    /// The window second by second (the timeline), as far as anything happened in it.
+    pub(crate) seconds: Vec<Second>,
 }
 
 impl Tally {
@@ -112,7 +145,25 @@ impl Tally {
             oldest_unanswered_ns: 0,
             replies_per_conn: Vec::new(),
             unserved: 0,
+            seconds: Vec::new(),
         }
+    }
+
+    /// The second of the window `at` falls in (the last one for the window's end itself).
+    fn second(&mut self, at: Instant) -> Option<&mut Second> {
+        if at < self.window.0 || at > self.window.1 {
+            return None;
+        }
+        let last = (self.window.1 - self.window.0)
+            .as_secs_f64()
+            .ceil()
+            .max(1.0) as usize
+            - 1;
+        let i = ((at - self.window.0).as_secs() as usize).min(last);
+        if self.seconds.len() <= i {
+            self.seconds.resize_with(i + 1, Second::new);
+        }
+        Some(&mut self.seconds[i])
     }
 
     /// Sets the measured window, once the load's start is known.
@@ -125,9 +176,13 @@ impl Tally {
     pub(crate) fn reply(&mut self, since: Instant, at: Instant) -> bool {
         let counts = at >= self.window.0 && at < self.window.1;
         if counts {
+            let latency = nanos(at.saturating_duration_since(since));
             self.replies += 1;
-            self.latency
-                .saturating_record(nanos(at.saturating_duration_since(since)));
+            self.latency.saturating_record(latency);
+            if let Some(second) = self.second(at) {
+                second.replies += 1;
+                second.latency.saturating_record(latency);
+            }
         }
         counts
     }
@@ -144,6 +199,10 @@ impl Tally {
             self.unanswered += 1;
             self.oldest_unanswered_ns = self.oldest_unanswered_ns.max(waited);
             self.latency.saturating_record(waited);
+            // In the timeline, the last second holds them: the end is when they were seen.
+            if let Some(second) = self.second(end) {
+                second.latency.saturating_record(waited);
+            }
             any = true;
         }
         any
@@ -169,6 +228,9 @@ impl Tally {
     pub(crate) fn mismatch(&mut self, at: Instant) {
         if at < self.window.1 {
             self.mismatches += 1;
+            if let Some(second) = self.second(at) {
+                second.errors += 1;
+            }
         }
     }
 
@@ -176,6 +238,19 @@ impl Tally {
     pub(crate) fn fail(&mut self, failure: Failure, at: Instant) {
         if at < self.window.1 {
             *self.failures.entry(failure).or_default() += 1;
+            if let Some(second) = self.second(at) {
+                second.errors += 1;
+            }
+        }
+    }
+
+    /// Adds another tally's timeline to this one, second by second.
+    pub(crate) fn add_seconds(&mut self, seconds: &[Second]) {
+        if self.seconds.len() < seconds.len() {
+            self.seconds.resize_with(seconds.len(), Second::new);
+        }
+        for (mine, theirs) in self.seconds.iter_mut().zip(seconds) {
+            mine.add(theirs);
         }
     }
 
@@ -201,6 +276,7 @@ impl Tally {
         self.replies_per_conn
             .extend_from_slice(&other.replies_per_conn);
         self.unserved += other.unserved;
+        self.add_seconds(&other.seconds);
         for (k, v) in &other.failures {
             *self.failures.entry(*k).or_default() += v;
         }
@@ -258,6 +334,34 @@ mod tests {
         assert_eq!(t.latency.len(), 4);
         let max = t.latency.max();
         assert!((3_499_000_000..=3_502_000_000).contains(&max), "{max}");
+    }
+
+    #[test]
+    fn the_timeline_adds_up_to_the_run() {
+        let t0 = Instant::now();
+        let (start, end) = (
+            t0 + Duration::from_secs(1),
+            t0 + Duration::from_millis(3500),
+        );
+        let mut t = Tally::new(start, end);
+        for ms in [0, 10, 999, 1_000, 2_400, 2_499] {
+            let at = start + Duration::from_millis(ms);
+            t.reply(at - Duration::from_micros(100), at);
+        }
+        t.reply(t0, t0 + Duration::from_millis(500)); // warm-up: in neither
+        t.fail(Failure::Reset, start + Duration::from_millis(1_500));
+        t.unanswered([start]);
+        let mut other = Tally::new(start, end);
+        other.reply(start, start + Duration::from_millis(5));
+        t.add(&other);
+        // 2.5 s: three seconds, the last a half.
+        let replies: Vec<u64> = t.seconds.iter().map(|s| s.replies).collect();
+        assert_eq!(replies, vec![4, 1, 2]);
+        assert_eq!(replies.iter().sum::<u64>(), t.replies);
+        assert_eq!(t.seconds.iter().map(|s| s.errors).sum::<u64>(), t.errors());
+        // The request unanswered since the start waited 2.5 s, seen in the last second.
+        assert!(t.seconds[2].latency.max() >= 2_480_000_000);
+        assert!(t.seconds[0].latency.max() < 10_000_000);
     }
 
     #[test]

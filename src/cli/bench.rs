@@ -74,6 +74,9 @@ pub struct Args {
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     json: bool,
+    /// Write the window second by second into FILE, one JSON object per line: its replies, errors, and p50, p99 and max latency (a stall or a lost server shows where it happened).
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<std::path::PathBuf>,
     #[command(flatten)]
     record: RecordArgs,
     #[command(flatten)]
@@ -182,6 +185,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bar.finish_and_clear();
     }
     let report = result?;
+    if let Some(path) = &args.timeline {
+        write_timeline(path, &report)
+            .map_err(|e| anyhow::anyhow!("cannot write the timeline to {}: {e}", path.display()))?;
+    }
     let mut out = io::stdout().lock();
     if args.json {
         print_json(&mut out, &report)?;
@@ -211,6 +218,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// The run's seconds into `path`, one JSON object per line.
+fn write_timeline(path: &std::path::Path, report: &Report) -> io::Result<()> {
+    let mut file = io::BufWriter::new(std::fs::File::create(path)?);
+    for second in &report.timeline {
+        print_json(&mut file, second)?;
+    }
+    file.flush()
 }
 
 /// A wait in µs, said in milliseconds: `0.3 ms`, `3,012 ms`.
