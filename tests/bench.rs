@@ -361,17 +361,15 @@ fn runs_made_at_once_merge_into_one_report() {
     let (code_a, a) = other.join().unwrap();
     clean(code, &b);
     clean(code_a, &a);
-    let out = Command::new(bin())
-        .current_dir(&dir)
-        .args(["runs", "merge", "a.json", "b.json", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (a_json, b_json) = (dir.join("a.json"), dir.join("b.json"));
+    let merged = switchboard_ok(&[
+        "runs",
+        "merge",
+        a_json.to_str().unwrap(),
+        b_json.to_str().unwrap(),
+        "--json",
+    ]);
+    let m: Value = serde_json::from_str(&merged).unwrap();
     // Counts and throughput add up; each percentile lies between the two runs' own.
     assert_eq!(n(&m, "conns"), 8.0, "{m}");
     assert_eq!(n(&m, "msgs"), n(&a, "msgs") + n(&b, "msgs"), "{m}");

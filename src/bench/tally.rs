@@ -128,6 +128,8 @@ pub(crate) struct Tally {
     pub(crate) unserved: u64,
     /// The window second by second (the timeline), as far as anything happened in it.
     pub(crate) seconds: Vec<Second>,
+    /// The index of the window's last second (a part second counts as one).
+    last_second: usize,
 }
 
 impl Tally {
@@ -146,6 +148,7 @@ impl Tally {
             replies_per_conn: Vec::new(),
             unserved: 0,
             seconds: Vec::new(),
+            last_second: last_second(window_start, window_end),
         }
     }
 
@@ -154,12 +157,7 @@ impl Tally {
         if at < self.window.0 || at > self.window.1 {
             return None;
         }
-        let last = (self.window.1 - self.window.0)
-            .as_secs_f64()
-            .ceil()
-            .max(1.0) as usize
-            - 1;
-        let i = ((at - self.window.0).as_secs() as usize).min(last);
+        let i = ((at - self.window.0).as_secs() as usize).min(self.last_second);
         if self.seconds.len() <= i {
             self.seconds.resize_with(i + 1, Second::new);
         }
@@ -169,6 +167,7 @@ impl Tally {
     /// Sets the measured window, once the load's start is known.
     pub(crate) fn set_window(&mut self, start: Instant, end: Instant) {
         self.window = (start, end);
+        self.last_second = last_second(start, end);
     }
 
     /// A correct reply arrived at `at` for a message sent (or due, in an open loop) at `since`;
@@ -281,6 +280,12 @@ impl Tally {
             *self.failures.entry(*k).or_default() += v;
         }
     }
+}
+
+/// The index of the last second of a window from `start` to `end`.
+fn last_second(start: Instant, end: Instant) -> usize {
+    let secs = end.saturating_duration_since(start).as_secs_f64().ceil();
+    secs.max(1.0) as usize - 1
 }
 
 fn nanos(d: Duration) -> u64 {

@@ -71,3 +71,25 @@ pub fn inked_share(png: &Path) -> f64 {
         .count();
     inked as f64 / (pixels.len() / channels) as f64
 }
+
+/// Renders `page` in headless Chromium and checks the screenshot is not blank (more than 2%
+/// of it ink). Without Chromium it says so and checks nothing, unless the test script
+/// installed one (`SWITCHBOARD_REQUIRE_CHROMIUM`), where its absence fails the test.
+pub fn assert_renders(page: &Path) {
+    match chromium() {
+        Some(browser) => {
+            let png = scratch("screenshot").join("page.png");
+            screenshot(&browser, page, &png);
+            let share = inked_share(&png);
+            assert!(
+                share > 0.02,
+                "{} rendered blank ({share:.4} inked)",
+                page.display()
+            );
+        }
+        None if std::env::var_os("SWITCHBOARD_REQUIRE_CHROMIUM").is_some() => {
+            panic!("no chromium on PATH, and the test script requires one")
+        }
+        None => eprintln!("no chromium on PATH: {} was not rendered", page.display()),
+    }
+}
