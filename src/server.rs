@@ -6,7 +6,7 @@ use crate::addr::Addr;
 use crate::codec::{Framing, DEFAULT_MAX_FRAME};
 pub use crate::counters::Summary;
 use crate::hooks::Hooks;
-use crate::model::Model;
+use crate::model::{Model, UringFeatures};
 use crate::service::{Service, Upper};
 use crate::session::Timeouts;
 use crate::shared::Shared;
@@ -100,6 +100,7 @@ pub struct ServerBuilder {
     proxy_from: TrustedProxies,
     tls: Option<Arc<rustls::ServerConfig>>,
     own_fd_tables: bool,
+    uring: UringFeatures,
 }
 
 /// The default bound on connections open at once (`--max-conns`).
@@ -162,6 +163,14 @@ impl ServerBuilder {
     /// each model has its own default, which `switchboard models` shows.
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = Some(workers);
+        self
+    }
+
+    /// The io_uring features the `uring` model may use. Default: every one but `sqpoll` (see
+    /// [`UringFeature`](crate::model::UringFeature)); one the kernel refuses is logged once and
+    /// gone without.
+    pub fn uring_features(mut self, features: UringFeatures) -> Self {
+        self.uring = features;
         self
     }
 
@@ -484,6 +493,7 @@ impl ServerBuilder {
             workers: self.workers,
             max_children: self.max_children,
             own_fd_tables: self.own_fd_tables,
+            uring: self.uring,
         })
     }
 }
@@ -571,6 +581,7 @@ impl Server {
             proxy_from: TrustedProxies::default(),
             tls: None,
             own_fd_tables: false,
+            uring: UringFeatures::default(),
         }
     }
 

@@ -243,6 +243,9 @@ pub struct Session {
     output: Vec<u8>,
     /// How much of `output` has been written.
     sent: usize,
+    /// Reply bytes lent to the model ([`Session::take_pending`]) and not yet written: they
+    /// were sent before anything in `output`, and count as unsent until they are written.
+    lent: usize,
     /// Unsent reply bytes past which the session reads no more ([`OUTPUT_BUDGET`]).
     budget: usize,
     /// Set once the session will read no more: it closes when its output is drained.
@@ -288,6 +291,7 @@ impl Session {
             input: Vec::new(),
             output: Vec::new(),
             sent: 0,
+            lent: 0,
             budget: OUTPUT_BUDGET,
             done: None,
             stats: SessionStats::default(),
@@ -629,9 +633,33 @@ impl Session {
         Ok(action)
     }
 
-    /// Reply bytes waiting to be written.
+    /// Reply bytes waiting to be written (those [lent](Session::take_pending) are not among
+    /// them: they go first).
     pub fn pending(&self) -> &[u8] {
         &self.output[self.sent..]
+    }
+
+    /// Takes the replies waiting to be written, for a model that writes from a buffer of its
+    /// own whose bytes must stay put until the write completes (io_uring: the kernel reads them
+    /// after the call returned). `spare`, an empty buffer of the model's, takes their place, so
+    /// the bytes are handed over, not copied, when none of them was written yet. They still
+    /// count as unsent (the output budget, the send timeout, [`finished`](Session::finished))
+    /// until [`advance_at`](Session::advance_at) says they went, before any reply queued since.
+    /// Nothing is taken while bytes taken before are unwritten: `spare` comes back.
+    pub fn take_pending(&mut self, mut spare: Vec<u8>) -> Vec<u8> {
+        spare.clear();
+        if self.lent > 0 || self.pending().is_empty() {
+            return spare;
+        }
+        if self.sent == 0 {
+            std::mem::swap(&mut self.output, &mut spare);
+        } else {
+            spare.extend_from_slice(self.pending());
+            self.output.clear();
+            self.sent = 0;
+        }
+        self.lent = spare.len();
+        spare
     }
 
     /// `n` bytes of [`pending`](Session::pending) were written.
@@ -640,16 +668,19 @@ impl Session {
     }
 
     /// [`advance`](Session::advance), the bytes written at `now` (see
-    /// [`receive_at`](Session::receive_at)).
+    /// [`receive_at`](Session::receive_at)): those [lent](Session::take_pending) first, then
+    /// the pending ones. Bytes written after the replies were
+    /// [discarded](Session::discard_pending) count only as bytes out.
     pub fn advance_at(&mut self, n: usize, now: Instant) {
         if n == 0 {
             return;
         }
         self.catch_up();
-        self.sent += n;
         self.stats.bytes_out += n as u64;
-        debug_assert!(self.sent <= self.output.len());
         self.clock.active = now;
+        let lent = n.min(self.lent);
+        self.lent -= lent;
+        self.sent = (self.sent + n - lent).min(self.output.len());
         if self.sent == self.output.len() {
             if self.output.capacity() > KEEP_BUFFER {
                 self.output = Vec::new();
@@ -657,16 +688,18 @@ impl Session {
                 self.output.clear();
             }
             self.sent = 0;
-            self.clock.send = None;
-        } else {
-            if self.sent > KEEP_BUFFER && self.sent >= self.output.len() / 2 {
-                // Written bytes are dropped from the front once they are half the buffer: a
-                // slow reader's replies then never hold more than twice what is unsent.
-                self.output.drain(..self.sent);
-                self.sent = 0;
-            }
-            self.clock.send = Some(now);
+        } else if self.sent > KEEP_BUFFER && self.sent >= self.output.len() / 2 {
+            // Written bytes are dropped from the front once they are half the buffer: a slow
+            // reader's replies then never hold more than twice what is unsent.
+            self.output.drain(..self.sent);
+            self.sent = 0;
         }
+        self.clock.send = (self.unsent() > 0).then_some(now);
+    }
+
+    /// Reply bytes not yet written, lent ones included.
+    fn unsent(&self) -> usize {
+        self.lent + self.output.len() - self.sent
     }
 
     /// When the connection must next be looked at, if ever: the earliest instant at which one
@@ -716,6 +749,7 @@ impl Session {
     pub fn discard_pending(&mut self) {
         self.output.clear();
         self.sent = 0;
+        self.lent = 0;
         self.clock.send = None;
     }
 
@@ -731,7 +765,7 @@ impl Session {
     /// replies rather than many small ones while they drain (at 100 x 64 KiB, re-arming as
     /// soon as any room freed cost `uring` 6-20% of its throughput; waiting for this, none).
     pub fn may_resume_reading(&self) -> bool {
-        self.wants_read() && self.pending().is_empty()
+        self.wants_read() && self.unsent() == 0
     }
 
     /// How many bytes a model may read for this session now: the room left in its output
@@ -740,7 +774,7 @@ impl Session {
     pub fn read_allowance(&self) -> usize {
         match self.done {
             Some(_) => 0,
-            None => self.budget.saturating_sub(self.output.len() - self.sent),
+            None => self.budget.saturating_sub(self.unsent()),
         }
     }
 
@@ -748,7 +782,7 @@ impl Session {
     pub fn finished(&self) -> Option<&CloseReason> {
         self.done
             .as_ref()
-            .filter(|_| self.sent == self.output.len())
+            .filter(|_| self.unsent() == 0)
     }
 
     /// What this connection has moved so far.
@@ -819,6 +853,37 @@ mod tests {
         }
         s.advance(s.pending().len());
         assert_eq!(s.read_allowance(), budget);
+    }
+
+    #[test]
+    fn lent_replies_count_as_unsent_until_written() {
+        let mut s = session(Framing::Line).with_output_budget(8);
+        s.receive(b"ab\ncd\n").unwrap();
+        let spare = Vec::with_capacity(16);
+        let lent = s.take_pending(spare);
+        assert_eq!(lent, b"AB\nCD\n", "handed over whole");
+        assert_eq!(s.pending(), b"");
+        assert_eq!(s.read_allowance(), 2, "lent bytes fill the budget");
+        assert!(s.clock.send.is_some(), "the send timeout runs for lent bytes");
+        s.receive(b"e\n").unwrap();
+        assert_eq!(s.pending(), b"E\n", "queued behind the lent bytes");
+        assert!(s.take_pending(Vec::new()).is_empty(), "one loan at a time");
+        s.advance(4);
+        assert!(!s.may_resume_reading(), "2 lent bytes still out");
+        s.receive_eof().unwrap();
+        s.advance(2);
+        assert_eq!(s.finished(), None, "E\\n still pending");
+        assert_eq!(s.take_pending(Vec::new()), b"E\n");
+        s.advance(2);
+        assert_eq!(s.finished(), Some(&CloseReason::Eof));
+        assert_eq!(s.stats().bytes_out, 8);
+        // Written after a discard: counted out, nothing else moves.
+        let mut s = session(Framing::Line);
+        s.receive(b"ab\n").unwrap();
+        let _ = s.take_pending(Vec::new());
+        s.discard_pending();
+        s.advance(3);
+        assert_eq!((s.pending(), s.read_allowance()), (&b""[..], OUTPUT_BUDGET));
     }
 
     fn timed(framing: Framing) -> Session {

@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     /// `epoll`'s reactor threads each take a file table of their own (see
     /// `ServerBuilder::own_fd_tables`).
     pub(crate) own_fd_tables: bool,
+    /// The io_uring features `uring` may use (`--uring`).
+    pub(crate) uring: crate::model::UringFeatures,
 }
 
 impl Shared {
@@ -54,6 +56,7 @@ impl Shared {
             workers: self.workers,
             max_children: self.max_children,
             own_fd_tables: self.own_fd_tables,
+            uring: self.uring,
         };
         Ok((worker, writer))
     }

@@ -20,11 +20,13 @@ pub struct Spec {
     bounded: bool,
     /// `tcp` or `unix`: every check runs over both.
     transport: &'static str,
+    /// Options of the model's own (`--uring ...`), given to every server of the check.
+    options: &'static [&'static str],
 }
 
 /// A server of the model under test, over its transport.
 fn serve(m: Spec, args: &[&str]) -> ServerProcess {
-    ServerProcess::stream(m.name, m.transport, args)
+    ServerProcess::stream(m.name, m.transport, &[m.options, args].concat())
 }
 
 fn replies_in_every_framing(m: Spec) {
@@ -755,7 +757,7 @@ fn tls_is_served_to_python_and_openssl(m: Spec) {
     let Some(t) = tls_files(&dir) else {
         return;
     };
-    let s = serve_tls(&dir, &t, m.name, &[]);
+    let s = serve_tls(&dir, &t, m.name, m.options);
     let port = s.addr.rsplit(':').next().unwrap().to_string();
     let python = |line: &str| {
         let script = format!(
@@ -957,11 +959,15 @@ fn proxy_v2(client: &str) -> Vec<u8> {
 /// The checks, one test each, for a model over a transport: the one list of them.
 macro_rules! checks {
     ($name:literal, $concurrent:expr, $bounded:expr, $transport:literal) => {
+        checks!($name, $concurrent, $bounded, $transport, &[]);
+    };
+    ($name:literal, $concurrent:expr, $bounded:expr, $transport:literal, $options:expr) => {
         const M: super::super::Spec = super::super::Spec {
             name: $name,
             concurrent: $concurrent,
             bounded: $bounded,
             transport: $transport,
+            options: $options,
         };
         checks!(@each
             replies_in_every_framing,
@@ -1020,4 +1026,25 @@ conformance! {
     sigio => "sigio", concurrent: true, bounded: false,
     asynchronous => "async", concurrent: true, bounded: false,
     uring => "uring", concurrent: true, bounded: false,
+}
+
+/// `uring` with each of its io_uring features off in turn, and with `sqpoll` (off by default)
+/// on: every check holds whatever the model goes without (over TCP; the features do not differ
+/// by transport).
+macro_rules! uring_features {
+    ($($module:ident => $features:literal),* $(,)?) => {$(
+        mod $module {
+            mod tcp { checks!("uring", true, false, "tcp", &["--uring", $features]); }
+        }
+    )*};
+}
+
+uring_features! {
+    uring_without_single_issuer => "single-issuer=off",
+    uring_without_defer_taskrun => "defer-taskrun=off",
+    uring_without_registered_ring => "registered-ring=off",
+    uring_without_multishot_recv => "multishot-recv=off",
+    uring_without_incremental_buffers => "incremental-buffers=off",
+    uring_without_batched_sends => "batched-sends=off",
+    uring_with_sqpoll => "sqpoll=on",
 }

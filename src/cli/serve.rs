@@ -54,6 +54,9 @@ pub struct Args {
     /// Set SO_REUSEPORT, so several servers can share the port.
     #[arg(long)]
     reuse_port: bool,
+    /// io_uring features for --model uring, NAME=on|off comma-separated, over the default (every one on but sqpoll): single-issuer, defer-taskrun, registered-ring, multishot-recv, incremental-buffers, batched-sends, sqpoll. One the kernel refuses is logged once and gone without. Measure what each is worth: switchboard lab --ablation.
+    #[arg(long, value_name = "NAME=on|off,...")]
+    uring: Option<switchboard::model::UringFeatures>,
     /// How long open connections may take to finish after SIGINT/SIGTERM (a second signal cuts them at once): seconds, or with a unit (500ms, 1m).
     #[arg(long, default_value = "5", value_parser = parse_duration)]
     drain: Duration,
@@ -217,6 +220,12 @@ fn configure(args: Args, service: Arc<dyn Service>) -> anyhow::Result<ServerBuil
     }
     if let Some(n) = args.workers {
         builder = builder.workers(n as usize);
+    }
+    if let Some(features) = args.uring {
+        if args.model != Model::Uring {
+            anyhow::bail!("--uring sets the io_uring features of --model uring; this server runs --model {}: leave --uring out, or add --model uring", args.model);
+        }
+        builder = builder.uring_features(features);
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(switchboard::tls::server_config(

@@ -39,6 +39,9 @@ mod select;
 mod sigio;
 mod threads;
 mod uring;
+mod uring_features;
+
+pub use uring_features::{UringFeature, UringFeatures};
 
 use crate::addr::Addr;
 use crate::shared::Shared;
@@ -176,7 +179,7 @@ impl Model {
     /// old kernel, `kernel.io_uring_disabled`, or a seccomp filter).
     pub fn available(self) -> Result<(), String> {
         match self {
-            Model::Uring => crate::sys::uring::Uring::new(8)
+            Model::Uring => crate::sys::uring::Uring::new(8, UringFeatures::none())
                 .map(drop)
                 .map_err(|e| e.to_string()),
             _ => Ok(()),

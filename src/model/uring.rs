@@ -7,13 +7,17 @@
 //! system call per round instead of two per message. Submissions stay armed where they can: a
 //! few accepts wait on the listener, each holding a place under `--max-conns` (so the kernel
 //! never accepts past it), and each connection has one multishot receive that fills buffers
-//! from a ring the kernel picks from (provided buffers), handed back as soon as the session has
-//! the bytes. A connection whose replies back up past the session's budget has its receive
-//! cancelled until they drain: backpressure, as in the other models. Timeouts are a heap of
-//! deadlines (as in the reactors) bounding the ring's wait; a connection that runs out is shut
-//! down, which ends its submissions.
+//! from a ring the kernel picks from (provided buffers, filled a piece at a time), handed back
+//! as soon as the session has the bytes. Completions are handled a batch at a time, and only
+//! then does each connection that completed something send: its replies to the whole batch,
+//! handed to the ring whole ([`Session::take_pending`]), not copied. A connection whose replies
+//! back up past the session's budget has its receive cancelled until they drain:
+//! backpressure, as in the other models. Timeouts are a heap of deadlines (as in the reactors)
+//! bounding the ring's wait; a connection that runs out is shut down, which ends its
+//! submissions. Each io_uring feature can be turned off (`--uring`, [`UringFeature`]).
 
 use super::datagram;
+use super::UringFeature;
 use super::reactor::{self, Drain, Table, Timed, Timers};
 use crate::session::{CloseReason, Session};
 use crate::shared::Shared;
@@ -51,9 +55,6 @@ fn token(slot: usize, op: u64) -> u64 {
     (slot as u64) << 1 | op
 }
 
-/// Provided buffers for the receives: enough for every completion of a busy round.
-const BUFFERS: u16 = 2048;
-const BUFFER_SIZE: usize = 16 * 1024;
 
 /// One connection: its socket, its session, and its submissions in flight. It closes only
 /// when none is, since their completions name its slot.
@@ -66,6 +67,10 @@ struct Conn {
     cancelling: bool,
     /// A send is in flight (from the slot's send buffer).
     sending: bool,
+    /// A short send left the rest of its buffer to send.
+    rest: bool,
+    /// Among the batch's [`touched`](Serving::touched) connections.
+    touched: bool,
     /// Why it will close once its last replies are sent (a bad frame, a failed call).
     closing: Option<CloseReason>,
     /// Its deadline in the [`Timers`], if any.
@@ -80,11 +85,11 @@ impl Timed for Conn {
 
 /// Serves until a stop, then drains.
 pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> {
-    let mut ring = Uring::new(ENTRIES)?;
+    let mut ring = Uring::new(ENTRIES, shared.uring)?;
     if let Listener::Datagram(socket) = &listener {
         return serve_datagrams(&mut ring, socket, shared);
     }
-    ring.provide_buffers(BUFFERS, BUFFER_SIZE)?;
+    ring.provide_buffers()?;
     listener.set_nonblocking(true)?;
     ring.poll_readable(shared.lifecycle.waker_fd(), WAKER)?;
     let mut s = Serving {
@@ -94,10 +99,13 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
         listener: &listener,
         shared,
         free: (0..ACCEPTS).rev().collect(),
+        touched: Vec::new(),
         accepting: true,
         swept: false,
         cut: false,
     };
+    let batched = s.ring.features().is_on(UringFeature::BatchedSends);
+    tracing::debug!(features = %s.ring.features(), "uring serving");
     let mut drain = Drain::new(shared);
     let mut done = Vec::new();
     loop {
@@ -117,9 +125,13 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
         for c in &done {
             match accept_slot(c.token) {
                 Some(i) => s.accept_completed(i, c)?,
-                None => s.conn_completed(c, now)?,
+                None => s.conn_completed(c, now),
+            }
+            if !batched {
+                s.settle()?;
             }
         }
+        s.settle()?;
         s.expire(now);
     }
 }
@@ -133,6 +145,8 @@ struct Serving<'a> {
     shared: &'a Arc<Shared>,
     /// The accept slots not in flight; each in flight holds a place under --max-conns.
     free: Vec<usize>,
+    /// The connections that completed something this batch, to [`settle`](Serving::settle).
+    touched: Vec<usize>,
     accepting: bool,
     /// The listener's backlog was taken once the accepts were cancelled ([`sweep`]).
     swept: bool,
@@ -187,37 +201,51 @@ impl Serving<'_> {
         }
     }
 
-    /// A connection's receive or send completed: the session takes it, and the connection's
-    /// next operation is submitted, or it closes.
-    fn conn_completed(&mut self, c: &Completion, now: Instant) -> io::Result<()> {
+    /// A connection's receive or send completed: the session takes it. What the connection
+    /// does next waits for the end of the batch ([`settle`](Serving::settle)), so that the
+    /// replies to every receive of the batch leave in one send.
+    fn conn_completed(&mut self, c: &Completion, now: Instant) {
         if matches!(c.token, WAKER | CANCEL) {
-            return Ok(()); // the stop is seen at the top of the loop
+            return; // the stop is seen at the top of the loop
         }
         let (slot, op) = ((c.token >> 1) as usize, c.token & 1);
-        if op == SEND {
-            self.ring.sent(slot); // its buffer is free again
-        }
+        // A short send leaves the rest of its buffer to go before anything newer.
+        let rest = op == SEND && self.ring.sent(slot, c.io().ok());
         if let Some(conn) = self.table.get_mut(slot) {
             completed(&self.ring, conn, op, c, now);
+            conn.rest |= rest;
+            if !conn.touched {
+                conn.touched = true;
+                self.touched.push(slot);
+            }
         }
         if let Some(bid) = c.buffer {
-            self.ring.give_back(bid); // the session has copied the bytes
+            // The session has copied the bytes.
+            self.ring.give_back(bid, c.io().unwrap_or(0), c.buffer_more);
         }
-        let Some(conn) = self.table.get_mut(slot) else {
-            return Ok(());
-        };
-        match next(&mut self.ring, conn, slot)? {
-            Some(reason) => {
-                let conn = self.table.remove(slot).expect("present above");
-                let reason = if self.cut {
-                    CloseReason::Shutdown
-                } else {
-                    reason
-                };
-                self.shared.hooks.closed(&conn.session, &reason);
+    }
+
+    /// The end of a batch: each connection that completed something submits what it needs
+    /// next, or closes.
+    fn settle(&mut self) -> io::Result<()> {
+        for slot in std::mem::take(&mut self.touched) {
+            let Some(conn) = self.table.get_mut(slot) else {
+                continue;
+            };
+            conn.touched = false;
+            match next(&mut self.ring, conn, slot)? {
+                Some(reason) => {
+                    let conn = self.table.remove(slot).expect("present above");
+                    let reason = if self.cut {
+                        CloseReason::Shutdown
+                    } else {
+                        reason
+                    };
+                    self.shared.hooks.closed(&conn.session, &reason);
+                }
+                None if conn.closing.is_none() => self.timers.arm(slot, conn),
+                None => {}
             }
-            None if conn.closing.is_none() => self.timers.arm(slot, conn),
-            None => {}
         }
         Ok(())
     }
@@ -307,6 +335,8 @@ fn accepted(
         receiving: true,
         cancelling: false,
         sending: false,
+        rest: false,
+        touched: false,
         closing: None,
         armed: None,
         stream,
@@ -356,12 +386,17 @@ fn completed(ring: &Uring, conn: &mut Conn, op: u64, c: &Completion, now: Instan
     }
 }
 
-/// Queues what the connection needs next: a send of its replies, its receive armed again (or
-/// cancelled, past the output budget); returns why to close it once nothing is in flight.
+/// Queues what the connection needs next: the rest of a short send or a send of its replies
+/// (handed to the ring whole, not copied), its receive armed again (or cancelled, past the
+/// output budget); returns why to close it once nothing is in flight.
 fn next(ring: &mut Uring, conn: &mut Conn, slot: usize) -> io::Result<Option<CloseReason>> {
     let fd = conn.stream.as_raw_fd();
-    if !conn.sending && !conn.session.pending().is_empty() {
-        ring.send(slot, fd, conn.session.pending(), token(slot, SEND))?;
+    if std::mem::take(&mut conn.rest) {
+        ring.send_rest(slot, fd, token(slot, SEND))?;
+        conn.sending = true;
+    } else if !conn.sending && !conn.session.pending().is_empty() {
+        let replies = conn.session.take_pending(ring.spare());
+        ring.send(slot, fd, replies, token(slot, SEND))?;
         conn.sending = true;
     }
     let ending = conn
