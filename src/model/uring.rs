@@ -100,6 +100,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
         shared,
         free: (0..ACCEPTS).rev().collect(),
         touched: Vec::new(),
+        busy: false,
         accepting: true,
         swept: false,
         cut: false,
@@ -133,6 +134,9 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
         }
         s.settle()?;
         s.expire(now);
+        if s.table.is_empty() && std::mem::take(&mut s.busy) {
+            s.ring.release_memory(); // the burst is over: its memory goes back
+        }
     }
 }
 
@@ -147,6 +151,8 @@ struct Serving<'a> {
     free: Vec<usize>,
     /// The connections that completed something this batch, to [`settle`](Serving::settle).
     touched: Vec<usize>,
+    /// Connections were served since the memory was last given back.
+    busy: bool,
     accepting: bool,
     /// The listener's backlog was taken once the accepts were cancelled ([`sweep`]).
     swept: bool,
@@ -211,6 +217,7 @@ impl Serving<'_> {
         let (slot, op) = ((c.token >> 1) as usize, c.token & 1);
         // A short send leaves the rest of its buffer to go before anything newer.
         let rest = op == SEND && self.ring.sent(slot, c.io().ok());
+        self.busy = true;
         if let Some(conn) = self.table.get_mut(slot) {
             completed(&self.ring, conn, op, c, now);
             conn.rest |= rest;

@@ -435,6 +435,30 @@ impl Uring {
         }
     }
 
+    /// Gives back to the system the memory a burst of traffic used, for a ring with no
+    /// connection left to need it: the provided buffers' pages (the kernel fills them again
+    /// from fresh pages when receives come), the spare send buffers, and what the allocator
+    /// holds freed (glibc's `malloc_trim`). Only while no receive is in flight.
+    pub(crate) fn release_memory(&mut self) {
+        self.spare = Vec::new();
+        if let Some(bufs) = &self.provided {
+            let page = 4096;
+            let start = (bufs.data.as_ptr() as usize).next_multiple_of(page);
+            let end = (bufs.data.as_ptr() as usize + bufs.data.len()) & !(page - 1);
+            if end > start {
+                // SAFETY: whole pages inside our own buffer, which no submission in flight
+                // writes (the caller's promise); they read back as zeros, and nothing reads
+                // them before the kernel fills them again.
+                unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+            }
+        }
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only returns free memory of the allocator's to the system.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+
     /// The slot's buffers, made on first use with a receive buffer of `recv_size` bytes.
     fn slot(&mut self, slot: usize, recv_size: usize) -> &mut Slot {
         while self.slots.len() <= slot {
