@@ -19,7 +19,7 @@ use switchboard::Model;
     Each server is a fresh `switchboard serve` child on a free loopback port (or a --reference command), loaded by the same load generator as `switchboard bench`; \
     its CPU time per reply and memory per connection are read from /proc. With --pin (the default where there are 2 cores or more) the servers and the load generator run on disjoint cores.\n\n\
     Writes results.json, results.md, plots (SVG and PNG) and index.html into --out.",
-    after_help = "Examples:\n  switchboard lab\n  switchboard lab --models epoll,uring,async --conns 10,100,1000 --rounds 5\n  switchboard lab --models epoll --reference 'c-epoll=/opt/c-epoll {port}' --sizes 64,4KiB"
+    after_help = "Examples:\n  switchboard lab\n  switchboard lab --models epoll,uring,async --conns 10,100,1000 --rounds 5\n  switchboard lab --models epoll --reference 'c-epoll=/opt/c-epoll {port}' --sizes 64,4KiB\n  switchboard lab --ablation --conns 100,1000"
 )]
 pub struct Args {
     /// The models, comma-separated (default: every model that runs here).
@@ -55,6 +55,9 @@ pub struct Args {
     /// The private key of --tls-cert (PEM).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Measure uring feature by feature: beside uring, uring with each of its io_uring features turned the other way in turn (serve --uring NAME=off, or sqpoll=on), and a table of their throughput and CPU per reply as ratios to uring's. Without --models, uring alone (and no Python) with them.
+    #[arg(long)]
+    ablation: bool,
     /// Leave out the plan's own stack (Python's socketserver.ThreadingTCPServer), run by default where python3 is installed.
     #[arg(long)]
     no_python: bool,
@@ -158,6 +161,15 @@ fn config(args: &Args) -> anyhow::Result<(LabConfig, PathBuf)> {
         }
         config.rate = Some(rate);
     }
+    if args.ablation {
+        if let Err(why) = Model::Uring.available() {
+            return Err(super::Usage(format!("--ablation measures uring, which cannot run here: {why}")).into());
+        }
+        if args.models.is_empty() {
+            config.servers.clear();
+        }
+        config.add_uring_ablation();
+    }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.add_tls(cert, key)?;
     }
@@ -166,7 +178,7 @@ fn config(args: &Args) -> anyhow::Result<(LabConfig, PathBuf)> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(default_name()));
     std::fs::create_dir_all(&out)?;
-    if !args.no_python && python3() {
+    if !args.no_python && !(args.ablation && args.models.is_empty()) && python3() {
         config.add_python_reference(&out)?;
     }
     config.servers.extend(args.references.iter().cloned());

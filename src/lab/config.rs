@@ -80,6 +80,22 @@ impl LabConfig {
         Ok(())
     }
 
+    /// Adds, after `uring` (added first if missing), `uring` with each of its io_uring features
+    /// turned the other way in turn ([`LabServer::uring_without`]): the ablation, what each
+    /// feature is worth under the same loads.
+    pub fn add_uring_ablation(&mut self) {
+        let uring = LabServer::Model(Model::Uring);
+        let at = match self.servers.iter().position(|s| *s == uring) {
+            Some(i) => i + 1,
+            None => {
+                self.servers.insert(0, uring);
+                1
+            }
+        };
+        let variants = crate::model::UringFeature::ALL.map(LabServer::uring_without);
+        self.servers.splice(at..at, variants);
+    }
+
     /// Adds the plan's own stack, Python's `socketserver` ([`PYTHON_REFERENCE`]), as a reference
     /// server, its script written into `dir` beside the results so a reader sees what was
     /// measured.

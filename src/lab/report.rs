@@ -30,6 +30,13 @@ const METRICS: &[Metric] = &[
         Some(c.p99_us as f64)
     }),
     (
+        "mbps",
+        "Throughput in bytes",
+        "MB per second",
+        false,
+        |c| (c.size >= LARGE).then_some(c.mb_per_s),
+    ),
+    (
         "cpu",
         "Server CPU time per reply",
         "µs per reply",
@@ -44,6 +51,9 @@ const METRICS: &[Metric] = &[
         |c| c.rss_bytes_per_conn,
     ),
 ];
+
+/// Requests from this size on are large: their throughput is also drawn in bytes.
+const LARGE: usize = 4096;
 
 /// Writes every file of a lab run into `dir` (created if needed); returns the files written.
 /// Plots are skipped, with the reason returned beside the files, when no font can be found.
@@ -146,12 +156,12 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 
 /// One table row's cells, shared by the Markdown and the HTML. A cell with no round measured
 /// shows dashes, not zeros.
-fn row(c: &Cell) -> [String; 13] {
+fn row(c: &Cell) -> [String; 14] {
     if c.rounds == 0 {
-        let mut dashes: [String; 13] = std::array::from_fn(|_| "-".to_string());
+        let mut dashes: [String; 14] = std::array::from_fn(|_| "-".to_string());
         dashes[0] = c.model.clone();
         dashes[1] = thousands(c.conns as f64);
-        dashes[12] = c.note.clone().unwrap_or_default();
+        dashes[13] = c.note.clone().unwrap_or_default();
         return dashes;
     }
     [
@@ -168,6 +178,7 @@ fn row(c: &Cell) -> [String; 13] {
         thousands(c.p99_us as f64),
         thousands(c.p999_us as f64),
         opt(c.cpu_us_per_msg, 2),
+        opt(cpu_ns_per_byte(c), 3),
         opt(c.syscalls_per_msg, 2),
         opt(c.switches_per_msg, 2),
         opt(c.rss_bytes_per_conn, 0),
@@ -176,7 +187,13 @@ fn row(c: &Cell) -> [String; 13] {
     ]
 }
 
-const HEADER: [&str; 13] = [
+/// The server's CPU time per byte of requests, in ns: what separates servers once messages
+/// are large and copies, not system calls, are the cost.
+fn cpu_ns_per_byte(c: &Cell) -> Option<f64> {
+    c.cpu_us_per_msg.map(|us| us * 1000.0 / c.size.max(1) as f64)
+}
+
+const HEADER: [&str; 14] = [
     "server",
     "conns",
     "msgs/s (min–max)",
@@ -185,6 +202,7 @@ const HEADER: [&str; 13] = [
     "p99 µs",
     "p99.9 µs",
     "CPU µs/msg",
+    "CPU ns/B",
     "syscalls/msg",
     "switches/msg",
     "memory B/conn",
@@ -241,8 +259,64 @@ fn markdown(results: &LabResults) -> String {
             let _ = writeln!(md, "| {} |", cells.join(" | "));
         }
         md.push('\n');
+        let rows = ablation(&results.cells, size, depth);
+        if !rows.is_empty() {
+            let _ = writeln!(md, "### uring feature by feature, {size} B requests, depth {depth}\n");
+            let _ = writeln!(md, "| {} |", ABLATION_HEADER.join(" | "));
+            let _ = writeln!(md, "|{}", " --- |".repeat(ABLATION_HEADER.len()));
+            for r in rows {
+                let _ = writeln!(md, "| {} |", r.join(" | "));
+            }
+            md.push('\n');
+        }
     }
     md
+}
+
+const ABLATION_HEADER: [&str; 7] = [
+    "server",
+    "conns",
+    "msgs/s",
+    "× uring",
+    "CPU µs/msg",
+    "× uring",
+    "p99 µs",
+];
+
+/// The ablation (`lab --ablation`): `uring` and each of its variants at every connection count
+/// of a load, with their throughput and CPU per reply as ratios to `uring`'s in the same run.
+/// Empty without variants.
+fn ablation(cells: &[Cell], size: usize, depth: usize) -> Vec<[String; 7]> {
+    let here = |c: &&Cell| c.size == size && c.depth == depth && c.rounds > 0;
+    if !cells.iter().filter(here).any(|c| c.model.starts_with("uring/")) {
+        return Vec::new();
+    }
+    let mut conns: Vec<usize> = cells.iter().filter(here).map(|c| c.conns).collect();
+    conns.sort_unstable();
+    conns.dedup();
+    let mut rows = Vec::new();
+    for n in conns {
+        let at: Vec<&Cell> = cells.iter().filter(here).filter(|c| c.conns == n).collect();
+        let Some(base) = at.iter().find(|c| c.model == "uring") else {
+            continue;
+        };
+        for c in at.iter().filter(|c| c.model == "uring" || c.model.starts_with("uring/")) {
+            let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                _ => "-".into(),
+            };
+            rows.push([
+                c.model.clone(),
+                thousands(n as f64),
+                thousands(c.msgs_per_s),
+                ratio(Some(c.msgs_per_s), Some(base.msgs_per_s)),
+                opt(c.cpu_us_per_msg, 2),
+                ratio(c.cpu_us_per_msg, base.cpu_us_per_msg),
+                thousands(c.p99_us as f64),
+            ]);
+        }
+    }
+    rows
 }
 
 fn escape(s: &str) -> String {
@@ -303,16 +377,40 @@ fn page(
             .iter()
             .filter(|c| c.size == size && c.depth == depth)
         {
-            let _ = write!(h, "<tr>");
-            for cell in row(c) {
-                let _ = write!(h, "<td>{}</td>", escape(&cell));
-            }
-            let _ = writeln!(h, "</tr>");
+            table_row(&mut h, &row(c));
         }
         let _ = writeln!(h, "</table>");
+        let rows = ablation(&results.cells, size, depth);
+        if !rows.is_empty() {
+            let _ = writeln!(
+                h,
+                "<h3>uring feature by feature, {size} B requests, depth {depth}</h3>\n\
+                 <p>Each row is <code>uring</code> with one io_uring feature turned the other way \
+                 (<code>serve --uring NAME=off</code>, or <code>sqpoll=on</code>), its throughput and \
+                 CPU per reply as ratios to <code>uring</code>'s own in the same run: a CPU ratio \
+                 above 1 is what the feature saves.</p>\n<table><tr>"
+            );
+            for head in ABLATION_HEADER {
+                let _ = write!(h, "<th>{}</th>", escape(head));
+            }
+            let _ = writeln!(h, "</tr>");
+            for r in rows {
+                table_row(&mut h, &r);
+            }
+            let _ = writeln!(h, "</table>");
+        }
     }
     h.push_str("</body></html>\n");
     Ok(h)
+}
+
+/// One row of an HTML table.
+fn table_row(h: &mut String, cells: &[String]) {
+    h.push_str("<tr>");
+    for cell in cells {
+        let _ = write!(h, "<td>{}</td>", escape(cell));
+    }
+    h.push_str("</tr>\n");
 }
 
 /// A paragraph on one server, from its figures alone: how its throughput, tail latency, CPU
@@ -321,11 +419,18 @@ fn page(
 fn describe(name: &str, cells: &[Cell]) -> String {
     let model = crate::Model::ALL.iter().find(|m| m.name() == name);
     let mut p = format!("<strong>{}</strong>", escape(name));
-    match model {
-        Some(m) => {
+    match (model, name.split_once('/')) {
+        (Some(m), _) => {
             let _ = write!(p, " ({}): ", escape(m.summary()));
         }
-        None => p.push_str(" (reference): "),
+        (None, Some((base, change))) => {
+            let what = match change.strip_prefix("no-") {
+                Some(feature) => format!("without {feature}"),
+                None => format!("with {change}"),
+            };
+            let _ = write!(p, " ({} {}): ", escape(base), escape(&what));
+        }
+        (None, None) => p.push_str(" (reference): "),
     }
     let Some(&(size, depth)) = loads(cells).first() else {
         return p;

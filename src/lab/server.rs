@@ -3,7 +3,7 @@
 //! with everything it started), optionally pinned to the server's cores.
 
 use crate::addr::Addr;
-use crate::model::Model;
+use crate::model::{Model, UringFeature, UringFeatures};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -30,6 +30,18 @@ pub enum LabServer {
         /// Its private key (PEM).
         key: std::path::PathBuf,
     },
+    /// `switchboard serve --model MODEL OPTIONS...`: a model set otherwise than by default, as
+    /// `uring` without one of its io_uring features (`lab --ablation`).
+    Variant {
+        /// The model.
+        model: Model,
+        /// Its name in the tables and plots (`uring/no-multishot-recv`).
+        name: String,
+        /// What it is, for the page (`uring without multishot-recv`).
+        summary: String,
+        /// The options added to `switchboard serve`.
+        options: Vec<String>,
+    },
     /// Another server: `command`, with `{port}` replaced by a free loopback port.
     Reference {
         /// Its name in the tables and plots.
@@ -44,7 +56,29 @@ impl LabServer {
     pub fn name(&self) -> &str {
         match self {
             LabServer::Model(m) => m.name(),
-            LabServer::Tls { name, .. } | LabServer::Reference { name, .. } => name,
+            LabServer::Tls { name, .. }
+            | LabServer::Variant { name, .. }
+            | LabServer::Reference { name, .. } => name,
+        }
+    }
+
+    /// `uring` with `feature` turned the other way from its default (off, or `sqpoll` on),
+    /// named `uring/no-FEATURE` (`uring/sqpoll`).
+    pub fn uring_without(feature: UringFeature) -> LabServer {
+        let on = !UringFeatures::default().is_on(feature);
+        let (name, summary) = if on {
+            (format!("uring/{feature}"), format!("uring with {feature}"))
+        } else {
+            (format!("uring/no-{feature}"), format!("uring without {feature}"))
+        };
+        LabServer::Variant {
+            model: Model::Uring,
+            name,
+            summary,
+            options: vec![
+                "--uring".into(),
+                format!("{feature}={}", if on { "on" } else { "off" }),
+            ],
         }
     }
 
@@ -61,7 +95,9 @@ impl LabServer {
     /// The model of a `switchboard serve` server.
     pub fn model(&self) -> Option<Model> {
         match self {
-            LabServer::Model(model) | LabServer::Tls { model, .. } => Some(*model),
+            LabServer::Model(model)
+            | LabServer::Tls { model, .. }
+            | LabServer::Variant { model, .. } => Some(*model),
             LabServer::Reference { .. } => None,
         }
     }
@@ -117,6 +153,15 @@ impl Running {
             LabServer::Model(model) => {
                 let mut c = Command::new(exe);
                 c.args(["serve", "tcp://127.0.0.1:0", "--model", model.name()])
+                    .args(serve_args)
+                    .env("RUST_LOG", "error")
+                    .stdout(Stdio::piped());
+                (c, None)
+            }
+            LabServer::Variant { model, options, .. } => {
+                let mut c = Command::new(exe);
+                c.args(["serve", "tcp://127.0.0.1:0", "--model", model.name()])
+                    .args(options)
                     .args(serve_args)
                     .env("RUST_LOG", "error")
                     .stdout(Stdio::piped());
