@@ -178,7 +178,8 @@ fn config(args: &Args) -> anyhow::Result<(LabConfig, PathBuf)> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(default_name()));
     std::fs::create_dir_all(&out)?;
-    if !args.no_python && !(args.ablation && args.models.is_empty()) && python3() {
+    let uring_alone = args.ablation && args.models.is_empty();
+    if !args.no_python && !uring_alone && python3() {
         config.add_python_reference(&out)?;
     }
     config.servers.extend(args.references.iter().cloned());
