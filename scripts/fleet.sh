@@ -7,7 +7,7 @@
 #
 #   scripts/fleet.sh up              create the hosts; start MariaDB, the instances, HAProxy
 #   scripts/fleet.sh status          hosts, processes, HAProxy's view of each instance
-#   scripts/fleet.sh exec HOST CMD…  run CMD on a host: client, lb, db, sb1, sb2, …
+#   scripts/fleet.sh exec HOST CMD…  run CMD on a host: client, client2, lb, db, sb1, sb2, …
 #   scripts/fleet.sh kill N          SIGKILL instance N (a crash: nothing drains)
 #   scripts/fleet.sh start N         start instance N again
 #   scripts/fleet.sh reload N        SIGHUP instance N; returns once its successor serves
@@ -16,6 +16,7 @@
 #
 # The hosts, on 10.77.0.0/24:
 #   client  10.77.0.30            where `bench` runs: scripts/fleet.sh exec client switchboard bench tcp://10.77.0.10:8079
+#   client2 10.77.0.31            a second load generator's host (runs from many machines, merged)
 #   lb      10.77.0.10:8079       HAProxy (admin socket: $FLEET_DIR/haproxy.sock)
 #   sbN     10.77.0.1N:8079       `switchboard serve --proxy-protocol --proxy-from LB`, N = 1 … 9
 #   db      10.77.0.20:3306       MariaDB (scripts/mariadb.sh); the store URL is in $FLEET_DIR/store
@@ -39,15 +40,15 @@ instances=${FLEET_INSTANCES:-3}
 model=${FLEET_MODEL:-epoll}
 net=10.77.0
 port=8079
-lb=$net.10 db=$net.20 client=$net.30
+lb=$net.10 db=$net.20 client=$net.30 client2=$net.31
 # How long a stopped or reloaded instance lets its clients finish: long, so a rolling reload
 # under load ends no connection (a real deployment picks what its clients need).
 drain=60s
 
 fail() { echo "fleet.sh: $*" >&2; exit 1; }
 ns() { echo "$name-$1"; }
-hosts() { echo client lb db; for i in $(seq "$instances"); do echo "sb$i"; done; }
-address() { case $1 in client) echo "$client" ;; lb) echo "$lb" ;; db) echo "$db" ;; sb*) echo "$net.1${1#sb}" ;; esac; }
+hosts() { echo client client2 lb db; for i in $(seq "$instances"); do echo "sb$i"; done; }
+address() { case $1 in client) echo "$client" ;; client2) echo "$client2" ;; lb) echo "$lb" ;; db) echo "$db" ;; sb*) echo "$net.1${1#sb}" ;; esac; }
 on() { local host=$1; shift; ip netns exec "$(ns "$host")" "$@"; }
 exists() { ip netns list | grep -qw "^$(ns "$1")"; }
 

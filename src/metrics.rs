@@ -143,6 +143,22 @@ fn gauge(name: &str, help: &str, v: i64) -> MetricFamily {
     family(name, help, MetricType::GAUGE, vec![Metric::from_gauge(g)])
 }
 
+/// The CPU time (user and system, seconds) of this process's threads and of its children that
+/// have exited: `getrusage`.
+fn cpu_seconds() -> f64 {
+    let of = |who| {
+        // SAFETY: getrusage writes one rusage, which an all-zero value is a valid start for.
+        let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `r` is a valid rusage to write into.
+        if unsafe { libc::getrusage(who, &mut r) } != 0 {
+            return 0.0;
+        }
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        secs(r.ru_utime) + secs(r.ru_stime)
+    };
+    of(libc::RUSAGE_SELF) + of(libc::RUSAGE_CHILDREN)
+}
+
 fn histogram(name: &str, help: &str, h: &AtomicHistogram, bounds: &[f64; 8]) -> MetricFamily {
     let (sum, count, cumulative) = h.snapshot(bounds);
     let mut p = proto::Histogram::default();
@@ -233,6 +249,18 @@ impl Scrape {
                 &self.meters.service,
                 &SERVICE_BUCKETS,
             ),
+            {
+                let mut c = proto::Counter::default();
+                c.set_value(cpu_seconds());
+                let mut m = Metric::default();
+                m.set_counter(c);
+                family(
+                    "process_cpu_seconds_total",
+                    "CPU time of the server's process (every thread) and its exited children, user and system.",
+                    MetricType::COUNTER,
+                    vec![m],
+                )
+            },
         ];
         if let Some(store) = &self.store {
             all.extend(store_families(store));

@@ -201,6 +201,10 @@ fn silent_clients_do_not_hold_up_a_scrape_and_only_allowed_peers_are_answered() 
         .collect();
     let body = scrape(&url); // waits at most the patience
     assert!(body.contains("switchboard_connections_open"), "{body}");
+    assert!(
+        body.contains("# TYPE process_cpu_seconds_total counter"),
+        "the server's own CPU time: {body}"
+    );
     // A silent connection is closed by the endpoint, not kept.
     let mut first = &silent[0];
     first.set_read_timeout(Some(PATIENCE)).unwrap();

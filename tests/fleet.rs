@@ -1,8 +1,10 @@
 //! Many switchboards behind a real load balancer: `scripts/fleet.sh` puts HAProxy (health checks
 //! on) over three `switchboard serve --proxy-protocol` instances, each on a host of its own
 //! (network namespaces joined by veth pairs), all recording into one MariaDB on another. Under
-//! `bench` load from a client host, one instance is SIGKILLed: HAProxy marks it down, the bench
-//! (`--reconnect`) counts the broken connections and goes on, the others serve on. Then a rolling
+//! `bench` load from two client hosts at once, one instance is SIGKILLed: HAProxy marks it down,
+//! each bench (`--reconnect`) counts the broken connections and goes on, the others serve on;
+//! `runs merge` makes the two benches one report, the sum of their parts, whose timeline shows
+//! the kill in the second it happened. Then a rolling
 //! reload (SIGHUP to each in turn) under load, with clients connecting all the while: no error.
 //! The store then holds every completed session exactly once.
 //!
@@ -23,8 +25,9 @@ use std::time::{Duration, Instant};
 
 /// The balancer's address, as `scripts/fleet.sh` sets it up.
 const FRONTEND: &str = "10.77.0.10:8079";
-/// The client host's address: what the instances must see as the peer (PROXY protocol).
-const CLIENT: &str = "tcp://10.77.0.30:";
+/// The client hosts' addresses (10.77.0.30 and .31): what the instances must see as the peer
+/// (PROXY protocol).
+const CLIENTS: &str = "tcp://10.77.0.3";
 
 /// A fleet of this test's own (its own namespace names and directory), taken down when dropped.
 struct Fleet {
@@ -89,9 +92,9 @@ impl Fleet {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// `switchboard ARGS` on the client host, in the background.
-    fn spawn_on_client(&self, args: &[&str]) -> Child {
-        let mut full = vec!["exec", "client", "switchboard"];
+    /// `switchboard ARGS` on client host `host` (`client`, `client2`), in the background.
+    fn spawn_on(&self, host: &str, args: &[&str]) -> Child {
+        let mut full = vec!["exec", host, "switchboard"];
         full.extend_from_slice(args);
         self.command(&full)
             .stdout(Stdio::piped())
@@ -105,7 +108,7 @@ impl Fleet {
         let url = std::fs::read_to_string(self.dir.join("store")).unwrap();
         let mut full = args.to_vec();
         full.extend_from_slice(&["--store", url.trim()]);
-        let out = self.spawn_on_client(&full).wait_with_output().unwrap();
+        let out = self.spawn_on("client", &full).wait_with_output().unwrap();
         assert!(out.status.success(), "{args:?}: {}", both(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -206,13 +209,50 @@ fn churn(namespace: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u6
     })
 }
 
+/// `runs merge` of the two benches run at once: every count the sum of the two, and in the
+/// merged timeline the kill (2 s in) is where it happened: no error in the first second,
+/// errors after it, the seconds adding up to the whole.
+fn merged_is_the_sum_and_shows_the_kill(fleet: &Fleet, runs: &[serde_json::Value]) {
+    let files: Vec<PathBuf> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, run)| {
+            let f = fleet.dir.join(format!("bench{i}.json"));
+            std::fs::write(&f, run.to_string()).unwrap();
+            f
+        })
+        .collect();
+    let out = Command::new(bin())
+        .args(["runs", "merge", "--json"])
+        .args(&files)
+        .output()
+        .unwrap();
+    // Exit 1 is the bench's own verdict (errors); the report is printed either way.
+    let merged: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("runs merge's report ({e}): {}", both(&out)));
+    for name in ["msgs", "errors", "connected", "conns", "mismatches"] {
+        let sum: u64 = runs.iter().map(|r| field(r, name)).sum();
+        assert_eq!(field(&merged, name), sum, "{name}: {merged}");
+    }
+    let timeline = merged["timeline"].as_array().expect("a merged timeline");
+    let per_second = |key: &str| -> Vec<u64> { timeline.iter().map(|s| field(s, key)).collect() };
+    let (replies, errors) = (per_second("replies"), per_second("errors"));
+    eprintln!("merged timeline: replies {replies:?}, errors {errors:?}");
+    assert_eq!(replies.iter().sum::<u64>(), field(&merged, "msgs"));
+    assert_eq!(errors.iter().sum::<u64>(), field(&merged, "errors"));
+    assert_eq!(errors[0], 0, "nothing broke before the kill: {errors:?}");
+    assert!(errors[1..].iter().any(|&e| e > 0), "the kill shows: {errors:?}");
+    let whole = &replies[..replies.len().saturating_sub(1)]; // the last may be cut short
+    assert!(whole.iter().all(|&r| r > 0), "the others served every second: {replies:?}");
+}
+
 #[test]
 fn an_instance_dies_and_the_fleet_serves_on_then_reloads_without_an_error() {
     let Some(fleet) = Fleet::up() else {
         return;
     };
     let frontend = format!("tcp://{FRONTEND}");
-    let load = |reconnect: bool, secs: &str| {
+    let load = |host: &str, reconnect: bool, secs: &str| {
         let mut args = vec![
             "bench",
             &frontend,
@@ -230,35 +270,37 @@ fn an_instance_dies_and_the_fleet_serves_on_then_reloads_without_an_error() {
         if reconnect {
             args.push("--reconnect");
         }
-        fleet.spawn_on_client(&args)
+        fleet.spawn_on(host, &args)
     };
 
-    // An instance dies under load.
-    let bench = load(true, "6s");
+    // An instance dies under load from two client hosts.
+    let benches = [load("client", true, "6s"), load("client2", true, "6s")];
     std::thread::sleep(Duration::from_secs(2));
     let killed = fleet.pid(2);
     fleet.run(&["kill", "2"]);
     let noticed = fleet.wait_balancer("sb2", "DOWN");
     eprintln!("HAProxy marked the killed instance down in {noticed:?}");
-    let (crash, _) = report(bench);
-    let errors = field(&crash, "errors");
-    assert!(
-        errors > 0,
-        "the killed instance's connections broke: {crash}"
-    );
-    assert_eq!(
-        field(&crash, "errors"),
-        crash["errors_by_kind"]["closed"].as_u64().unwrap_or(0)
-            + crash["errors_by_kind"]["reset"].as_u64().unwrap_or(0),
-        "only broken connections: {crash}"
-    );
-    assert_eq!(field(&crash, "mismatches"), 0, "{crash}");
-    assert_eq!(
-        field(&crash, "connected"),
-        30 + errors,
-        "every broken connection was made again: {crash}"
-    );
+    let crashes = benches.map(|b| report(b).0);
+    for crash in &crashes {
+        let errors = field(crash, "errors");
+        assert!(errors > 0, "the killed instance's connections broke: {crash}");
+        assert_eq!(
+            errors,
+            crash["errors_by_kind"]["closed"].as_u64().unwrap_or(0)
+                + crash["errors_by_kind"]["reset"].as_u64().unwrap_or(0),
+            "only broken connections: {crash}"
+        );
+        assert_eq!(field(crash, "mismatches"), 0, "{crash}");
+        assert_eq!(
+            field(crash, "connected"),
+            30 + errors,
+            "every broken connection was made again: {crash}"
+        );
+    }
     assert!(!alive(killed));
+    let errors: u64 = crashes.iter().map(|c| field(c, "errors")).sum();
+    let connected: u64 = crashes.iter().map(|c| field(c, "connected")).sum();
+    merged_is_the_sum_and_shows_the_kill(&fleet, &crashes);
     let view = fleet.balancer();
     assert_eq!(view["sb1"], "UP", "{view:?}");
     assert_eq!(view["sb3"], "UP", "{view:?}");
@@ -267,7 +309,7 @@ fn an_instance_dies_and_the_fleet_serves_on_then_reloads_without_an_error() {
     fleet.run(&["start", "2"]);
     fleet.wait_balancer("sb2", "UP");
     let before: Vec<i32> = (1..=3).map(|n| fleet.pid(n)).collect();
-    let bench = load(false, "8s");
+    let bench = load("client", false, "8s");
     let stop = Arc::new(AtomicBool::new(false));
     let clients = churn(format!("{}-client", fleet.name), stop.clone());
     std::thread::sleep(Duration::from_secs(1));
@@ -305,11 +347,11 @@ fn an_instance_dies_and_the_fleet_serves_on_then_reloads_without_an_error() {
         .collect();
     let served = rows
         .iter()
-        .filter(|r| r["peer"].as_str().unwrap().starts_with(CLIENT) && field(r, "msgs_in") > 0)
+        .filter(|r| r["peer"].as_str().unwrap().starts_with(CLIENTS) && field(r, "msgs_in") > 0)
         .count() as u64;
     assert_eq!(
         served,
-        field(&crash, "connected") - errors + field(&reload, "connected") + churned,
+        connected - errors + field(&reload, "connected") + churned,
         "completed sessions in the store"
     );
     // `stats` adds up the instances: the first three, the restarted one, three successors.

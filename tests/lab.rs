@@ -57,7 +57,7 @@ fn a_small_lab_writes_every_file_and_a_page_a_browser_renders() {
             "--rounds",
             "1",
             "--duration",
-            "1s",
+            "2s",
             "--warmup",
             "200ms",
             "--store",
@@ -65,6 +65,24 @@ fn a_small_lab_writes_every_file_and_a_page_a_browser_renders() {
         ],
     );
     assert!(stdout.contains("| epoll | 8 |"), "the tables: {stdout}");
+
+    // Each cell's window second by second: the load generator's replies beside the server's
+    // CPU (from /proc) and open connections (from its /metrics).
+    let epoll = cells
+        .iter()
+        .find(|c| c["model"] == "epoll" && c["conns"] == 8)
+        .unwrap();
+    let seconds = epoll["timeline"].as_array().expect("a timeline");
+    assert!(!seconds.is_empty(), "{epoll}");
+    let replies: u64 = seconds.iter().map(|s| s["replies"].as_u64().unwrap()).sum();
+    assert!(replies > 0, "{epoll}");
+    let first = &seconds[0];
+    assert!(first["cpu_cores"].as_f64().unwrap() > 0.0, "{first}");
+    assert_eq!(first["open_conns"], 8, "the bench's 8 connections: {first}");
+    for metric in ["replies", "cpu", "open"] {
+        let f = out.join(format!("timeline-{metric}-64b-d1.svg"));
+        assert!(f.exists(), "{} missing", f.display());
+    }
 
     // results.json: one object per cell with the documented fields.
     let python = Command::new("python3").arg("--version").output().is_ok();

@@ -1,5 +1,6 @@
-//! The lab's plots: one metric against connections (a log scale: 1 to 100,000), one line per
-//! server, drawn by plotters to SVG (for the page) and PNG (for anywhere else).
+//! The lab's plots: one metric against connections (a log scale: 1 to 100,000), or against the
+//! seconds of a window, one line per server, drawn by plotters to SVG (for the page) and PNG
+//! (for anywhere else).
 
 use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::Shift;
@@ -19,6 +20,8 @@ pub(crate) struct Plot<'a> {
     pub(crate) y_label: &'a str,
     /// A log scale for values that span orders of magnitude (latency).
     pub(crate) log_y: bool,
+    /// The x axis: connections (a log scale), or seconds (`None`: linear, from 0).
+    pub(crate) x_label: Option<&'a str>,
     pub(crate) series: &'a [Series],
 }
 
@@ -99,14 +102,23 @@ where
     if x_min > x_max {
         (x_min, x_max, y_min, y_max) = (1.0, 10.0, 0.0, 1.0);
     }
-    // Room around the points; a log axis needs a span above zero.
-    let x_range = (x_min / 1.5).max(0.5)..(x_max * 1.5);
     let mut chart = ChartBuilder::on(root);
     chart
         .caption(plot.title, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(44)
         .y_label_area_size(80);
+    let low = if y_min >= 0.0 { 0.0 } else { y_min * 1.1 };
+    let y_linear = low..(y_max.max(low + 1e-9) * 1.1);
+    if plot.x_label.is_some() {
+        // Seconds: a linear axis from the window's start, one past its last second.
+        let mut c = chart
+            .build_cartesian_2d(0f64..(x_max + 1.0), y_linear)
+            .map_err(err)?;
+        return lines(&mut c, plot, |y| y).map_err(err);
+    }
+    // Room around the points; a log axis needs a span above zero.
+    let x_range = (x_min / 1.5).max(0.5)..(x_max * 1.5);
     if plot.log_y {
         // A log axis cannot show zero: values are held just above it.
         let y_range = (y_min.max(1e-3) / 1.5)..(y_max.max(1e-3) * 1.5);
@@ -115,10 +127,8 @@ where
             .map_err(err)?;
         lines(&mut c, plot, |y| y.max(1e-3)).map_err(err)
     } else {
-        let low = if y_min >= 0.0 { 0.0 } else { y_min * 1.1 };
-        let y_range = low..(y_max.max(low + 1e-9) * 1.1);
         let mut c = chart
-            .build_cartesian_2d(x_range.log_scale(), y_range)
+            .build_cartesian_2d(x_range.log_scale(), y_linear)
             .map_err(err)?;
         lines(&mut c, plot, |y| y).map_err(err)
     }
@@ -136,7 +146,7 @@ where
     Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
     c.configure_mesh()
-        .x_desc("connections")
+        .x_desc(plot.x_label.unwrap_or("connections"))
         .y_desc(plot.y_label)
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| figure(*y))

@@ -5,7 +5,7 @@
 use super::plot;
 use crate::bench::thousands;
 use crate::lab::plot::{Plot, Series};
-use crate::lab::results::{Cell, LabResults};
+use crate::lab::results::{Cell, LabResults, Moment};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -52,6 +52,44 @@ const METRICS: &[Metric] = &[
     ),
 ];
 
+/// What a window's timeline draws, each against its seconds: (file stem, title, axis, value).
+type TimelineMetric = (&'static str, &'static str, &'static str, fn(&Moment) -> Option<f64>);
+
+const TIMELINE: &[TimelineMetric] = &[
+    ("replies", "Replies", "replies in the second", |m| {
+        Some(m.replies as f64)
+    }),
+    ("cpu", "Server CPU", "cores busy", |m| m.cpu_cores),
+    ("open", "Open connections (the server's /metrics)", "connections", |m| {
+        m.open_conns.map(|n| n as f64)
+    }),
+];
+
+/// One line per server: its cell at `conns` connections, second by second.
+fn timeline_series(
+    cells: &[Cell],
+    size: usize,
+    depth: usize,
+    conns: usize,
+    value: fn(&Moment) -> Option<f64>,
+) -> Vec<Series> {
+    cells
+        .iter()
+        .filter(|c| c.size == size && c.depth == depth && c.conns == conns)
+        .filter_map(|c| {
+            let points: Vec<(f64, f64)> = c
+                .timeline
+                .iter()
+                .filter_map(|m| Some((m.second as f64, value(m)?)))
+                .collect();
+            (!points.is_empty()).then(|| Series {
+                name: c.model.clone(),
+                points,
+            })
+        })
+        .collect()
+}
+
 /// Requests from this size on are large: their throughput is also drawn in bytes.
 const LARGE: usize = 4096;
 
@@ -84,6 +122,43 @@ pub fn write(results: &LabResults, dir: &Path) -> std::io::Result<(Vec<PathBuf>,
                 title: &title,
                 y_label: axis,
                 log_y: *log_y,
+                x_label: None,
+                series: &series,
+            };
+            if let Err(e) = plot::draw(&plot, &svg, &png) {
+                plot_error = Some(e);
+                break 'loads;
+            }
+            plots.push((title, svg.clone()));
+            files.push(svg);
+            files.push(png);
+        }
+        // The largest cell's last round, second by second, every server in one plot a figure.
+        let Some(conns) = results
+            .cells
+            .iter()
+            .filter(|c| c.size == size && c.depth == depth && !c.timeline.is_empty())
+            .map(|c| c.conns)
+            .max()
+        else {
+            continue;
+        };
+        for (stem, title, axis, value) in TIMELINE {
+            let series = timeline_series(&results.cells, size, depth, conns, *value);
+            if series.is_empty() {
+                continue;
+            }
+            let name = format!("timeline-{stem}-{size}b-d{depth}");
+            let (svg, png) = (
+                dir.join(format!("{name}.svg")),
+                dir.join(format!("{name}.png")),
+            );
+            let title = format!("{title}, second by second: {conns} connections, {size} B, depth {depth}");
+            let plot = Plot {
+                title: &title,
+                y_label: axis,
+                log_y: false,
+                x_label: Some("second of the window"),
                 series: &series,
             };
             if let Err(e) = plot::draw(&plot, &svg, &png) {
@@ -348,7 +423,10 @@ fn page(
         "<p>Each server is a fresh process on a loopback port, loaded by <code>switchboard bench</code> (every reply checked). \
          CPU per reply is the server's own CPU time (all its processes and threads) over the replies of the window; memory per connection is \
          the growth of its proportional set size while the cell's connections are open, left blank where the whole growth was under 256 KiB \
-         (the allocator's own noise: a few connections can even show a shrink).</p>"
+         (the allocator's own noise: a few connections can even show a shrink). \
+         The timelines are each load's largest cell, its last round, second by second: the load generator's replies beside the server's own \
+         CPU (cores kept busy, from <code>/proc</code>) and open connections (from its <code>/metrics</code>; a reference serves none), \
+         so a stall shows in the second it happened.</p>"
     );
     if let Some(e) = plot_error {
         let _ = writeln!(h, "<p><strong>No plots:</strong> {}</p>", escape(e));

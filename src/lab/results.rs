@@ -39,6 +39,26 @@ pub struct Measurement {
     pub rss_bytes_per_conn: Option<f64>,
     /// When it started (µs since the epoch).
     pub started: i64,
+    /// The window second by second.
+    pub timeline: Vec<Moment>,
+}
+
+/// One second of a measurement's window: what the load generator saw beside what the server
+/// did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Moment {
+    /// Seconds since the window began: this one covers [second, second + 1).
+    pub second: u64,
+    /// Correct replies in it.
+    pub replies: u64,
+    /// Failed connections and wrong replies in it.
+    pub errors: u64,
+    /// Its 99th percentile latency, in µs.
+    pub p99_us: u64,
+    /// The server's CPU time in it, in seconds: the cores it kept busy.
+    pub cpu_cores: Option<f64>,
+    /// The server's open connections at its end (from its `/metrics`).
+    pub open_conns: Option<u64>,
 }
 
 /// A cell's medians over its rounds: one object of `results.json`.
@@ -85,6 +105,8 @@ pub struct Cell {
     /// What a reader must know to read the figures (a pool that serves fewer at a time, a
     /// server that did not start).
     pub note: Option<String>,
+    /// The last measured round's window, second by second.
+    pub timeline: Vec<Moment>,
 }
 
 /// The machine a lab ran on, printed with its results.
@@ -184,6 +206,12 @@ pub(super) fn summarize(
         errors: ok.iter().map(|r| r.result.errors).sum(),
         mismatches: ok.iter().map(|r| r.result.mismatches).sum(),
         note: (!notes.is_empty()).then(|| notes.join("; ")),
+        timeline: ms
+            .iter()
+            .rev()
+            .find(|m| m.report.is_ok())
+            .map(|m| m.timeline.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -249,6 +277,21 @@ fn notes(
         } else {
             notes.push(format!("round {}: {why}", rounds.join(", ")));
         }
+    }
+    // Connections the server left unanswered for the whole window: its throughput is
+    // theirs too, and a server that starves some is not as good as its figure.
+    let starved: Vec<String> = ms
+        .iter()
+        .filter_map(|m| {
+            let r = m.report.as_ref().ok()?;
+            (r.unserved_conns > 0).then(|| format!("{} in round {}", r.unserved_conns, m.round))
+        })
+        .collect();
+    if !starved.is_empty() {
+        notes.push(format!(
+            "connections that asked and got no reply in the whole window: {}",
+            starved.join(", ")
+        ));
     }
     notes
 }

@@ -5,7 +5,7 @@ use super::proc;
 use super::server::Running;
 use crate::bench::{self, BenchConfig, Observer};
 use crate::lab::config::{CellKey, LabConfig};
-use crate::lab::results::{summarize, LabResults, Machine, Measurement, MEMORY_NOISE};
+use crate::lab::results::{summarize, LabResults, Machine, Measurement, Moment, MEMORY_NOISE};
 use crate::lab::server::LabServer;
 use crate::model::Model;
 use crate::sys::{Counted, Counter};
@@ -90,6 +90,12 @@ pub fn run(config: &LabConfig, command: String, observer: &mut dyn LabObserver) 
 /// Reads the server's CPU time and memory at the edges of the measured window.
 pub(super) struct Meter {
     pgid: u32,
+    /// Where the server answers `GET /metrics`, if it does.
+    metrics: Option<std::net::SocketAddr>,
+    /// The server, second by second through the window, while it is measured.
+    sampler: Option<Sampler>,
+    /// What the sampler saw, once the window ended.
+    seconds: Vec<ServerSecond>,
     cpu_start: Option<Duration>,
     cpu_end: Option<Duration>,
     memory_end: Option<u64>,
@@ -103,9 +109,12 @@ pub(super) struct Meter {
 const MOST_COUNTED: usize = 2000;
 
 impl Meter {
-    fn new(pgid: u32) -> Meter {
+    fn new(pgid: u32, metrics: Option<std::net::SocketAddr>) -> Meter {
         Meter {
             pgid,
+            metrics,
+            sampler: None,
+            seconds: Vec::new(),
             cpu_start: None,
             cpu_end: None,
             memory_end: None,
@@ -143,13 +152,100 @@ impl Observer for Meter {
     fn window_started(&mut self) {
         self.start_counting();
         self.cpu_start = Some(proc::cpu_time(self.pgid));
+        self.sampler = Some(Sampler::start(self.pgid, self.metrics));
     }
 
     fn window_ended(&mut self) {
+        if let Some(sampler) = self.sampler.take() {
+            self.seconds = sampler.stop();
+        }
         self.cpu_end = Some(proc::cpu_time(self.pgid));
         self.stop_counting();
         self.memory_end = Some(proc::memory(self.pgid));
     }
+}
+
+/// What the server did in one second of the window: its CPU time (all its processes, from
+/// `/proc`) and its open connections (from its `/metrics`, when it serves them).
+#[derive(Debug, Clone, Copy)]
+struct ServerSecond {
+    cpu: Duration,
+    open: Option<u64>,
+}
+
+/// A thread that reads the server every second of the window, until stopped (or an hour).
+struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<ServerSecond>>,
+}
+
+impl Sampler {
+    fn start(pgid: u32, metrics: Option<std::net::SocketAddr>) -> Sampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let begun = Instant::now();
+            let mut last = proc::cpu_time(pgid);
+            let mut seconds = Vec::new();
+            for i in 1..=3600u32 {
+                // Sleeps in short steps to the next second, so a stop is seen at once.
+                while begun.elapsed() < Duration::from_secs(i.into()) {
+                    if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                        return seconds;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let cpu = proc::cpu_time(pgid);
+                let open = metrics.and_then(open_connections);
+                seconds.push(ServerSecond { cpu: cpu.saturating_sub(last), open });
+                last = cpu;
+            }
+            seconds
+        });
+        Sampler { stop, thread }
+    }
+
+    /// Stops it; every whole second it read.
+    fn stop(self) -> Vec<ServerSecond> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// `switchboard_connections_open` from the metrics at `addr` (a plain HTTP/1.0 GET, within a
+/// second), or none.
+fn open_connections(addr: std::net::SocketAddr) -> Option<u64> {
+    use std::io::{Read, Write};
+    let patience = Duration::from_secs(1);
+    let mut c = std::net::TcpStream::connect_timeout(&addr, patience).ok()?;
+    c.set_read_timeout(Some(patience)).ok()?;
+    c.write_all(b"GET /metrics HTTP/1.0\r\nHost: lab\r\n\r\n").ok()?;
+    let mut body = String::new();
+    c.take(1 << 20).read_to_string(&mut body).ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("switchboard_connections_open "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+/// The window second by second: the load generator's replies, errors and p99 beside the
+/// server's CPU and open connections in the same second.
+fn timeline(report: &bench::Report, server: &[ServerSecond]) -> Vec<Moment> {
+    report
+        .timeline
+        .iter()
+        .map(|s| {
+            let at = server.get(s.second as usize);
+            Moment {
+                second: s.second,
+                replies: s.replies,
+                errors: s.errors,
+                p99_us: s.p99_us,
+                cpu_cores: at.map(|a| a.cpu.as_secs_f64()),
+                open_conns: at.and_then(|a| a.open),
+            }
+        })
+        .collect()
 }
 
 pub(super) fn measure(
@@ -172,6 +268,7 @@ pub(super) fn measure(
         switches_per_msg: None,
         rss_bytes_per_conn: None,
         started: crate::store::now_us(),
+        timeline: Vec::new(),
     };
     let server = match start_server(config, key, server_cores) {
         Ok(server) => server,
@@ -190,7 +287,7 @@ pub(super) fn measure(
             return m;
         }
     };
-    let mut meter = Meter::new(server.pgid());
+    let mut meter = Meter::new(server.pgid(), server.metrics);
     let t = Instant::now();
     let processes = bench.conns.div_ceil(bench::conns_per_process().max(1));
     m.report = if processes > 1 {
@@ -203,6 +300,7 @@ pub(super) fn measure(
     drop(server);
     tracing::debug!(server = %m.server, conns = m.conns, round, secs = t.elapsed().as_secs_f64(), "measured");
     if let Ok(report) = &m.report {
+        m.timeline = timeline(report, &meter.seconds);
         if let (Some(a), Some(b)) = (meter.cpu_start, meter.cpu_end) {
             if report.msgs > 0 {
                 m.cpu_us_per_msg = Some((b - a).as_secs_f64() * 1e6 / report.msgs as f64);

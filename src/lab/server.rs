@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 /// How long a server may take to start listening.
 const START: Duration = Duration::from_secs(30);
 
+/// Every `switchboard serve` the lab starts serves its metrics on a port of its own, which it
+/// prints after its address: the lab reads its open connections from them each second.
+const METRICS: [&str; 2] = ["--metrics", "tcp://127.0.0.1:0"];
+
 /// What the lab runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LabServer {
@@ -138,6 +142,8 @@ impl LabServer {
 pub(crate) struct Running {
     child: Child,
     pub(crate) addr: Addr,
+    /// Where a `switchboard serve` server answers `GET /metrics`.
+    pub(crate) metrics: Option<std::net::SocketAddr>,
 }
 
 impl Running {
@@ -154,6 +160,7 @@ impl Running {
                 let mut c = Command::new(exe);
                 c.args(["serve", "tcp://127.0.0.1:0", "--model", model.name()])
                     .args(serve_args)
+                    .args(METRICS)
                     .env("RUST_LOG", "error")
                     .stdout(Stdio::piped());
                 (c, None)
@@ -163,6 +170,7 @@ impl Running {
                 c.args(["serve", "tcp://127.0.0.1:0", "--model", model.name()])
                     .args(options)
                     .args(serve_args)
+                    .args(METRICS)
                     .env("RUST_LOG", "error")
                     .stdout(Stdio::piped());
                 (c, None)
@@ -177,6 +185,7 @@ impl Running {
                     .arg("--tls-key")
                     .arg(key)
                     .args(serve_args)
+                    .args(METRICS)
                     .env("RUST_LOG", "error")
                     .stdout(Stdio::piped());
                 (c, None)
@@ -202,16 +211,18 @@ impl Running {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", server.name()))?;
         let ready = match port {
-            None => listening_line(&mut child),
-            Some(port) => accepting(&mut child, port),
+            None => listening_lines(&mut child),
+            Some(port) => accepting(&mut child, port).map(|addr| (addr, None)),
         };
         let mut running = Running {
             child,
             addr: Addr::Tcp(([127, 0, 0, 1], 0).into()),
+            metrics: None,
         };
         match ready {
-            Ok(addr) => {
+            Ok((addr, metrics)) => {
                 running.addr = addr;
+                running.metrics = metrics;
                 Ok(running)
             }
             Err(why) => Err(format!("{} did not start: {why}", server.name())),
@@ -240,23 +251,37 @@ impl Drop for Running {
     }
 }
 
-/// Reads `listening on ADDR` from a `switchboard serve` child, within the start time.
-fn listening_line(child: &mut Child) -> Result<Addr, String> {
+/// Reads `listening on ADDR` and `metrics on http://HOST:PORT/metrics` from a `switchboard
+/// serve` child, within the start time.
+fn listening_lines(child: &mut Child) -> Result<(Addr, Option<std::net::SocketAddr>), String> {
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
+        let mut lines = BufReader::new(stdout).lines();
+        for _ in 0..2 {
+            let line = lines.next().and_then(Result::ok).unwrap_or_default();
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
     });
     let line = rx
         .recv_timeout(START)
         .map_err(|_| "it did not print `listening on` within 30 s".to_string())?;
-    line.trim()
+    let addr = line
+        .trim()
         .strip_prefix("listening on ")
         .ok_or_else(|| format!("it printed {line:?} instead of `listening on ADDR`"))?
         .parse()
-        .map_err(|e| format!("{e}"))
+        .map_err(|e| format!("{e}"))?;
+    let metrics = rx.recv_timeout(START).ok().and_then(|line| {
+        line.trim()
+            .strip_prefix("metrics on http://")?
+            .strip_suffix("/metrics")?
+            .parse()
+            .ok()
+    });
+    Ok((addr, metrics))
 }
 
 /// Waits until the reference accepts a connection on `port`.
