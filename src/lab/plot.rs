@@ -145,12 +145,21 @@ where
     X: Ranged<ValueType = f64> + ValueFormatter<f64>,
     Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
-    c.configure_mesh()
-        .x_desc(plot.x_label.unwrap_or("connections"))
+    let mut mesh = c.configure_mesh();
+    mesh.x_desc(plot.x_label.unwrap_or("connections"))
         .y_desc(plot.y_label)
         .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| figure(*y))
-        .draw()?;
+        .y_label_formatter(&|y| figure(*y));
+    if plot.x_label.is_some() {
+        // Seconds: a label on each whole one (up to 20), never a fraction rounded twice.
+        let last = plot
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.0))
+            .fold(0.0, f64::max);
+        mesh.x_labels((last as usize + 2).min(20));
+    }
+    mesh.draw()?;
     for (i, s) in plot.series.iter().enumerate() {
         let (r, g, b) = TABLEAU[i % TABLEAU.len()];
         let color = RGBColor(r, g, b).to_rgba();

@@ -188,17 +188,28 @@ impl Sampler {
             let mut last = proc::cpu_time(pgid);
             let mut seconds = Vec::new();
             for i in 1..=3600u32 {
-                // Sleeps in short steps to the next second, so a stop is seen at once.
+                // Sleeps in short steps to the next second, so a stop is seen at once; a stop
+                // in the last tenth of a second still reads it (the window ends on a second).
+                let mut stop = false;
                 while begun.elapsed() < Duration::from_secs(i.into()) {
                     if stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                        return seconds;
+                        let into = begun.elapsed().as_secs_f64() - f64::from(i - 1);
+                        if into < 0.9 {
+                            return seconds;
+                        }
+                        stop = true;
+                        break;
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 let cpu = proc::cpu_time(pgid);
-                let open = metrics.and_then(open_connections);
+                // Read at a stop, the count would be of connections already closing.
+                let open = metrics.filter(|_| !stop).and_then(open_connections);
                 seconds.push(ServerSecond { cpu: cpu.saturating_sub(last), open });
                 last = cpu;
+                if stop {
+                    break;
+                }
             }
             seconds
         });
