@@ -780,9 +780,7 @@ impl Session {
 
     /// The reason to close now: the session ended and every reply was written.
     pub fn finished(&self) -> Option<&CloseReason> {
-        self.done
-            .as_ref()
-            .filter(|_| self.unsent() == 0)
+        self.done.as_ref().filter(|_| self.unsent() == 0)
     }
 
     /// What this connection has moved so far.
@@ -864,7 +862,10 @@ mod tests {
         assert_eq!(lent, b"AB\nCD\n", "handed over whole");
         assert_eq!(s.pending(), b"");
         assert_eq!(s.read_allowance(), 2, "lent bytes fill the budget");
-        assert!(s.clock.send.is_some(), "the send timeout runs for lent bytes");
+        assert!(
+            s.clock.send.is_some(),
+            "the send timeout runs for lent bytes"
+        );
         s.receive(b"e\n").unwrap();
         assert_eq!(s.pending(), b"E\n", "queued behind the lent bytes");
         assert!(s.take_pending(Vec::new()).is_empty(), "one loan at a time");

@@ -241,9 +241,15 @@ fn merged_is_the_sum_and_shows_the_kill(fleet: &Fleet, runs: &[serde_json::Value
     assert_eq!(replies.iter().sum::<u64>(), field(&merged, "msgs"));
     assert_eq!(errors.iter().sum::<u64>(), field(&merged, "errors"));
     assert_eq!(errors[0], 0, "nothing broke before the kill: {errors:?}");
-    assert!(errors[1..].iter().any(|&e| e > 0), "the kill shows: {errors:?}");
+    assert!(
+        errors[1..].iter().any(|&e| e > 0),
+        "the kill shows: {errors:?}"
+    );
     let whole = &replies[..replies.len().saturating_sub(1)]; // the last may be cut short
-    assert!(whole.iter().all(|&r| r > 0), "the others served every second: {replies:?}");
+    assert!(
+        whole.iter().all(|&r| r > 0),
+        "the others served every second: {replies:?}"
+    );
 }
 
 #[test]
@@ -283,7 +289,10 @@ fn an_instance_dies_and_the_fleet_serves_on_then_reloads_without_an_error() {
     let crashes = benches.map(|b| report(b).0);
     for crash in &crashes {
         let errors = field(crash, "errors");
-        assert!(errors > 0, "the killed instance's connections broke: {crash}");
+        assert!(
+            errors > 0,
+            "the killed instance's connections broke: {crash}"
+        );
         assert_eq!(
             errors,
             crash["errors_by_kind"]["closed"].as_u64().unwrap_or(0)

@@ -301,21 +301,33 @@ fn the_ablation_measures_uring_with_each_feature_turned_and_tables_the_ratios() 
         assert!(c["msgs_per_s"].as_f64().unwrap() > 0.0, "{c}");
     }
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
-    assert_eq!(md.matches("### uring feature by feature").count(), 2, "one a size: {md}");
+    assert_eq!(
+        md.matches("### uring feature by feature").count(),
+        2,
+        "one a size: {md}"
+    );
     // uring against itself is 1.00 both ways; every variant has its ratios.
-    assert!(md.contains("| uring | 10 | ") && md.contains(" | 1.00 | "), "{md}");
+    assert!(
+        md.contains("| uring | 10 | ") && md.contains(" | 1.00 | "),
+        "{md}"
+    );
     let variant = md
         .lines()
         .find(|l| l.starts_with("| uring/no-multishot-recv | 10 | ") && l.split('|').count() == 9)
         .unwrap_or_else(|| panic!("an ablation row: {md}"));
     let ratio: f64 = variant.split('|').nth(4).unwrap().trim().parse().unwrap();
     assert!(ratio > 0.0, "{variant}");
-    assert!(stdout.contains("### uring feature by feature"), "printed too");
+    assert!(
+        stdout.contains("### uring feature by feature"),
+        "printed too"
+    );
     // Large messages are drawn in bytes per second too; small ones are not.
     assert!(out.join("mbps-65536b-d1.svg").exists());
     assert!(!out.join("mbps-64b-d1.svg").exists());
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
-    assert!(html.contains("(uring without multishot-recv)") && html.contains("(uring with sqpoll)"));
+    assert!(
+        html.contains("(uring without multishot-recv)") && html.contains("(uring with sqpoll)")
+    );
 }
 
 #[test]

@@ -154,8 +154,7 @@ fn a_burst_leaves_no_memory_behind(model: &str) {
         for _ in 0..20 {
             scope.spawn(|| {
                 for _ in 0..2 {
-                    let mut conns: Vec<TestConn> =
-                        (0..CONNS / 20).map(|_| s.connect()).collect();
+                    let mut conns: Vec<TestConn> = (0..CONNS / 20).map(|_| s.connect()).collect();
                     for c in &mut conns {
                         c.write_all(&message).unwrap();
                     }

@@ -133,13 +133,16 @@ impl Expect {
                 // 200 MB/s.
                 const BLOCK: usize = 256;
                 request.len() == reply.len()
-                    && request.chunks(BLOCK).zip(reply.chunks(BLOCK)).all(|(q, r)| {
-                        let mut upper = [0u8; BLOCK];
-                        let upper = &mut upper[..q.len()];
-                        upper.copy_from_slice(q);
-                        upper.make_ascii_uppercase();
-                        upper == r
-                    })
+                    && request
+                        .chunks(BLOCK)
+                        .zip(reply.chunks(BLOCK))
+                        .all(|(q, r)| {
+                            let mut upper = [0u8; BLOCK];
+                            let upper = &mut upper[..q.len()];
+                            upper.copy_from_slice(q);
+                            upper.make_ascii_uppercase();
+                            upper == r
+                        })
             }
             Expect::Echo => request == reply,
             Expect::Any => true,

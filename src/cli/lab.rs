@@ -163,7 +163,10 @@ fn config(args: &Args) -> anyhow::Result<(LabConfig, PathBuf)> {
     }
     if args.ablation {
         if let Err(why) = Model::Uring.available() {
-            return Err(super::Usage(format!("--ablation measures uring, which cannot run here: {why}")).into());
+            return Err(super::Usage(format!(
+                "--ablation measures uring, which cannot run here: {why}"
+            ))
+            .into());
         }
         if args.models.is_empty() {
             config.servers.clear();

@@ -29,13 +29,9 @@ const METRICS: &[Metric] = &[
     ("p99", "99th percentile latency", "µs", true, |c| {
         Some(c.p99_us as f64)
     }),
-    (
-        "mbps",
-        "Throughput in bytes",
-        "MB per second",
-        false,
-        |c| (c.size >= LARGE).then_some(c.mb_per_s),
-    ),
+    ("mbps", "Throughput in bytes", "MB per second", false, |c| {
+        (c.size >= LARGE).then_some(c.mb_per_s)
+    }),
     (
         "cpu",
         "Server CPU time per reply",
@@ -53,16 +49,24 @@ const METRICS: &[Metric] = &[
 ];
 
 /// What a window's timeline draws, each against its seconds: (file stem, title, axis, value).
-type TimelineMetric = (&'static str, &'static str, &'static str, fn(&Moment) -> Option<f64>);
+type TimelineMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Moment) -> Option<f64>,
+);
 
 const TIMELINE: &[TimelineMetric] = &[
     ("replies", "Replies", "replies in the second", |m| {
         Some(m.replies as f64)
     }),
     ("cpu", "Server CPU", "cores busy", |m| m.cpu_cores),
-    ("open", "Open connections (the server's /metrics)", "connections", |m| {
-        m.open_conns.map(|n| n as f64)
-    }),
+    (
+        "open",
+        "Open connections (the server's /metrics)",
+        "connections",
+        |m| m.open_conns.map(|n| n as f64),
+    ),
 ];
 
 /// One line per server: its cell at `conns` connections, second by second.
@@ -153,7 +157,8 @@ pub fn write(results: &LabResults, dir: &Path) -> std::io::Result<(Vec<PathBuf>,
                 dir.join(format!("{name}.svg")),
                 dir.join(format!("{name}.png")),
             );
-            let title = format!("{title}, second by second: {conns} connections, {size} B, depth {depth}");
+            let title =
+                format!("{title}, second by second: {conns} connections, {size} B, depth {depth}");
             let plot = Plot {
                 title: &title,
                 y_label: axis,
@@ -265,7 +270,8 @@ fn row(c: &Cell) -> [String; 14] {
 /// The server's CPU time per byte of requests, in ns: what separates servers once messages
 /// are large and copies, not system calls, are the cost.
 fn cpu_ns_per_byte(c: &Cell) -> Option<f64> {
-    c.cpu_us_per_msg.map(|us| us * 1000.0 / c.size.max(1) as f64)
+    c.cpu_us_per_msg
+        .map(|us| us * 1000.0 / c.size.max(1) as f64)
 }
 
 const HEADER: [&str; 14] = [
@@ -336,7 +342,10 @@ fn markdown(results: &LabResults) -> String {
         md.push('\n');
         let rows = ablation(&results.cells, size, depth);
         if !rows.is_empty() {
-            let _ = writeln!(md, "### uring feature by feature, {size} B requests, depth {depth}\n");
+            let _ = writeln!(
+                md,
+                "### uring feature by feature, {size} B requests, depth {depth}\n"
+            );
             let _ = writeln!(md, "| {} |", ABLATION_HEADER.join(" | "));
             let _ = writeln!(md, "|{}", " --- |".repeat(ABLATION_HEADER.len()));
             for r in rows {
@@ -363,7 +372,11 @@ const ABLATION_HEADER: [&str; 7] = [
 /// Empty without variants.
 fn ablation(cells: &[Cell], size: usize, depth: usize) -> Vec<[String; 7]> {
     let here = |c: &&Cell| c.size == size && c.depth == depth && c.rounds > 0;
-    if !cells.iter().filter(here).any(|c| c.model.starts_with("uring/")) {
+    if !cells
+        .iter()
+        .filter(here)
+        .any(|c| c.model.starts_with("uring/"))
+    {
         return Vec::new();
     }
     let mut conns: Vec<usize> = cells.iter().filter(here).map(|c| c.conns).collect();
@@ -375,7 +388,10 @@ fn ablation(cells: &[Cell], size: usize, depth: usize) -> Vec<[String; 7]> {
         let Some(base) = at.iter().find(|c| c.model == "uring") else {
             continue;
         };
-        for c in at.iter().filter(|c| c.model == "uring" || c.model.starts_with("uring/")) {
+        for c in at
+            .iter()
+            .filter(|c| c.model == "uring" || c.model.starts_with("uring/"))
+        {
             let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
                 (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
                 _ => "-".into(),

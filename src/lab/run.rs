@@ -205,7 +205,10 @@ impl Sampler {
                 let cpu = proc::cpu_time(pgid);
                 // Read at a stop, the count would be of connections already closing.
                 let open = metrics.filter(|_| !stop).and_then(open_connections);
-                seconds.push(ServerSecond { cpu: cpu.saturating_sub(last), open });
+                seconds.push(ServerSecond {
+                    cpu: cpu.saturating_sub(last),
+                    open,
+                });
                 last = cpu;
                 if stop {
                     break;
@@ -230,7 +233,8 @@ fn open_connections(addr: std::net::SocketAddr) -> Option<u64> {
     let patience = Duration::from_secs(1);
     let mut c = std::net::TcpStream::connect_timeout(&addr, patience).ok()?;
     c.set_read_timeout(Some(patience)).ok()?;
-    c.write_all(b"GET /metrics HTTP/1.0\r\nHost: lab\r\n\r\n").ok()?;
+    c.write_all(b"GET /metrics HTTP/1.0\r\nHost: lab\r\n\r\n")
+        .ok()?;
     let mut body = String::new();
     c.take(1 << 20).read_to_string(&mut body).ok()?;
     body.lines()

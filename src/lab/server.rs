@@ -73,7 +73,10 @@ impl LabServer {
         let (name, summary) = if on {
             (format!("uring/{feature}"), format!("uring with {feature}"))
         } else {
-            (format!("uring/no-{feature}"), format!("uring without {feature}"))
+            (
+                format!("uring/no-{feature}"),
+                format!("uring without {feature}"),
+            )
         };
         LabServer::Variant {
             model: Model::Uring,

@@ -17,8 +17,8 @@
 //! submissions. Each io_uring feature can be turned off (`--uring`, [`UringFeature`]).
 
 use super::datagram;
-use super::UringFeature;
 use super::reactor::{self, Drain, Table, Timed, Timers};
+use super::UringFeature;
 use crate::session::{CloseReason, Session};
 use crate::shared::Shared;
 use crate::sys::uring::{Completion, Uring};
@@ -54,7 +54,6 @@ const SEND: u64 = 1;
 fn token(slot: usize, op: u64) -> u64 {
     (slot as u64) << 1 | op
 }
-
 
 /// One connection: its socket, its session, and its submissions in flight. It closes only
 /// when none is, since their completions name its slot.

@@ -132,13 +132,22 @@ impl FromStr for UringFeatures {
         };
         let mut features = UringFeatures::default();
         for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, value) = pair
-                .split_once('=')
-                .ok_or_else(|| format!("'{pair}' is not NAME=on or NAME=off (features: {})", names()))?;
+            let (name, value) = pair.split_once('=').ok_or_else(|| {
+                format!(
+                    "'{pair}' is not NAME=on or NAME=off (features: {})",
+                    names()
+                )
+            })?;
             let feature = UringFeature::ALL
                 .into_iter()
                 .find(|f| f.name() == name.trim())
-                .ok_or_else(|| format!("no io_uring feature '{}' (features: {})", name.trim(), names()))?;
+                .ok_or_else(|| {
+                    format!(
+                        "no io_uring feature '{}' (features: {})",
+                        name.trim(),
+                        names()
+                    )
+                })?;
             let on = match value.trim() {
                 "on" | "yes" | "true" | "1" => true,
                 "off" | "no" | "false" | "0" => false,
@@ -160,7 +169,10 @@ mod tests {
         assert!(d.is_on(UringFeature::MultishotRecv) && !d.is_on(UringFeature::Sqpoll));
         let f: UringFeatures = "multishot-recv=off, sqpoll=on".parse().unwrap();
         assert!(!f.is_on(UringFeature::MultishotRecv) && f.is_on(UringFeature::Sqpoll));
-        assert!(f.is_on(UringFeature::DeferTaskrun), "the rest as by default");
+        assert!(
+            f.is_on(UringFeature::DeferTaskrun),
+            "the rest as by default"
+        );
         assert_eq!(f.to_string().parse::<UringFeatures>().unwrap(), f);
         assert_eq!("".parse::<UringFeatures>().unwrap(), d);
     }
@@ -168,7 +180,10 @@ mod tests {
     #[test]
     fn a_wrong_name_or_value_says_what_is_right() {
         let e = "multishot=off".parse::<UringFeatures>().unwrap_err();
-        assert!(e.contains("no io_uring feature 'multishot'") && e.contains("multishot-recv"), "{e}");
+        assert!(
+            e.contains("no io_uring feature 'multishot'") && e.contains("multishot-recv"),
+            "{e}"
+        );
         let e = "sqpoll=maybe".parse::<UringFeatures>().unwrap_err();
         assert!(e.contains("say on or off"), "{e}");
         let e = "sqpoll".parse::<UringFeatures>().unwrap_err();

@@ -191,7 +191,11 @@ impl Uring {
             features = without(features, DeferTaskrun, "it needs single-issuer");
         }
         if features.is_on(DeferTaskrun) && features.is_on(Sqpoll) {
-            features = without(features, DeferTaskrun, "the kernel refuses it beside sqpoll");
+            features = without(
+                features,
+                DeferTaskrun,
+                "the kernel refuses it beside sqpoll",
+            );
         }
         let ring = loop {
             let mut builder = IoUring::builder();
@@ -235,8 +239,11 @@ impl Uring {
             match uring.register_ring_fd() {
                 Ok(index) => uring.registered_ring = Some(index),
                 Err(e) => {
-                    uring.features =
-                        without(features, RegisteredRing, &format!("this kernel refuses it ({e})"))
+                    uring.features = without(
+                        features,
+                        RegisteredRing,
+                        &format!("this kernel refuses it ({e})"),
+                    )
                 }
             }
         }
@@ -449,7 +456,9 @@ impl Uring {
                 // SAFETY: whole pages inside our own buffer, which no submission in flight
                 // writes (the caller's promise); they read back as zeros, and nothing reads
                 // them before the kernel fills them again.
-                unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+                unsafe {
+                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
+                };
             }
         }
         #[cfg(target_env = "gnu")]
@@ -707,7 +716,10 @@ impl Uring {
         let (arg_ptr, arg_size) = match &arg {
             Some(a) => {
                 flags |= EXT_ARG;
-                (a as *const GeteventsArg as usize, std::mem::size_of::<GeteventsArg>())
+                (
+                    a as *const GeteventsArg as usize,
+                    std::mem::size_of::<GeteventsArg>(),
+                )
             }
             None => (0, 0),
         };
@@ -790,4 +802,3 @@ impl Drop for Uring {
         }
     }
 }
-
