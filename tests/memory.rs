@@ -126,6 +126,14 @@ every_model! {
 }
 
 #[test]
+fn uring_without_multishot_receives_holds_to_the_budget_too() {
+    // One receive at a time, each into a 256 KiB buffer: the receive's own length must bound
+    // it to what the budget has room for.
+    let args = ["--no-store", "--uring", "multishot-recv=off"];
+    held_per_client("uring", &args, 4 * BUDGET);
+}
+
+#[test]
 fn the_budget_is_the_operators_to_choose() {
     let held = held_per_client(
         "epoll",

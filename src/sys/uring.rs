@@ -398,16 +398,18 @@ impl Uring {
     /// `limit` bytes came (then the last completion says no more will), end of stream, or a
     /// cancel: a connection that stops wanting input is not handed much more than it asked
     /// for while its cancel is on the way. A kernel that cannot limit a multishot receive
-    /// gets a single receive instead: one buffer, then the caller asks again.
+    /// (or `--uring multishot-recv=off`) gets a single receive instead: up to `limit` bytes in
+    /// one buffer, then the caller asks again.
     pub(crate) fn recv_multi(&mut self, fd: RawFd, token: u64, limit: usize) -> io::Result<()> {
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX).max(1);
         let entry = if self.recv_limit {
-            let limit = u32::try_from(limit).unwrap_or(u32::MAX).max(1);
             with_total_limit(
                 opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP).build(),
                 limit,
             )
         } else {
-            opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), 0)
+            // The length bounds what the kernel takes from the buffer it picks.
+            opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), limit)
                 .buf_group(BUF_GROUP)
                 .build()
                 .flags(squeue::Flags::BUFFER_SELECT)
@@ -767,18 +769,22 @@ impl Uring {
     }
 }
 
-/// A multishot receive that ends once `limit` bytes came: the `optlen` field of the
-/// submission (Linux 6.17), which the `io-uring` crate does not set yet.
+/// A multishot receive that ends once `limit` bytes came (the `optlen` field of the
+/// submission, Linux 6.17), each of its receives taking at most `limit` too (its `len`): the
+/// kernel counts the total only after a receive, so without the cap one receive could fill a
+/// whole provided buffer (256 KiB) past the budget. The `io-uring` crate sets neither yet.
 fn with_total_limit(entry: squeue::Entry, limit: u32) -> squeue::Entry {
-    /// Where `optlen` lies in `struct io_uring_sqe` (the union of `splice_fd_in`,
-    /// `file_index` and `optlen`), fixed by the kernel's ABI.
+    /// Where `len` and `optlen` (the union of `splice_fd_in`, `file_index` and `optlen`) lie
+    /// in `struct io_uring_sqe`, fixed by the kernel's ABI.
+    const LEN: usize = 24;
     const OPTLEN: usize = 44;
     // SAFETY: `squeue::Entry` is `#[repr(C)]` around the kernel's 64-byte `io_uring_sqe` (the
     // transmute checks the size), and any bytes are a valid submission to hold; the kernel
-    // reads bytes 44..48 of a receive as its byte limit.
+    // reads bytes 24..28 of a multishot receive as each receive's cap and 44..48 as the total.
     let mut raw: [u8; 64] = unsafe { std::mem::transmute(entry) };
+    raw[LEN..LEN + 4].copy_from_slice(&limit.to_ne_bytes());
     raw[OPTLEN..OPTLEN + 4].copy_from_slice(&limit.to_ne_bytes());
-    // SAFETY: as above, the same bytes with the limit written in.
+    // SAFETY: as above, the same bytes with the limits written in.
     unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(raw) }
 }
 
