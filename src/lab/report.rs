@@ -116,11 +116,6 @@ pub fn write(results: &LabResults, dir: &Path) -> std::io::Result<(Vec<PathBuf>,
             if series.is_empty() {
                 continue;
             }
-            let name = format!("{stem}-{size}b-d{depth}");
-            let (svg, png) = (
-                dir.join(format!("{name}.svg")),
-                dir.join(format!("{name}.png")),
-            );
             let title = format!("{title}, {size} B requests, depth {depth}");
             let plot = Plot {
                 title: &title,
@@ -129,13 +124,11 @@ pub fn write(results: &LabResults, dir: &Path) -> std::io::Result<(Vec<PathBuf>,
                 x_label: None,
                 series: &series,
             };
-            if let Err(e) = plot::draw(&plot, &svg, &png) {
+            let name = format!("{stem}-{size}b-d{depth}");
+            if let Err(e) = drawn(&plot, dir, &name, &mut plots, &mut files) {
                 plot_error = Some(e);
                 break 'loads;
             }
-            plots.push((title, svg.clone()));
-            files.push(svg);
-            files.push(png);
         }
         // The largest cell's last round, second by second, every server in one plot a figure.
         let Some(conns) = results
@@ -152,11 +145,6 @@ pub fn write(results: &LabResults, dir: &Path) -> std::io::Result<(Vec<PathBuf>,
             if series.is_empty() {
                 continue;
             }
-            let name = format!("timeline-{stem}-{size}b-d{depth}");
-            let (svg, png) = (
-                dir.join(format!("{name}.svg")),
-                dir.join(format!("{name}.png")),
-            );
             let title =
                 format!("{title}, second by second: {conns} connections, {size} B, depth {depth}");
             let plot = Plot {
@@ -166,19 +154,36 @@ pub fn write(results: &LabResults, dir: &Path) -> std::io::Result<(Vec<PathBuf>,
                 x_label: Some("second of the window"),
                 series: &series,
             };
-            if let Err(e) = plot::draw(&plot, &svg, &png) {
+            let name = format!("timeline-{stem}-{size}b-d{depth}");
+            if let Err(e) = drawn(&plot, dir, &name, &mut plots, &mut files) {
                 plot_error = Some(e);
                 break 'loads;
             }
-            plots.push((title, svg.clone()));
-            files.push(svg);
-            files.push(png);
         }
     }
     let html = dir.join("index.html");
     std::fs::write(&html, page(results, &plots, plot_error.as_deref())?)?;
     files.push(html);
     Ok((files, plot_error))
+}
+
+/// Draws `plot` as `dir/NAME.svg` and `.png`, and lists them: the page's plots, the files.
+fn drawn(
+    plot: &Plot<'_>,
+    dir: &Path,
+    name: &str,
+    plots: &mut Vec<(String, PathBuf)>,
+    files: &mut Vec<PathBuf>,
+) -> Result<(), String> {
+    let (svg, png) = (
+        dir.join(format!("{name}.svg")),
+        dir.join(format!("{name}.png")),
+    );
+    plot::draw(plot, &svg, &png)?;
+    plots.push((plot.title.to_string(), svg.clone()));
+    files.push(svg);
+    files.push(png);
+    Ok(())
 }
 
 /// The (size, depth) loads measured, in order.
