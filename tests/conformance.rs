@@ -956,41 +956,33 @@ fn proxy_v2(client: &str) -> Vec<u8> {
     h
 }
 
-/// The checks, one test each, for a model over a transport: the one list of them.
+/// The checks, one test each, for a model over a transport: the one list of them, the checks
+/// of the IO itself ([`io_checks`]) and those of what comes before or around it.
 macro_rules! checks {
     ($name:literal, $concurrent:expr, $bounded:expr, $transport:literal) => {
+        checks!(@spec $name, $concurrent, $bounded, $transport, &[]);
+        io_checks!();
+        checks!(@each
+            the_seeds_python_client_gets_upper_case,
+            binary_nul_and_utf8_pass_through,
+            sigterm_drains_and_exits_zero,
+            max_conns_leaves_the_rest_in_the_backlog,
+            max_conns_per_ip_keeps_places_for_everyone_else,
+            behind_a_proxy_the_header_names_the_client,
+            only_a_trusted_proxy_is_believed,
+            sighup_reloads_without_refusing_anyone,
+            metrics_count_what_was_served,
+            the_access_lists_refuse_before_reading_and_admit_the_rest,
+        );
+    };
+    (@spec $name:literal, $concurrent:expr, $bounded:expr, $transport:literal, $options:expr) => {
         const M: super::super::Spec = super::super::Spec {
             name: $name,
             concurrent: $concurrent,
             bounded: $bounded,
             transport: $transport,
-            options: &[],
+            options: $options,
         };
-        checks!(@each
-            replies_in_every_framing,
-            the_seeds_python_client_gets_upper_case,
-            two_hundred_messages_on_one_connection,
-            a_hundred_clients,
-            a_4_mib_message_sent_while_reading,
-            binary_nul_and_utf8_pass_through,
-            half_close_still_gets_every_reply,
-            a_reset_mid_message_costs_only_that_connection,
-            silent_clients_hold_only_themselves,
-            a_thousand_clients,
-            line_frames_split_and_glued,
-            oversize_frames_close_only_their_connection,
-            sigterm_drains_and_exits_zero,
-            the_drain_cuts_connections_that_outlive_it,
-            timeouts_close_idle_slow_and_unread_connections,
-            max_conns_leaves_the_rest_in_the_backlog,
-            max_conns_per_ip_keeps_places_for_everyone_else,
-            behind_a_proxy_the_header_names_the_client,
-            only_a_trusted_proxy_is_believed,
-            tls_is_served_to_python_and_openssl,
-            sighup_reloads_without_refusing_anyone,
-            metrics_count_what_was_served,
-            the_access_lists_refuse_before_reading_and_admit_the_rest,
-        );
     };
     (@each $($check:ident,)*) => {$(
         #[test]
@@ -998,6 +990,27 @@ macro_rules! checks {
             super::super::$check(M)
         }
     )*};
+}
+
+/// The checks of the IO itself: reading, writing, framing, closing, timing out.
+macro_rules! io_checks {
+    () => {
+        checks!(@each
+            replies_in_every_framing,
+            two_hundred_messages_on_one_connection,
+            a_hundred_clients,
+            a_4_mib_message_sent_while_reading,
+            half_close_still_gets_every_reply,
+            a_reset_mid_message_costs_only_that_connection,
+            silent_clients_hold_only_themselves,
+            a_thousand_clients,
+            line_frames_split_and_glued,
+            oversize_frames_close_only_their_connection,
+            the_drain_cuts_connections_that_outlive_it,
+            timeouts_close_idle_slow_and_unread_connections,
+            tls_is_served_to_python_and_openssl,
+        );
+    };
 }
 
 /// One module per model and transport, one test per check: a new model adds one line here.
@@ -1033,28 +1046,8 @@ macro_rules! uring_features {
     ($($module:ident => $features:literal),* $(,)?) => {$(
         mod $module {
             mod tcp {
-                const M: super::super::Spec = super::super::Spec {
-                    name: "uring",
-                    concurrent: true,
-                    bounded: false,
-                    transport: "tcp",
-                    options: &["--uring", $features],
-                };
-                checks!(@each
-                    replies_in_every_framing,
-                    two_hundred_messages_on_one_connection,
-                    a_hundred_clients,
-                    a_4_mib_message_sent_while_reading,
-                    half_close_still_gets_every_reply,
-                    a_reset_mid_message_costs_only_that_connection,
-                    silent_clients_hold_only_themselves,
-                    a_thousand_clients,
-                    line_frames_split_and_glued,
-                    oversize_frames_close_only_their_connection,
-                    the_drain_cuts_connections_that_outlive_it,
-                    timeouts_close_idle_slow_and_unread_connections,
-                    tls_is_served_to_python_and_openssl,
-                );
+                checks!(@spec "uring", true, false, "tcp", &["--uring", $features]);
+                io_checks!();
             }
         }
     )*};
