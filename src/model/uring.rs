@@ -218,7 +218,7 @@ impl Serving<'_> {
         let rest = op == SEND && self.ring.sent(slot, c.io().ok());
         self.busy = true;
         if let Some(conn) = self.table.get_mut(slot) {
-            completed(&self.ring, conn, op, c, now);
+            completed(&mut self.ring, conn, op, c, now);
             conn.rest |= rest;
             if !conn.touched {
                 conn.touched = true;
@@ -354,7 +354,7 @@ fn accepted(
 }
 
 /// Feeds a completed receive or send into the connection's session, as of `now`.
-fn completed(ring: &Uring, conn: &mut Conn, op: u64, c: &Completion, now: Instant) {
+fn completed(ring: &mut Uring, conn: &mut Conn, op: u64, c: &Completion, now: Instant) {
     let outcome = if op == RECV {
         if !c.more {
             conn.receiving = false;
@@ -365,7 +365,10 @@ fn completed(ring: &Uring, conn: &mut Conn, op: u64, c: &Completion, now: Instan
             // the end of stream its shutdown causes, are not answered, as in every model.
             _ if conn.closing.is_some() => Ok(()),
             (Ok(0), _) => conn.session.receive_eof(),
-            (Ok(n), Some(bid)) => conn.session.receive_at(ring.buffer(bid, n), now),
+            (Ok(n), Some(bid)) => {
+                conn.session.offer_output(|| ring.spare()); // replies into a sent buffer
+                conn.session.receive_at(ring.buffer(bid, n), now)
+            }
             (Ok(_), None) => Ok(()),
             // Out of provided buffers, or our own cancel: armed again when it may read.
             (Err(e), _)
@@ -400,10 +403,14 @@ fn next(ring: &mut Uring, conn: &mut Conn, slot: usize) -> io::Result<Option<Clo
     if std::mem::take(&mut conn.rest) {
         ring.send_rest(slot, fd, token(slot, SEND))?;
         conn.sending = true;
-    } else if !conn.sending && !conn.session.pending().is_empty() {
-        let replies = conn.session.take_pending(ring.spare());
-        ring.send(slot, fd, replies, token(slot, SEND))?;
-        conn.sending = true;
+    } else if !conn.sending {
+        let replies = conn.session.take_pending();
+        if replies.is_empty() {
+            ring.keep_spare(replies); // a buffer offered and not written to
+        } else {
+            ring.send(slot, fd, replies, token(slot, SEND))?;
+            conn.sending = true;
+        }
     }
     let ending = conn
         .closing
