@@ -103,7 +103,12 @@ impl<'a> Reply<'a> {
         self.out.extend_from_slice(bytes);
     }
 
-    /// Appends bytes and returns them, to be changed in place (as `upper` does).
+    /// Appends bytes one at a time, as made (a copy and a change in one pass, as `upper` does).
+    pub fn extend(&mut self, bytes: impl IntoIterator<Item = u8>) {
+        self.out.extend(bytes);
+    }
+
+    /// Appends bytes and returns them, to be changed in place.
     pub fn append(&mut self, bytes: &[u8]) -> &mut [u8] {
         let start = self.out.len();
         self.out.extend_from_slice(bytes);

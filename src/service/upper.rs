@@ -19,7 +19,7 @@ impl Service for Upper {
 
 impl Handler for Upper {
     fn call(&mut self, request: &[u8], reply: &mut Reply<'_>) -> Action {
-        reply.append(request).make_ascii_uppercase();
+        reply.extend(request.iter().map(u8::to_ascii_uppercase));
         Action::Continue
     }
 }

@@ -98,6 +98,10 @@ struct BufRing {
     /// Incremental (IOU_PBUF_RING_INC): how far the kernel has filled each buffer, since it
     /// fills a buffer a piece at a time and each completion is the next piece.
     filled: Option<Vec<u32>>,
+    /// Where in the ring each buffer's entry was put, by buffer id.
+    at: Vec<u16>,
+    /// The buffer the kernel goes on filling (incremental), if its last piece was handed back.
+    partial: Option<u16>,
 }
 
 impl BufRing {
@@ -119,7 +123,39 @@ impl BufRing {
         entry.set_addr(self.data[self.offset(bid)..].as_ptr() as u64);
         entry.set_len(self.size as u32);
         entry.set_bid(bid);
+        self.at[bid as usize] = index as u16;
         self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Moves where the kernel fills the [`partial`](BufRing::partial) buffer next up to a
+    /// cache line. The kernel fills an incremental buffer where its last piece ended, so after
+    /// one piece of an odd size every later receive into the buffer would land unaligned, and
+    /// the kernel's copy into an address that is not cache-line aligned runs at about a
+    /// quarter of its speed here (`rep movsb` on AMD EPYC: at 100 x 64 KiB the copy took 43%
+    /// of `uring`'s CPU, 17% into aligned buffers). The entry is the kernel's too (it moves
+    /// the address on as it fills), so this is only for a ring whose receives run inside this
+    /// thread's own `io_uring_enter` (DEFER_TASKRUN), never while this runs.
+    fn align_partial(&mut self) {
+        let (Some(bid), Some(filled)) = (self.partial.take(), self.filled.as_ref()) else {
+            return;
+        };
+        let f = filled[bid as usize] as usize;
+        let pad = f.next_multiple_of(CACHE_LINE) - f;
+        if pad == 0 || self.size - f < pad + CACHE_LINE {
+            return; // aligned, or too near its end to matter
+        }
+        let expected = self.data[self.offset(bid) + f..].as_ptr() as u64;
+        // SAFETY: `at` names the entry this buffer was put in, inside our live mapping; the
+        // kernel reads and writes it only inside io_uring_enter (the caller's promise).
+        let entry = unsafe { &mut *self.entries.as_ptr().add(self.at[bid as usize] as usize) };
+        if entry.bid() != bid || entry.addr() != expected || entry.len() as usize != self.size - f {
+            return; // not where we left it: left alone
+        }
+        entry.set_addr(expected + pad as u64);
+        entry.set_len(entry.len() - pad as u32);
+        if let Some(filled) = self.filled.as_mut() {
+            filled[bid as usize] += pad as u32;
+        }
     }
 
     /// Makes every entry put so far visible to the kernel.
@@ -142,6 +178,9 @@ struct PeerAddr {
 
 /// A memory page: the provided buffers begin on one.
 const PAGE: usize = 4096;
+/// A cache line: each receive into an incremental buffer begins on one
+/// ([`BufRing::align_partial`]).
+const CACHE_LINE: usize = 64;
 /// The group id of our one ring of provided buffers.
 const BUF_GROUP: u16 = 0;
 /// `IOU_PBUF_RING_INC`: the kernel consumes provided buffers incrementally (Linux 6.12).
@@ -367,6 +406,8 @@ impl Uring {
             size,
             tail: 0,
             filled: None,
+            at: vec![0; count as usize],
+            partial: None,
         };
         for bid in 0..count {
             bufs.put(bid);
@@ -459,6 +500,11 @@ impl Uring {
         if let Some(filled) = bufs.filled.as_mut() {
             let f = &mut filled[bid as usize];
             *f = if more { *f + n as u32 } else { 0 };
+            if more {
+                bufs.partial = Some(bid);
+            } else if bufs.partial == Some(bid) {
+                bufs.partial = None;
+            }
         }
         if !more {
             bufs.put(bid);
@@ -684,6 +730,11 @@ impl Uring {
 
     /// Submits what is queued and waits for at least one completion, or until `timeout`.
     pub(crate) fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        if self.features.is_on(UringFeature::DeferTaskrun) {
+            if let Some(bufs) = &mut self.provided {
+                bufs.align_partial(); // no receive runs until the call below
+            }
+        }
         let ts = timeout.map(types::Timespec::from);
         let result = match (self.registered_ring, &ts) {
             (Some(index), _) => self.enter_registered(index, timeout),
@@ -836,6 +887,60 @@ impl Drop for Uring {
                     BufRing::ring_bytes(bufs.count),
                 )
             };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    /// Reads what one message of `len` bytes on `ring`'s receive (token 1) completes with,
+    /// and where each piece began.
+    fn receive(ring: &mut Uring, len: usize) -> (Vec<u8>, Vec<usize>) {
+        let (mut got, mut starts, mut done) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..200 {
+            ring.submit_and_wait(Some(Duration::from_millis(10)))
+                .unwrap();
+            done.clear();
+            ring.completions(&mut done);
+            for c in &done {
+                assert_eq!((c.token, c.io().is_ok()), (1, true), "{c:?}");
+                let (bid, n) = (c.buffer.expect("a provided buffer"), c.io().unwrap());
+                let piece = ring.buffer(bid, n);
+                starts.push(piece.as_ptr() as usize);
+                got.extend_from_slice(piece);
+                ring.give_back(bid, n, c.buffer_more);
+            }
+            if got.len() >= len {
+                break;
+            }
+        }
+        (got, starts)
+    }
+
+    #[test]
+    fn incremental_pieces_begin_on_a_cache_line_and_keep_every_byte() {
+        let mut ring = Uring::new(64, UringFeatures::default()).expect("an io_uring");
+        ring.provide_buffers().unwrap();
+        let aligned = ring.features().is_on(UringFeature::IncrementalBuffers)
+            && ring.features().is_on(UringFeature::DeferTaskrun);
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        ring.recv_multi(ours.as_raw_fd(), 1, 1 << 20).unwrap();
+        // Odd sizes, so that each message would begin where an odd piece ended.
+        for (i, len) in [100usize, 4000, 65, 8191, 3].into_iter().enumerate() {
+            let message: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8).collect();
+            theirs.write_all(&message).unwrap();
+            let (got, starts) = receive(&mut ring, len);
+            assert_eq!(got, message, "message {i}: every byte, in order");
+            if aligned {
+                assert_eq!(
+                    starts[0] % CACHE_LINE,
+                    0,
+                    "message {i} begins on a cache line"
+                );
+            }
         }
     }
 }
