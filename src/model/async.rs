@@ -5,7 +5,7 @@
 //! serve any number of connections. Under the hood it is an epoll reactor; the task is what
 //! makes its code read like the `threads` model's.
 
-use super::datagram;
+use super::{datagram, ReadBuffer};
 use crate::hooks::PLACE_RECHECK;
 use crate::session::{CloseReason, Session};
 use crate::shared::Shared;
@@ -32,7 +32,7 @@ thread_local! {
     /// The read buffer of a runtime thread, lent to each task as it reads: a task waiting for
     /// its peer holds no buffer of its own (64 KiB each would be most of an idle connection's
     /// memory).
-    static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_SIZE]);
+    static READ_BUF: std::cell::RefCell<ReadBuffer> = std::cell::RefCell::new(ReadBuffer::new(READ_SIZE));
 }
 
 /// A stream a task can wait on until it is readable, then read without waiting, into the

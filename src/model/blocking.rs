@@ -1,6 +1,7 @@
 //! What the blocking models share: the accept loop, and the loop that serves one connection
 //! with blocking reads and whole writes.
 
+use super::ReadBuffer;
 use crate::hooks::PLACE_RECHECK;
 use crate::service::Peer;
 use crate::session::{CloseReason, Expiry, Session};
@@ -85,7 +86,7 @@ pub(super) fn serve_connection(conn: Accepted, shared: &Shared) {
 pub(super) fn serve_stream(stream: &Stream, peer: Peer, shared: &Shared, cut: impl Fn() -> bool) {
     let _span = tracing::debug_span!("conn", id = peer.id, peer = %peer.addr).entered();
     let mut session = shared.hooks.session(peer);
-    let mut buf = vec![0; READ_SIZE];
+    let mut buf = ReadBuffer::new(READ_SIZE);
     let _ = stream.set_write_timeout(shared.hooks.timeouts.send);
     let mut read_timeout = ReadTimeout(None);
     let reason = loop {

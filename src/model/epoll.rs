@@ -19,6 +19,7 @@
 
 use super::datagram;
 use super::reactor::{self, Drain, Status, Table, Timers, READ_SIZE};
+use super::ReadBuffer;
 use crate::shared::Shared;
 use crate::sys::{Epoll, Events, Interest, Trigger};
 use crate::transport::{DatagramSocket, Listener, MAX_DATAGRAM};
@@ -95,7 +96,7 @@ pub(super) fn run(listener: &Listener, shared: &Shared, exclusive: bool) -> io::
     let epoll = setup(listener.as_raw_fd(), shared, exclusive)?;
     let mut table = Table::default();
     let mut events = Events::with_capacity(1024);
-    let mut buf = vec![0u8; READ_SIZE];
+    let mut buf = ReadBuffer::new(READ_SIZE);
     // Connections whose turn ran out: driven again next round, without waiting for an edge.
     let (mut again, mut again_now): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
     let mut drain = Drain::new(shared);

@@ -35,12 +35,14 @@ mod pool;
 mod prefork;
 mod process;
 mod reactor;
+mod read_buffer;
 mod select;
 mod sigio;
 mod threads;
 mod uring;
 mod uring_features;
 
+pub(crate) use read_buffer::ReadBuffer;
 pub use uring_features::{UringFeature, UringFeatures};
 
 use crate::addr::Addr;

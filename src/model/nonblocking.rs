@@ -8,6 +8,7 @@
 //! `select`, `poll` and `epoll` exist to remove exactly this cost.
 
 use super::reactor::{self, Drain, Status, Table, Timers, READ_SIZE};
+use super::ReadBuffer;
 use crate::shared::Shared;
 use crate::transport::Listener;
 use std::io;
@@ -21,7 +22,7 @@ const SPIN_TURNS: u32 = 100;
 pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let mut table = Table::default();
-    let mut buf = vec![0u8; READ_SIZE];
+    let mut buf = ReadBuffer::new(READ_SIZE);
     let mut drain = Drain::new(shared);
     let mut idle_turns = 0u32;
     let mut timers = Timers::default();

@@ -6,6 +6,7 @@
 //! reported again. Its cost grows with the number of connections, ready or not.
 
 use super::reactor::{self, close, Drain, Status, Table, Timers, READ_SIZE};
+use super::ReadBuffer;
 use crate::shared::Shared;
 use crate::sys;
 use crate::transport::Listener;
@@ -18,7 +19,7 @@ use std::time::Instant;
 pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let mut table = Table::default();
-    let mut buf = vec![0u8; READ_SIZE];
+    let mut buf = ReadBuffer::new(READ_SIZE);
     let mut drain = Drain::new(shared);
     let mut fds: Vec<sys::PollFd> = Vec::new();
     let mut tokens: Vec<usize> = Vec::new();

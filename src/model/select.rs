@@ -6,6 +6,7 @@
 //! corrupt memory); use `poll` or `epoll` for more connections.
 
 use super::reactor::{self, close, Drain, Status, Table, Timers, READ_SIZE};
+use super::ReadBuffer;
 use crate::session::CloseReason;
 use crate::shared::Shared;
 use crate::sys::{self, FdSet};
@@ -27,7 +28,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
         )));
     }
     let mut table = Table::default();
-    let mut buf = vec![0u8; READ_SIZE];
+    let mut buf = ReadBuffer::new(READ_SIZE);
     let mut drain = Drain::new(shared);
     let mut timers = Timers::default();
     loop {

@@ -17,6 +17,7 @@
 
 use super::datagram;
 use super::reactor::{self, close, Drain, Status, Table, Timers, READ_SIZE};
+use super::ReadBuffer;
 use crate::shared::Shared;
 use crate::sys::{Ready, SignalDriven};
 use crate::transport::{DatagramSocket, Listener, MAX_DATAGRAM};
@@ -39,7 +40,7 @@ pub(crate) fn serve(listener: Listener, shared: &Arc<Shared>) -> io::Result<()> 
         table: Table::default(),
         by_fd: HashMap::new(),
         timers: Timers::default(),
-        buf: vec![0u8; READ_SIZE],
+        buf: ReadBuffer::new(READ_SIZE),
         again: Vec::new(),
         shared,
     };
@@ -99,7 +100,7 @@ struct Serving<'a> {
     /// Which connection a signal's descriptor names.
     by_fd: HashMap<RawFd, usize>,
     timers: Timers,
-    buf: Vec<u8>,
+    buf: ReadBuffer,
     /// Connections whose turn ran out with work left: no signal will come for it.
     again: Vec<usize>,
     shared: &'a Shared,

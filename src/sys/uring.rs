@@ -6,7 +6,7 @@
 //!
 //! [`Session::take_pending`]: crate::session::Session::take_pending
 
-use crate::model::{UringFeature, UringFeatures};
+use crate::model::{ReadBuffer, UringFeature, UringFeatures};
 use io_uring::types::BufRingEntry;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::io::{self, Write};
@@ -84,13 +84,9 @@ impl Slot {
 struct BufRing {
     /// `count` entries, page-aligned as the kernel requires.
     entries: std::ptr::NonNull<BufRingEntry>,
-    /// The buffers, from [`start`](BufRing::start) on, a page over to align them.
-    data: Box<[u8]>,
-    /// Where buffer 0 begins in `data`: on a page boundary, as every buffer then is. The
-    /// kernel's copy into a buffer runs at a fraction of its speed when the buffer is not
-    /// cache-line aligned (`rep movsb` on an AMD EPYC; the allocator's 16-byte alignment
-    /// cost `uring` about a third of its throughput at 10 x 1 MiB, measured pinned).
-    start: usize,
+    /// The buffers, one after another from a page boundary ([`ReadBuffer`]: the allocator's
+    /// 16-byte alignment cost `uring` about a third of its throughput at 10 x 1 MiB).
+    data: ReadBuffer,
     count: u16,
     size: usize,
     /// Our copy of the tail the kernel reads: where the next handed-back buffer goes.
@@ -111,7 +107,7 @@ impl BufRing {
 
     /// Where buffer `bid` begins in `data`.
     fn offset(&self, bid: u16) -> usize {
-        self.start + bid as usize * self.size
+        bid as usize * self.size
     }
 
     /// Writes buffer `bid` into the ring at the tail; published by [`publish`](BufRing::publish).
@@ -176,8 +172,6 @@ struct PeerAddr {
     len: libc::socklen_t,
 }
 
-/// A memory page: the provided buffers begin on one.
-const PAGE: usize = 4096;
 /// A cache line: each receive into an incremental buffer begins on one
 /// ([`BufRing::align_partial`]).
 const CACHE_LINE: usize = 64;
@@ -396,12 +390,9 @@ impl Uring {
         }
         let entries = std::ptr::NonNull::new(p.cast::<BufRingEntry>())
             .ok_or_else(io::Error::last_os_error)?;
-        let data = vec![0; count as usize * size + PAGE].into_boxed_slice();
-        let start = (data.as_ptr() as usize).next_multiple_of(PAGE) - data.as_ptr() as usize;
         let mut bufs = BufRing {
             entries,
-            data,
-            start,
+            data: ReadBuffer::new(count as usize * size),
             count,
             size,
             tail: 0,
