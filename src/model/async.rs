@@ -160,7 +160,7 @@ async fn datagrams(socket: &DatagramSocket, shared: &Arc<Shared>) -> io::Result<
     } else {
         Watched::Udp(tokio::net::UdpSocket::from_std(clone.into())?)
     };
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut buf = ReadBuffer::new(MAX_DATAGRAM);
     loop {
         tokio::select! {
             _ = stop.readable() => return Ok(()),

@@ -5,6 +5,7 @@
 //! and nothing to drain. Its bytes go through the server's framing like a stream's would
 //! (`raw`: the datagram is the message), and the replies go back to the sender in one datagram.
 
+use super::ReadBuffer;
 use crate::session::CloseReason;
 use crate::shared::Shared;
 use crate::sys;
@@ -72,7 +73,7 @@ pub(super) fn serve_blocking(
     mut dispatch: impl FnMut(&[u8], SockAddr),
 ) -> io::Result<()> {
     socket.set_nonblocking(true)?;
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut buf = ReadBuffer::new(MAX_DATAGRAM);
     let mut fds = [
         sys::pollin(socket.as_raw_fd()),
         sys::pollin(shared.lifecycle.waker_fd()),

@@ -228,7 +228,7 @@ fn drive(
 fn run_datagrams(socket: &DatagramSocket, shared: &Shared, exclusive: bool) -> io::Result<()> {
     let epoll = setup(socket.as_raw_fd(), shared, exclusive)?;
     let mut events = Events::with_capacity(2);
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut buf = ReadBuffer::new(MAX_DATAGRAM);
     while !Drain::new(shared).stopping() {
         epoll.wait(&mut events, None)?;
         if events.iter().any(|(token, _)| token == LISTENER) {

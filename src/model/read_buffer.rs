@@ -17,10 +17,14 @@ pub(crate) struct ReadBuffer {
 }
 
 impl ReadBuffer {
-    /// `len` zeroed bytes, the first on a page boundary.
+    /// `len` zeroed bytes, the first on a page boundary; none at all for 0.
     pub(crate) fn new(len: usize) -> Self {
-        let storage = vec![0; len + PAGE].into_boxed_slice();
-        let start = storage.as_ptr().align_offset(PAGE);
+        let storage = vec![0; if len == 0 { 0 } else { len + PAGE }].into_boxed_slice();
+        let start = if len == 0 {
+            0
+        } else {
+            storage.as_ptr().align_offset(PAGE)
+        };
         ReadBuffer {
             storage,
             start,
@@ -56,5 +60,7 @@ mod tests {
             buf[len - 1] = 7;
             assert!(buf[..len - 1].iter().all(|&b| b == 0));
         }
+        assert!(ReadBuffer::new(0).is_empty());
+        assert_eq!(ReadBuffer::new(0).storage.len(), 0, "no memory for nothing");
     }
 }

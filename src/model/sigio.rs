@@ -162,7 +162,7 @@ fn serve_datagrams(
     signals: &SignalDriven,
 ) -> io::Result<()> {
     signals.arm(socket.as_raw_fd())?;
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut buf = ReadBuffer::new(MAX_DATAGRAM);
     let mut ready = Vec::new();
     // Whatever came before the socket was armed is read first.
     let mut readable = true;

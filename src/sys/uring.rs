@@ -53,7 +53,7 @@ impl Completion {
 /// The buffers of one slot (a connection, or the datagram socket): the kernel's to write while
 /// a submission on them is in flight.
 struct Slot {
-    recv: Box<[u8]>,
+    recv: ReadBuffer,
     /// The bytes of the send in flight, the ring's until every one went.
     send: Vec<u8>,
     /// How many of them went.
@@ -67,7 +67,7 @@ struct Slot {
 impl Slot {
     fn new(recv_size: usize) -> Self {
         Slot {
-            recv: vec![0; recv_size].into_boxed_slice(),
+            recv: ReadBuffer::new(recv_size),
             send: Vec::new(),
             send_from: 0,
             // SAFETY: all-zero bytes are a valid sockaddr_storage, iovec and msghdr.
