@@ -1,6 +1,7 @@
 //! The sans-IO parts at their own speed, without a socket: each framing finding frames in a
 //! buffer of many small messages, and a session answering a stream of them (codec, service and
-//! reply framing together). `cargo bench`; CI only builds them (`cargo bench --no-run`).
+//! reply framing together). `cargo bench` measures; `cargo test` runs each once, in criterion's
+//! test mode, so CI knows they build and work without a release build of their own.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;

@@ -111,7 +111,6 @@ echo "== mdbook build: the book in English (docs/book/book/) and Chinese (docs/b
 mdbook build docs/book
 MDBOOK_BOOK__LANGUAGE=zh-CN mdbook build docs/book -d docs/book/book/zh-CN
 
-echo "== cargo bench --no-run (the micro-benchmarks build; they run with cargo bench)"
-cargo bench --no-run --quiet
-echo "== cargo test (builds the tests first, then a dot per test)"
+echo "== cargo test (builds the tests first, then a dot per test; the micro-benchmarks run once"
+echo "   through in criterion's test mode, and measure with cargo bench)"
 cargo test --quiet

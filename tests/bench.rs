@@ -85,6 +85,8 @@ fn the_json_report_has_every_field() {
         "unanswered",
         "oldest_unanswered_us",
         "unserved_conns",
+        "late_starts",
+        "latest_start_us",
         "replies_per_conn_min",
         "replies_per_conn_median",
         "replies_per_conn_max",
@@ -93,6 +95,8 @@ fn the_json_report_has_every_field() {
     }
     // A fair server: every connection served, each with about its share.
     assert_eq!(n(&r, "unserved_conns"), 0.0, "{r}");
+    // Four connections begin in the warm-up, long before the window.
+    assert_eq!(n(&r, "late_starts"), 0.0, "{r}");
     assert!(n(&r, "replies_per_conn_min") > 0.0, "{r}");
     assert!(n(&r, "replies_per_conn_min") <= n(&r, "replies_per_conn_median"));
     assert!(n(&r, "replies_per_conn_median") <= n(&r, "replies_per_conn_max"));

@@ -10,9 +10,8 @@ mod common;
 
 use common::*;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// HAProxy in the foreground with `config`, stopped (by its PID) when dropped.
 struct Haproxy(Child);
@@ -38,12 +37,41 @@ fn haproxy() -> Option<&'static str> {
 }
 
 /// A loopback port free a moment ago, for HAProxy's frontend.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// HAProxy with `config`, given `frontend` as its descriptor 3 (the config binds `fd@3`): the
+/// socket is bound here, so no free port is raced for (a port another test's HAProxy could take
+/// between a probe and HAProxy's own bind), and clients queue in its backlog until HAProxy
+/// takes them, so nothing polls for it to listen.
+fn start_haproxy(
+    bin: &str,
+    config: &std::path::Path,
+    frontend: &TcpListener,
+    log: std::fs::File,
+) -> Haproxy {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = frontend.as_raw_fd();
+    let mut command = Command::new(bin);
+    command
+        .args(["-db", "-f"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    // In the child, before exec: descriptor 3 is the frontend, and survives the exec.
+    unsafe {
+        command.pre_exec(move || {
+            let kept = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if kept < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Haproxy(command.spawn().expect("start haproxy"))
 }
 
 /// The stream models, each behind HAProxy over TCP and over a Unix socket.
@@ -98,42 +126,38 @@ fn behind_haproxy(model: &str, transport: &str) {
         Some(path) => format!("unix@{}", path.display()),
         None => format!("{} source {HAPROXY_SOURCE}", s.sockaddr()),
     };
-    let port = free_port();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let config = s.dir.join("haproxy.cfg");
     std::fs::write(
         &config,
         format!(
             "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\
-             frontend clients\n  bind 127.0.0.1:{port}\n  default_backend switchboards\n\
+             frontend clients\n  bind fd@3\n  default_backend switchboards\n\
              backend switchboards\n  server sb1 {target} send-proxy-v2 check inter 200ms\n"
         ),
     )
     .unwrap();
-    let _haproxy = Haproxy(
-        Command::new(bin)
-            .args(["-db", "-f"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(s.dir.join("haproxy.log")).unwrap())
-            .spawn()
-            .expect("start haproxy"),
+    let haproxy_log = s.dir.join("haproxy.log");
+    let _haproxy = start_haproxy(
+        bin,
+        &config,
+        &listener,
+        std::fs::File::create(&haproxy_log).unwrap(),
     );
-    let frontend: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while TcpStream::connect(frontend).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "haproxy did not listen: {}",
-            std::fs::read_to_string(s.dir.join("haproxy.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let frontend: SocketAddr = listener.local_addr().unwrap();
 
     // Served through HAProxy, from a loopback address of the client's own.
     let mut c = connect_from("127.0.0.23", &frontend.to_string());
     c.write_all(b"through the balancer\n").unwrap();
-    assert_eq!(recv_line(&mut c), b"THROUGH THE BALANCER");
+    let mut reply = String::new();
+    if let Err(e) = std::io::BufRead::read_line(&mut std::io::BufReader::new(&mut c), &mut reply) {
+        panic!(
+            "{model} over {transport} through HAProxy: {e}\nserver's log:\n{}\nHAProxy's log:\n{}",
+            s.log(),
+            std::fs::read_to_string(&haproxy_log).unwrap_or_default()
+        );
+    }
+    assert_eq!(reply, "THROUGH THE BALANCER\n", "{model} over {transport}");
     drop(c);
     // The access lists judge the client the header names: this one is denied.
     let mut c = connect_from("127.0.0.24", &frontend.to_string());

@@ -124,6 +124,7 @@ pub(crate) async fn datagram_loop(
     let send = failing(async {
         let (mut out, mut scratch) = (Vec::new(), Vec::new());
         let Some(schedule) = schedule.as_deref_mut() else {
+            conn.starting(Instant::now());
             for _ in 0..plan.depth {
                 send_one(&mut out, &mut scratch, Instant::now());
                 socket.send(&out).await.map_err(io_failure)?;

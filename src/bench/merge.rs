@@ -36,6 +36,10 @@ struct Run {
     unanswered: u64,
     oldest_unanswered_us: u64,
     unserved_conns: u64,
+    #[serde(default)]
+    late_starts: u64,
+    #[serde(default)]
+    latest_start_us: u64,
     latency_hdr: String,
     connect_hdr: String,
     replies_per_conn_hdr: String,
@@ -141,6 +145,8 @@ pub fn merge(runs: &[(String, String)]) -> Result<Report, BenchError> {
             .max()
             .unwrap_or(0),
         unserved_conns: sum(|r| r.unserved_conns),
+        late_starts: sum(|r| r.late_starts),
+        latest_start_us: parsed.iter().map(|r| r.latest_start_us).max().unwrap_or(0),
         replies_per_conn_min: per_conn.min(),
         replies_per_conn_median: per_conn.value_at_quantile(0.5),
         replies_per_conn_max: per_conn.max(),
@@ -190,7 +196,7 @@ mod tests {
             }
         }
         for _ in 0..conns {
-            t.served(t.replies / conns as u64, false);
+            t.served(t.replies / conns as u64, None);
         }
         t.fail(Failure::Reset, t0);
         let mut config = BenchConfig::new(addr.parse().unwrap());

@@ -48,9 +48,16 @@ pub struct Report {
     pub unanswered: u64,
     /// How long the oldest of them had waited by the end, in µs.
     pub oldest_unanswered_us: u64,
-    /// Connections that were waiting for a reply when the window ended and had none in it:
-    /// clients the server never served.
+    /// Connections that had no reply in the window though a request of theirs had been
+    /// waiting since its first half (or before): clients the server never served.
     pub unserved_conns: u64,
+    /// Closed-loop connections whose first request went out more than a tenth of the window
+    /// after the warm-up: the load generator itself was late (too many connections for its
+    /// threads, or a busy machine), and the window measured less load than asked for. A
+    /// longer `--warmup` cures it.
+    pub late_starts: u64,
+    /// How far into the window the last of them sent its first request, in µs.
+    pub latest_start_us: u64,
     /// Correct replies per connection in the window: the fewest, the median, the most. A
     /// fair server keeps them close.
     pub replies_per_conn_min: u64,
@@ -224,6 +231,8 @@ pub(super) fn report(config: &BenchConfig, threads: usize, processes: usize, t: 
         unanswered: t.unanswered,
         oldest_unanswered_us: t.oldest_unanswered_ns / 1000,
         unserved_conns: t.unserved,
+        late_starts: t.late_starts,
+        latest_start_us: t.latest_start_ns / 1000,
         replies_per_conn_min: at(0),
         replies_per_conn_median: at(per_conn.len() / 2),
         replies_per_conn_max: per_conn.last().copied().unwrap_or(0),

@@ -147,6 +147,9 @@ struct Counts {
     replies_per_conn: Vec<u64>,
     /// Connections waiting at the end that had no reply in the window.
     unserved: u64,
+    /// Closed-loop connections that began after the window had, and the latest (ns).
+    late_starts: u64,
+    latest_start_ns: u64,
     /// The timeline: each second's replies, errors and latencies (compressed).
     seconds: Vec<(u64, u64, String)>,
 }
@@ -182,6 +185,8 @@ impl Counts {
             oldest_unanswered_ns: t.oldest_unanswered_ns,
             replies_per_conn: t.replies_per_conn.clone(),
             unserved: t.unserved,
+            late_starts: t.late_starts,
+            latest_start_ns: t.latest_start_ns,
             seconds: t
                 .seconds
                 .iter()
@@ -200,6 +205,8 @@ impl Counts {
         t.oldest_unanswered_ns = t.oldest_unanswered_ns.max(self.oldest_unanswered_ns);
         t.replies_per_conn.extend_from_slice(&self.replies_per_conn);
         t.unserved += self.unserved;
+        t.late_starts += self.late_starts;
+        t.latest_start_ns = t.latest_start_ns.max(self.latest_start_ns);
         let mut seconds = Vec::with_capacity(self.seconds.len());
         for (replies, errors, latency) in &self.seconds {
             let latency = crate::bench::report::from_hdr(latency)
@@ -526,8 +533,9 @@ mod tests {
         t.connected(Duration::from_micros(40));
         t.fail(Failure::Reset, t0);
         t.mismatch(t0);
-        t.served(5, false);
-        t.served(0, true);
+        t.served(5, None);
+        t.served(0, Some(t0));
+        t.first_request(t0 + Duration::from_secs(30));
         let config = load(10, None);
         let line = serde_json::to_string(&Line::Done(Counts::of(2, &config, &t))).unwrap();
         let Line::Done(back) = serde_json::from_str(&line).unwrap() else {
@@ -540,6 +548,8 @@ mod tests {
         assert_eq!(merged.latency.len(), 10);
         assert_eq!(merged.replies_per_conn, vec![5, 0, 5, 0]);
         assert_eq!(merged.unserved, 2);
+        assert_eq!(merged.late_starts, 2);
+        assert!(merged.latest_start_ns >= 30_000_000_000);
         // Every reply was in the first second of the window: twice, once per trip.
         assert_eq!(merged.seconds.len(), 1);
         assert_eq!(merged.seconds[0].replies, 10);

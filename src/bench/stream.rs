@@ -23,8 +23,9 @@ pub(crate) struct Conn<'a> {
     pub(crate) seq: Cell<u64>,
     /// Correct replies inside the window, across reconnects.
     pub(crate) replies: Cell<u64>,
-    /// Whether it was still waiting for a reply when the run ended.
-    pub(crate) waiting: Cell<bool>,
+    /// Since when its oldest request unanswered at the window's end had been waiting (none
+    /// when it was waiting for nothing).
+    pub(crate) waiting_since: Cell<Option<Instant>>,
 }
 
 impl<'a> Conn<'a> {
@@ -36,7 +37,7 @@ impl<'a> Conn<'a> {
             id,
             seq: Cell::new(0),
             replies: Cell::new(0),
-            waiting: Cell::new(false),
+            waiting_since: Cell::new(None),
         }
     }
 }
@@ -45,8 +46,8 @@ impl<'a> Conn<'a> {
 /// tally what it was served.
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
-        let (replies, waiting) = (self.replies.get(), self.waiting.get());
-        self.lock().served(replies, waiting);
+        let (replies, waiting_since) = (self.replies.get(), self.waiting_since.get());
+        self.lock().served(replies, waiting_since);
     }
 }
 
@@ -78,16 +79,29 @@ impl Conn<'_> {
     pub(crate) fn replied(&self, tally: &mut Tally, since: Instant, at: Instant) {
         if tally.reply(since, at) {
             self.replies.set(self.replies.get() + 1);
-        } else if tally.late(since, at) {
+        } else if let Some(since) = tally.late(since, at) {
             // Answered only after the window: it was waiting when the window ended.
-            self.waiting.set(true);
+            self.waited_since(since);
         }
     }
 
     /// The run ended with requests sent (or due) at `since` still unanswered.
     pub(crate) fn ended_waiting(&self, since: impl IntoIterator<Item = Instant>) {
-        if self.lock().unanswered(since) {
-            self.waiting.set(true);
+        if let Some(since) = self.lock().unanswered(since) {
+            self.waited_since(since);
+        }
+    }
+
+    fn waited_since(&self, since: Instant) {
+        let earliest = self.waiting_since.get().map_or(since, |e| e.min(since));
+        self.waiting_since.set(Some(earliest));
+    }
+
+    /// A closed loop is about to send its first requests, at `at`: the first of the run
+    /// (not a reconnect's) tells the tally when, so a late load generator is seen as such.
+    pub(crate) fn starting(&self, at: Instant) {
+        if self.seq.get() == 0 {
+            self.lock().first_request(at);
         }
     }
 }
@@ -135,6 +149,7 @@ where
     // (sequence number, when it was sent) of each request in flight, oldest first.
     let mut flight: VecDeque<(u64, Instant)> = VecDeque::with_capacity(plan.depth);
     let now = Instant::now();
+    conn.starting(now);
     for _ in 0..plan.depth {
         flight.push_back((conn.encode(&mut out, &mut scratch), now));
     }

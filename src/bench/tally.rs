@@ -123,9 +123,13 @@ pub(crate) struct Tally {
     pub(crate) oldest_unanswered_ns: u64,
     /// Each connection's replies inside the window, once it has ended.
     pub(crate) replies_per_conn: Vec<u64>,
-    /// Connections that were waiting for a reply when the window ended and had had none in
-    /// it: a server that never served them.
+    /// Connections that had no reply in the window though a request of theirs had been
+    /// waiting since its first half: a server that never served them.
     pub(crate) unserved: u64,
+    /// Closed-loop connections whose first request went out only after the window had begun
+    /// (the load generator itself was late), and how far into it the last one did (ns).
+    pub(crate) late_starts: u64,
+    pub(crate) latest_start_ns: u64,
     /// The window second by second (the timeline), as far as anything happened in it.
     pub(crate) seconds: Vec<Second>,
     /// The index of the window's last second (a part second counts as one).
@@ -147,6 +151,8 @@ impl Tally {
             oldest_unanswered_ns: 0,
             replies_per_conn: Vec::new(),
             unserved: 0,
+            late_starts: 0,
+            latest_start_ns: 0,
             seconds: Vec::new(),
             last_second: last_second(window_start, window_end),
         }
@@ -189,10 +195,13 @@ impl Tally {
     /// The run is over with these requests (sent, or due, at each instant) still unanswered.
     /// Each sent before the window ended is counted, and its wait until then goes into the
     /// latencies as the least it waited, so a server that leaves requests unanswered moves
-    /// the percentiles as it would for its users. True when any was.
-    pub(crate) fn unanswered(&mut self, since: impl IntoIterator<Item = Instant>) -> bool {
+    /// the percentiles as it would for its users. The earliest counted, if any was.
+    pub(crate) fn unanswered(
+        &mut self,
+        since: impl IntoIterator<Item = Instant>,
+    ) -> Option<Instant> {
         let end = self.window.1;
-        let mut any = false;
+        let mut earliest: Option<Instant> = None;
         for since in since.into_iter().filter(|&t| t < end) {
             let waited = nanos(end - since);
             self.unanswered += 1;
@@ -202,23 +211,45 @@ impl Tally {
             if let Some(second) = self.second(end) {
                 second.latency.saturating_record(waited);
             }
-            any = true;
+            earliest = Some(earliest.map_or(since, |e| e.min(since)));
         }
-        any
+        earliest
     }
 
     /// A reply at `at`, after the window ended, to a request sent (or due) at `since`, before
-    /// it ended: unanswered when the window ended, as [`Tally::unanswered`] counts it. True
-    /// when that is what it was.
-    pub(crate) fn late(&mut self, since: Instant, at: Instant) -> bool {
-        at >= self.window.1 && self.unanswered([since])
+    /// it ended: unanswered when the window ended, as [`Tally::unanswered`] counts it. Its
+    /// `since` when that is what it was.
+    pub(crate) fn late(&mut self, since: Instant, at: Instant) -> Option<Instant> {
+        if at >= self.window.1 {
+            self.unanswered([since])
+        } else {
+            None
+        }
     }
 
-    /// A connection is done: it had `replies` in the window, and was `waiting` for one when
-    /// the window ended.
-    pub(crate) fn served(&mut self, replies: u64, waiting: bool) {
+    /// A closed-loop connection sent its first request at `at`. More than a tenth of the
+    /// window after it began, the load generator was late (too many connections for its
+    /// threads, or a busy machine): counted, so the report can say so rather than blame the
+    /// server. (With no warm-up every connection begins a little after the window does.)
+    pub(crate) fn first_request(&mut self, at: Instant) {
+        let (start, end) = self.window;
+        if at > start + end.saturating_duration_since(start) / 10 {
+            self.late_starts += 1;
+            self.latest_start_ns = self.latest_start_ns.max(nanos(at - self.window.0));
+        }
+    }
+
+    /// A connection is done: it had `replies` in the window, and when the window ended its
+    /// oldest request unanswered had been waiting since `waiting_since`. With no reply, it
+    /// was unserved if that wait began in the window's first half (or before): the server
+    /// had half the window and more to answer it. A request sent later that is still waiting
+    /// is left to `--max-wait`: its connection may have started late, through no fault of
+    /// the server's.
+    pub(crate) fn served(&mut self, replies: u64, waiting_since: Option<Instant>) {
         self.replies_per_conn.push(replies);
-        if replies == 0 && waiting {
+        let (start, end) = self.window;
+        let half_way = start + (end.saturating_duration_since(start)) / 2;
+        if replies == 0 && waiting_since.is_some_and(|since| since <= half_way) {
             self.unserved += 1;
         }
     }
@@ -275,6 +306,8 @@ impl Tally {
         self.replies_per_conn
             .extend_from_slice(&other.replies_per_conn);
         self.unserved += other.unserved;
+        self.late_starts += other.late_starts;
+        self.latest_start_ns = self.latest_start_ns.max(other.latest_start_ns);
         self.add_seconds(&other.seconds);
         for (k, v) in &other.failures {
             *self.failures.entry(*k).or_default() += v;
@@ -325,15 +358,13 @@ mod tests {
             end - Duration::from_millis(1),
             end + Duration::from_millis(1),
         ];
-        assert!(t.unanswered(asked));
-        assert!(!t.unanswered([end]));
+        assert_eq!(t.unanswered(asked), Some(asked[0]));
+        assert_eq!(t.unanswered([end]), None);
         // Answered after the end: it was unanswered when the window ended. A warm-up reply
         // is not.
-        assert!(t.late(
-            end - Duration::from_millis(2),
-            end + Duration::from_millis(1)
-        ));
-        assert!(!t.late(t0, start));
+        let sent = end - Duration::from_millis(2);
+        assert_eq!(t.late(sent, end + Duration::from_millis(1)), Some(sent));
+        assert_eq!(t.late(t0, start), None);
         assert_eq!(t.unanswered, 3);
         assert_eq!(t.oldest_unanswered_ns, 3_500_000_000);
         assert_eq!(t.latency.len(), 4);
@@ -370,16 +401,43 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_is_unserved_only_when_it_asked_and_got_nothing() {
+    fn a_connection_is_unserved_only_when_it_waited_from_the_first_half_and_got_nothing() {
         let t0 = Instant::now();
-        let mut t = Tally::new(t0, t0 + Duration::from_secs(1));
-        t.served(10, true);
-        t.served(0, false); // an open loop's connection with nothing due in the window
-        t.served(0, true);
-        let mut other = Tally::new(t0, t0 + Duration::from_secs(1));
-        other.served(0, true);
+        let (start, end) = (
+            t0 + Duration::from_millis(500),
+            t0 + Duration::from_millis(1500),
+        );
+        let mut t = Tally::new(start, end);
+        t.served(10, Some(t0)); // served, then left waiting: not unserved
+        t.served(0, None); // an open loop's connection with nothing due in the window
+        t.served(0, Some(t0)); // waiting since before the window: unserved
+        t.served(0, Some(start + Duration::from_millis(500))); // since half way: unserved
+                                                               // Its first request went out 42 ms before the end (a late load generator): the
+                                                               // server had no fair chance, and --max-wait judges that wait instead.
+        t.served(0, Some(end - Duration::from_millis(42)));
+        let mut other = Tally::new(start, end);
+        other.served(0, Some(t0));
         t.add(&other);
-        assert_eq!(t.replies_per_conn, vec![10, 0, 0, 0]);
-        assert_eq!(t.unserved, 2);
+        assert_eq!(t.replies_per_conn, vec![10, 0, 0, 0, 0, 0]);
+        assert_eq!(t.unserved, 3);
+    }
+
+    #[test]
+    fn first_requests_after_the_window_began_are_the_load_generators_lateness() {
+        let t0 = Instant::now();
+        let (start, end) = (
+            t0 + Duration::from_millis(500),
+            t0 + Duration::from_millis(1500),
+        );
+        let mut t = Tally::new(start, end);
+        t.first_request(t0 + Duration::from_millis(1)); // in the warm-up: on time
+        t.first_request(start); // as the window opens: on time
+        t.first_request(start + Duration::from_millis(20)); // as with no warm-up: on time
+        t.first_request(start + Duration::from_millis(958));
+        let mut other = Tally::new(start, end);
+        other.first_request(start + Duration::from_millis(150));
+        t.add(&other);
+        assert_eq!(t.late_starts, 2);
+        assert_eq!(t.latest_start_ns, 958_000_000);
     }
 }

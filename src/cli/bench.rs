@@ -345,7 +345,7 @@ pub(super) fn summary(r: &Report) -> String {
          latency     p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs{since}\n\
          connect     {} made in {:.1} s, p50 {} µs, max {} µs\n\
          served      {}\n\
-         errors      {errors}\n",
+         errors      {errors}\n{}",
         r.result.address,
         r.result.frame,
         r.result.conns,
@@ -372,5 +372,19 @@ pub(super) fn summary(r: &Report) -> String {
         thousands(r.connect_p50_us as f64),
         thousands(r.connect_max_us as f64),
         service(r),
+        late(r),
+    )
+}
+
+/// A line when the load generator itself was late starting connections: the window then
+/// measured less load than asked for, and the report says whose fault that was.
+fn late(r: &Report) -> String {
+    if r.late_starts == 0 {
+        return String::new();
+    }
+    format!(
+        "late        {} connections sent their first request well after the warm-up, the last {} into the window: the load generator could not start them in time (a longer --warmup, or more --threads)\n",
+        thousands(r.late_starts as f64),
+        millis(r.latest_start_us),
     )
 }
