@@ -99,7 +99,9 @@ if ! command -v cargo-fuzz >/dev/null; then
 fi
 for target in codecs session proxy packets; do
   # The stable toolchain builds without a sanitizer; a crash or a failed check still fails.
-  if ! cargo fuzz run -O --sanitizer none "$target" -- -max_total_time=10 >"/tmp/switchboard-fuzz-$target.log" 2>&1; then
+  # --dev: debug assertions and overflow checks on, and half the build time of -O (whose
+  # runs are ten times as many: for a long hunt, run -O by hand).
+  if ! cargo fuzz run --dev --sanitizer none "$target" -- -max_total_time=15 >"/tmp/switchboard-fuzz-$target.log" 2>&1; then
     tail -40 "/tmp/switchboard-fuzz-$target.log"
     echo "fuzz target $target failed; its input is in fuzz/artifacts/$target/" >&2
     exit 1
