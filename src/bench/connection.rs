@@ -3,7 +3,7 @@
 
 use crate::addr::Addr;
 use crate::bench::datagram::{datagram_loop, DatagramSocket};
-use crate::bench::payload::{Expect, Payload};
+use crate::bench::payload::{Expect, Messages, Payload};
 use crate::bench::run::{started, StartLine};
 use crate::bench::schedule::Schedule;
 use crate::bench::stream::{closed_loop, open_loop, Conn};
@@ -16,6 +16,8 @@ use tokio::net::{TcpStream, UnixStream};
 /// What every connection of one thread shares for the run.
 pub(crate) struct Plan {
     pub(crate) payload: Payload,
+    /// The payload's requests and owed replies, made once for every connection of the thread.
+    pub(crate) messages: Messages,
     pub(crate) framing: Framing,
     pub(crate) codec: Box<dyn Codec>,
     pub(crate) expect: Expect,

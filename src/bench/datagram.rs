@@ -112,9 +112,9 @@ pub(crate) async fn datagram_loop(
     let open = schedule.is_some();
     let plan = conn.plan;
     let flight = RefCell::new(Flight::default());
-    let send_one = |out: &mut Vec<u8>, scratch: &mut Vec<u8>, since: Instant| {
+    let send_one = |out: &mut Vec<u8>, since: Instant| {
         out.clear();
-        let seq = conn.encode(out, scratch);
+        let seq = conn.encode(out);
         flight.borrow_mut().0.push_back((seq, since));
     };
     let io_failure = |e: io::Error| match e.kind() {
@@ -122,11 +122,11 @@ pub(crate) async fn datagram_loop(
         _ => Failure::from_io(&e),
     };
     let send = failing(async {
-        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        let mut out = Vec::new();
         let Some(schedule) = schedule.as_deref_mut() else {
             conn.starting(Instant::now());
             for _ in 0..plan.depth {
-                send_one(&mut out, &mut scratch, Instant::now());
+                send_one(&mut out, Instant::now());
                 socket.send(&out).await.map_err(io_failure)?;
             }
             return Ok(());
@@ -135,7 +135,7 @@ pub(crate) async fn datagram_loop(
             tokio::time::sleep_until(schedule.next().into()).await;
             let due: Vec<Instant> = schedule.due(Instant::now()).collect();
             for since in due {
-                send_one(&mut out, &mut scratch, since);
+                send_one(&mut out, since);
                 socket.send(&out).await.map_err(io_failure)?;
                 schedule.wrote(Instant::now());
             }
@@ -143,7 +143,7 @@ pub(crate) async fn datagram_loop(
     });
     let receive = failing(async {
         let mut buf = vec![0u8; MAX_DATAGRAM];
-        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        let mut out = Vec::new();
         // Look for lost datagrams a few times per timeout.
         let tick = (plan.timeout / 4).max(Duration::from_millis(1));
         loop {
@@ -156,7 +156,7 @@ pub(crate) async fn datagram_loop(
                         conn.lock().fail(Failure::Lost, now);
                         if !open {
                             // The closed loop keeps `depth` in flight.
-                            send_one(&mut out, &mut scratch, now);
+                            send_one(&mut out, now);
                             socket.send(&out).await.map_err(io_failure)?;
                         }
                     }
@@ -173,7 +173,7 @@ pub(crate) async fn datagram_loop(
             {
                 let mut tally = conn.lock();
                 match (&reply, owed) {
-                    (Ok(body), Some((seq, since))) if conn.check(seq, body, &mut scratch) => {
+                    (Ok(body), Some((seq, since))) if conn.check(seq, body) => {
                         conn.replied(&mut tally, since, now)
                     }
                     (Err(_), _) => tally.fail(Failure::Frame, now),
@@ -181,7 +181,7 @@ pub(crate) async fn datagram_loop(
                 }
             }
             if !open && answered {
-                send_one(&mut out, &mut scratch, now);
+                send_one(&mut out, now);
                 socket.send(&out).await.map_err(io_failure)?;
             }
         }

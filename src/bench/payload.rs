@@ -8,6 +8,16 @@ use bytes::{Bytes, BytesMut};
 /// matched to its request even when datagrams are lost or come back out of order.
 const SEQ_LETTERS: usize = 6;
 
+/// The letters that carry sequence number `seq`, least significant first (base 26).
+fn seq_letters(seq: u64) -> impl Iterator<Item = u8> {
+    let mut digits = seq;
+    std::iter::repeat_with(move || {
+        let d = digits % 26;
+        digits /= 26;
+        b'a' + d as u8
+    })
+}
+
 /// What each request carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
@@ -47,17 +57,12 @@ impl Payload {
         match self {
             Payload::Fixed(m) => out.extend_from_slice(m),
             Payload::Letters(n) => {
-                let mut digits = seq;
                 let head = (*n).min(SEQ_LETTERS);
                 out.reserve(*n);
-                out.extend((0..head).map(|_| {
-                    let d = digits % 26;
-                    digits /= 26;
-                    b'a' + d as u8
-                }));
+                out.extend(seq_letters(seq).take(head));
                 // Then the alphabet from the connection's letter on, byte `i` being
-                // `(i + conn) mod 26`: copied a run at a time, so a megabyte takes a
-                // memcpy's time, not a division per byte.
+                // `(i + conn) mod 26`, a run at a time. (The load generator copies bodies out
+                // of one alphabet made once instead: see `Messages`.)
                 let shift = (conn % 26) as usize;
                 let alphabet: [u8; 26] = std::array::from_fn(|k| b'a' + ((k + shift) % 26) as u8);
                 let mut i = head;
@@ -90,6 +95,79 @@ impl Payload {
             seq = seq * 26 + u64::from(l - b'a');
         }
         Some((seq, 26u64.pow(letters as u32)))
+    }
+}
+
+/// A payload's requests and the replies owed for them, made once per load-generator thread.
+/// A generated body is its sequence number's letters, then a stretch of one repeating alphabet
+/// that starts where its connection's letter says: so the alphabet is made once, 26 letters
+/// longer than a body, and any connection's request is one copy out of it and its reply one
+/// comparison against the alphabet as owed back. (At 64 KiB and more, making each body anew
+/// and checking it a block at a time cost the load generator more than the server spent.)
+pub(crate) struct Messages {
+    payload: Payload,
+    expect: Expect,
+    /// The repeating alphabet, 26 longer than a generated body (or the fixed body).
+    letters: Vec<u8>,
+    /// `letters` as a reply owes them back.
+    owed: Vec<u8>,
+}
+
+impl Messages {
+    pub(crate) fn new(payload: &Payload, expect: Expect) -> Messages {
+        let letters: Vec<u8> = match payload {
+            Payload::Letters(n) => (0..n + 26).map(|i| b'a' + (i % 26) as u8).collect(),
+            Payload::Fixed(m) => m.clone(),
+        };
+        let owed = match expect {
+            Expect::Upper => letters.to_ascii_uppercase(),
+            Expect::Echo | Expect::Any => letters.clone(),
+        };
+        Messages {
+            payload: payload.clone(),
+            expect,
+            letters,
+            owed,
+        }
+    }
+
+    /// How many letters carry the sequence number, and where in `letters` the rest is copied
+    /// from for connection `conn`.
+    fn stretch(&self, conn: u64) -> (usize, usize) {
+        match self.payload {
+            Payload::Letters(n) => {
+                let head = n.min(SEQ_LETTERS);
+                (head, head + (conn % 26) as usize)
+            }
+            Payload::Fixed(_) => (0, 0),
+        }
+    }
+
+    /// Appends the body of message `seq` of connection `conn` to `out`: the bytes
+    /// [`Payload::body`] makes.
+    pub(crate) fn body(&self, conn: u64, seq: u64, out: &mut Vec<u8>) {
+        let (head, from) = self.stretch(conn);
+        let n = self.payload.len();
+        out.extend(seq_letters(seq).take(head));
+        out.extend_from_slice(&self.letters[from..from + n - head]);
+    }
+
+    /// True when `reply` is what the service owes for message `seq` of connection `conn`.
+    pub(crate) fn accepts(&self, conn: u64, seq: u64, reply: &[u8]) -> bool {
+        if self.expect == Expect::Any {
+            return true;
+        }
+        let (head, from) = self.stretch(conn);
+        let n = self.payload.len();
+        if reply.len() != n {
+            return false;
+        }
+        let mut first = [0u8; SEQ_LETTERS];
+        for (slot, letter) in first.iter_mut().zip(seq_letters(seq)).take(head) {
+            *slot = letter;
+        }
+        self.expect.accepts(&first[..head], &reply[..head])
+            && reply[head..] == self.owed[from..from + n - head]
     }
 }
 
@@ -199,6 +277,68 @@ impl ReplyDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_generated_body_is_the_sequence_number_then_the_connections_alphabet() {
+        for n in [0, 1, 5, 6, 7, 31, 32, 33, 58, 59, 1000, 65_536, 1 << 20] {
+            for conn in [0, 3, 25, 26, 77] {
+                let mut body = b"before".to_vec();
+                Payload::Letters(n).body(conn, 12345, &mut body);
+                assert_eq!(&body[..6], b"before");
+                let body = &body[6..];
+                assert_eq!(body.len(), n);
+                let head = n.min(SEQ_LETTERS);
+                for (i, &b) in body.iter().enumerate().skip(head) {
+                    assert_eq!(
+                        b,
+                        b'a' + ((i + conn as usize) % 26) as u8,
+                        "n {n} conn {conn} byte {i}"
+                    );
+                }
+                assert!(body[..head].iter().all(u8::is_ascii_lowercase));
+            }
+        }
+    }
+
+    #[test]
+    fn messages_make_the_same_bodies_and_accept_only_the_owed_reply() {
+        for payload in [
+            Payload::Letters(0),
+            Payload::Letters(4),
+            Payload::Letters(6),
+            Payload::Letters(33),
+            Payload::Letters(65_536),
+            Payload::Fixed(b"hello, World\n".to_vec()),
+        ] {
+            let upper = Messages::new(&payload, Expect::Upper);
+            let echo = Messages::new(&payload, Expect::Echo);
+            let any = Messages::new(&payload, Expect::Any);
+            for conn in [0, 1, 25, 26, 101] {
+                for seq in [0, 1, 27, 26u64.pow(6) + 5] {
+                    let mut want = Vec::new();
+                    payload.body(conn, seq, &mut want);
+                    let mut got = b"x".to_vec();
+                    upper.body(conn, seq, &mut got);
+                    assert_eq!(&got[1..], &want[..], "{payload:?} conn {conn} seq {seq}");
+                    let owed = want.to_ascii_uppercase();
+                    assert!(upper.accepts(conn, seq, &owed));
+                    assert!(echo.accepts(conn, seq, &want));
+                    assert!(any.accepts(conn, seq, b"anything"));
+                    let mut longer = owed.clone();
+                    longer.push(b'X');
+                    assert!(!upper.accepts(conn, seq, &longer));
+                    // Any byte wrong, in the sequence letters or after them, is caught.
+                    for at in [0, 5, 6, owed.len() / 2, owed.len().saturating_sub(1)] {
+                        if owed.get(at).is_some_and(u8::is_ascii_uppercase) {
+                            let mut wrong = owed.clone();
+                            wrong[at] = wrong[at].to_ascii_lowercase();
+                            assert!(!upper.accepts(conn, seq, &wrong), "{payload:?} byte {at}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn generated_bodies_carry_their_sequence_number() {

@@ -5,6 +5,7 @@ use crate::addr::Addr;
 use crate::bench::config::{BenchConfig, BenchError, CONNS_PER_SOURCE, SPARE_FILES};
 use crate::bench::connection::{connection, Plan, CLOSING};
 use crate::bench::observer::{Observer, Progress};
+use crate::bench::payload::Messages;
 use crate::bench::report::{report, Report};
 use crate::bench::stream::Conn;
 use crate::bench::tally::Tally;
@@ -275,6 +276,7 @@ pub(super) fn generate(
     let local = tokio::task::LocalSet::new();
     let plan = Rc::new(Plan {
         payload: config.payload.clone(),
+        messages: Messages::new(&config.payload, config.expect),
         framing: config.framing,
         codec: config.framing.codec(DEFAULT_MAX_FRAME),
         expect: config.expect,

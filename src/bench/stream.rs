@@ -52,22 +52,21 @@ impl Drop for Conn<'_> {
 }
 
 impl Conn<'_> {
-    /// Frames the next request onto `out`; returns its sequence number.
-    pub(crate) fn encode(&self, out: &mut Vec<u8>, scratch: &mut Vec<u8>) -> u64 {
+    /// Frames the next request onto `out`, its body made in place (a large body copied once
+    /// more would cost the load generator as much as making it); returns its sequence number.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> u64 {
         let seq = self.seq.get();
         self.seq.set(seq + 1);
-        scratch.clear();
-        self.plan.payload.body(self.id, seq, scratch);
+        let start = self.plan.codec.begin(out);
+        self.plan.messages.body(self.id, seq, out);
         // The body was checked against the framing before the run, so framing cannot fail.
-        let _ = self.plan.codec.encode(scratch, out);
+        let _ = self.plan.codec.end(out, start);
         seq
     }
 
     /// Checks reply `seq` against what the service owes for it.
-    pub(crate) fn check(&self, seq: u64, reply: &[u8], scratch: &mut Vec<u8>) -> bool {
-        scratch.clear();
-        self.plan.payload.body(self.id, seq, scratch);
-        self.plan.expect.accepts(scratch, reply)
+    pub(crate) fn check(&self, seq: u64, reply: &[u8]) -> bool {
+        self.plan.messages.accepts(self.id, seq, reply)
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Tally> {
@@ -145,13 +144,13 @@ where
     let plan = conn.plan;
     let mut decoder = ReplyDecoder::new(plan.framing, plan.payload.len());
     let mut input = BytesMut::with_capacity(64 * 1024);
-    let (mut out, mut scratch) = (Vec::new(), Vec::new());
+    let mut out = Vec::new();
     // (sequence number, when it was sent) of each request in flight, oldest first.
     let mut flight: VecDeque<(u64, Instant)> = VecDeque::with_capacity(plan.depth);
     let now = Instant::now();
     conn.starting(now);
     for _ in 0..plan.depth {
-        flight.push_back((conn.encode(&mut out, &mut scratch), now));
+        flight.push_back((conn.encode(&mut out), now));
     }
     write_all(stream, &mut out).await?;
     loop {
@@ -164,14 +163,7 @@ where
             }
             read = read_some(stream, &mut input, plan.timeout) => read?,
         }
-        answer(
-            conn,
-            &mut decoder,
-            &mut input,
-            &mut flight,
-            &mut out,
-            &mut scratch,
-        )?;
+        answer(conn, &mut decoder, &mut input, &mut flight, &mut out)?;
         if !out.is_empty() {
             write_all(stream, &mut out).await?;
         }
@@ -185,7 +177,6 @@ fn answer(
     input: &mut BytesMut,
     flight: &mut VecDeque<(u64, Instant)>,
     out: &mut Vec<u8>,
-    scratch: &mut Vec<u8>,
 ) -> Result<(), Failure> {
     let now = Instant::now();
     let mut tally = conn.lock();
@@ -194,12 +185,12 @@ fn answer(
             tally.mismatch(now); // a reply to nothing we asked
             continue;
         };
-        if conn.check(seq, &reply, scratch) {
+        if conn.check(seq, &reply) {
             conn.replied(&mut tally, sent, now);
         } else {
             tally.mismatch(now);
         }
-        flight.push_back((conn.encode(out, scratch), now));
+        flight.push_back((conn.encode(out), now));
     }
     Ok(())
 }
@@ -221,11 +212,11 @@ where
     // (sequence number, when its latency counts from) of each request not yet answered.
     let flight: RefCell<VecDeque<(u64, Instant)>> = Default::default();
     let send = failing(async {
-        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        let mut out = Vec::new();
         loop {
             tokio::time::sleep_until(schedule.next().into()).await;
             for since in schedule.due(Instant::now()) {
-                let seq = conn.encode(&mut out, &mut scratch);
+                let seq = conn.encode(&mut out);
                 flight.borrow_mut().push_back((seq, since));
             }
             write_all(&mut writer, &mut out).await?;
@@ -235,7 +226,6 @@ where
     let receive = failing(async {
         let mut decoder = ReplyDecoder::new(plan.framing, plan.payload.len());
         let mut input = BytesMut::with_capacity(64 * 1024);
-        let mut scratch = Vec::new();
         loop {
             match read_some(&mut reader, &mut input, plan.timeout).await {
                 // Quiet is fine while nothing is owed; a reply owed for longer is a timeout.
@@ -252,7 +242,7 @@ where
             while let Some(reply) = decoder.next(&mut input).map_err(|_| Failure::Frame)? {
                 let owed = flight.borrow_mut().pop_front();
                 match owed {
-                    Some((seq, due)) if conn.check(seq, &reply, &mut scratch) => {
+                    Some((seq, due)) if conn.check(seq, &reply) => {
                         conn.replied(&mut tally, due, now)
                     }
                     _ => tally.mismatch(now),
