@@ -12,8 +12,8 @@ and a font (the lab's page and plots), systemd (socket activation), openssl (TLS
 iproute2 (network namespaces), tcpdump (reads the traces' pcap files back), python3 (the plan's
 own client); mdBook and its gettext helpers (the book, in English and Chinese) from PyPI and
 crates.io; and cargo-fuzz from crates.io.
-A run from a fresh clone took 16 to 23 minutes here (2026-12-07, Debian's packages already installed,
-mdbook-i18n-helpers built in it; installing them all adds about two; the spread is the shared machine's); later runs about 10.
+A run from a fresh clone took 15 to 16 minutes here (2026-12-08, Debian's packages, cargo-fuzz and
+mdbook-i18n-helpers already installed; installing them all adds about two); later runs about 10.
 Each phase says when it starts.
 INTRO
 
