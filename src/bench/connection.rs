@@ -4,7 +4,7 @@
 use crate::addr::Addr;
 use crate::bench::datagram::{datagram_loop, DatagramSocket};
 use crate::bench::payload::{Expect, Messages, Payload};
-use crate::bench::run::{started, StartLine};
+use crate::bench::run::StartLine;
 use crate::bench::schedule::Schedule;
 use crate::bench::stream::{closed_loop, open_loop, Conn};
 use crate::bench::tally::Failure;
@@ -32,12 +32,24 @@ pub(crate) struct Plan {
     /// close_notify) and reads what is still on its way, so the server sees an orderly close
     /// rather than the reset a socket closed with unread replies sends.
     pub(crate) ending: tokio::sync::watch::Sender<bool>,
+    /// When the load started, passed on by the thread's own loop once the start line says so.
+    /// Woken from another thread, each connection would be a remote wake-up, which the
+    /// scheduler takes one per 31 local tasks once replies are flowing: thousands of
+    /// connections then sent their first request a second late. Woken from this thread, they
+    /// all send before any reply is handled.
+    pub(crate) go: tokio::sync::watch::Sender<Option<Instant>>,
 }
 
 /// How long a connection at the end of a run waits for the server's last replies and close.
 pub(super) const CLOSING: Duration = Duration::from_secs(2);
 
 impl Plan {
+    /// When the load started, once it has.
+    pub(crate) async fn started(&self) -> Option<Instant> {
+        let mut go = self.go.subscribe();
+        go.wait_for(Option::is_some).await.ok().and_then(|t| *t)
+    }
+
     /// Completes once the run is over.
     pub(crate) async fn over(&self) {
         let _ = self.ending.subscribe().wait_for(|over| *over).await;
@@ -87,7 +99,7 @@ pub(super) async fn connection(
             Ok(made) => {
                 conn.lock().connected(began.elapsed());
                 // Made: it waits at the start line; the open loop's schedule starts from it.
-                let Some(t0) = started(start).await else {
+                let Some(t0) = conn.plan.started().await else {
                     return;
                 };
                 if schedule.is_none() {

@@ -286,6 +286,7 @@ pub(super) fn generate(
         sources: config.sources.clone(),
         connecting: tokio::sync::Semaphore::new(CONNECTS_AT_ONCE),
         ending: tokio::sync::watch::Sender::new(false),
+        go: tokio::sync::watch::Sender::new(None),
     });
     let start = Rc::new(start);
     let mut connections = Vec::new();
@@ -312,6 +313,7 @@ pub(super) fn generate(
         let Some(t0) = started(&start).await else {
             return;
         };
+        plan.go.send_replace(Some(t0));
         tokio::time::sleep_until((t0 + warmup + duration).into()).await;
         plan.ending.send_replace(true);
         let deadline = tokio::time::Instant::now() + CLOSING;
