@@ -1040,8 +1040,8 @@ conformance! {
     uring => "uring", concurrent: true, bounded: false,
 }
 
-/// `uring` with each of its io_uring features off in turn, and with `sqpoll` (off by default)
-/// on: every check of the IO itself holds whatever the model goes without (over TCP; the
+/// `uring` with each of its io_uring features off in turn, and with each of those off by
+/// default (`sqpoll`, `send-zc`) on: every check of the IO itself holds whatever the model goes without (over TCP; the
 /// features do not differ by transport). The checks of what comes before or around the IO
 /// (access lists, PROXY headers, metrics, reloads) run once, above, with every feature on.
 macro_rules! uring_features {
@@ -1063,4 +1063,5 @@ uring_features! {
     uring_without_incremental_buffers => "incremental-buffers=off",
     uring_without_batched_sends => "batched-sends=off",
     uring_with_sqpoll => "sqpoll=on",
+    uring_with_send_zc => "send-zc=on",
 }

@@ -292,6 +292,7 @@ fn the_ablation_measures_uring_with_each_feature_turned_and_tables_the_ratios() 
             "uring/no-incremental-buffers",
             "uring/no-batched-sends",
             "uring/sqpoll",
+            "uring/send-zc",
         ],
         "uring alone, then each variant, no Python"
     );

@@ -55,7 +55,7 @@ pub struct Args {
     /// The private key of --tls-cert (PEM).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Measure uring feature by feature: beside uring, uring with each of its io_uring features turned the other way in turn (serve --uring NAME=off, or sqpoll=on), and a table of their throughput and CPU per reply as ratios to uring's. Without --models, uring alone (and no Python) with them.
+    /// Measure uring feature by feature: beside uring, uring with each of its io_uring features turned the other way in turn (serve --uring NAME=off, or =on for sqpoll and send-zc, which are off by default), and a table of their throughput and CPU per reply as ratios to uring's. Without --models, uring alone (and no Python) with them.
     #[arg(long)]
     ablation: bool,
     /// Leave out the plan's own stack (Python's socketserver.ThreadingTCPServer), run by default where python3 is installed.

@@ -485,7 +485,7 @@ fn page(
                 h,
                 "<h3>uring feature by feature, {size} B requests, depth {depth}</h3>\n\
                  <p>Each row is <code>uring</code> with one io_uring feature turned the other way \
-                 (<code>serve --uring NAME=off</code>, or <code>sqpoll=on</code>), its throughput and \
+                 (<code>serve --uring NAME=off</code>, or <code>=on</code> for <code>sqpoll</code> and <code>send-zc</code>), its throughput and \
                  CPU per reply as ratios to <code>uring</code>'s own in the same run: a CPU ratio \
                  above 1 is what the feature saves.</p>\n<table><tr>"
             );

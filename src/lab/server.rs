@@ -66,8 +66,9 @@ impl LabServer {
         }
     }
 
-    /// `uring` with `feature` turned the other way from its default (off, or `sqpoll` on),
-    /// named `uring/no-FEATURE` (`uring/sqpoll`).
+    /// `uring` with `feature` turned the other way from its default (off, or on for one
+    /// [off by default](UringFeature::OFF_BY_DEFAULT)), named `uring/no-FEATURE`
+    /// (`uring/sqpoll`).
     pub fn uring_without(feature: UringFeature) -> LabServer {
         let on = !UringFeatures::default().is_on(feature);
         let (name, summary) = if on {

@@ -408,7 +408,8 @@ fn next(ring: &mut Uring, conn: &mut Conn, slot: usize) -> io::Result<Option<Clo
         if replies.is_empty() {
             ring.keep_spare(replies); // a buffer offered and not written to
         } else {
-            ring.send(slot, fd, replies, token(slot, SEND))?;
+            let tcp = matches!(conn.stream, Stream::Tcp(_));
+            ring.send(slot, fd, replies, token(slot, SEND), tcp)?;
             conn.sending = true;
         }
     }

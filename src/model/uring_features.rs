@@ -28,11 +28,16 @@ pub enum UringFeature {
     /// IORING_SETUP_SQPOLL: a kernel thread polls the submission queue, so submitting is no
     /// system call. It takes a core (of two here), so it is off unless asked for.
     Sqpoll,
+    /// IORING_OP_SEND_ZC (6.0): replies of 16 KiB or more on TCP are sent from our memory
+    /// without copying it into the kernel, which pins its pages until a second completion says
+    /// they are free. Off unless asked for: a peer on the same machine (loopback, a veth pair)
+    /// gets a copy made anyway at delivery, so here it only adds the pinning.
+    SendZc,
 }
 
 impl UringFeature {
     /// Every feature, in the order `--uring` lists them.
-    pub const ALL: [UringFeature; 7] = [
+    pub const ALL: [UringFeature; 8] = [
         UringFeature::SingleIssuer,
         UringFeature::DeferTaskrun,
         UringFeature::RegisteredRing,
@@ -40,7 +45,11 @@ impl UringFeature {
         UringFeature::IncrementalBuffers,
         UringFeature::BatchedSends,
         UringFeature::Sqpoll,
+        UringFeature::SendZc,
     ];
+
+    /// The features off unless asked for (`--uring NAME=on`).
+    pub const OFF_BY_DEFAULT: [UringFeature; 2] = [UringFeature::Sqpoll, UringFeature::SendZc];
 
     /// Its name on the command line (`multishot-recv`).
     pub fn name(self) -> &'static str {
@@ -52,6 +61,7 @@ impl UringFeature {
             UringFeature::IncrementalBuffers => "incremental-buffers",
             UringFeature::BatchedSends => "batched-sends",
             UringFeature::Sqpoll => "sqpoll",
+            UringFeature::SendZc => "send-zc",
         }
     }
 
@@ -66,7 +76,8 @@ impl fmt::Display for UringFeature {
     }
 }
 
-/// Which [`UringFeature`]s the `uring` model may use. The default: every one but `sqpoll`.
+/// Which [`UringFeature`]s the `uring` model may use. The default: every one but those
+/// [off by default](UringFeature::OFF_BY_DEFAULT), `sqpoll` and `send-zc`.
 /// A feature the kernel refuses is gone without, and the model's log says so once.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct UringFeatures(u16);
@@ -75,7 +86,7 @@ impl Default for UringFeatures {
     fn default() -> Self {
         UringFeature::ALL
             .iter()
-            .filter(|&&f| f != UringFeature::Sqpoll)
+            .filter(|f| !UringFeature::OFF_BY_DEFAULT.contains(f))
             .fold(UringFeatures(0), |all, &f| all.with(f, true))
     }
 }
@@ -167,6 +178,7 @@ mod tests {
     fn parses_over_the_default_and_prints_back() {
         let d = UringFeatures::default();
         assert!(d.is_on(UringFeature::MultishotRecv) && !d.is_on(UringFeature::Sqpoll));
+        assert!(!d.is_on(UringFeature::SendZc));
         let f: UringFeatures = "multishot-recv=off, sqpoll=on".parse().unwrap();
         assert!(!f.is_on(UringFeature::MultishotRecv) && f.is_on(UringFeature::Sqpoll));
         assert!(

@@ -2,13 +2,15 @@
 //! and keeps it until the submission completed (or the process is done with the ring), so the
 //! kernel never reads or writes memory that was freed or moved: a send takes its buffer (a
 //! session's replies, handed over whole by [`Session::take_pending`], not copied) and gives it
-//! back as a spare once every byte went.
+//! back as a spare once every byte went (or, for a zero-copy send, once the kernel let go of
+//! its pages).
 //!
 //! [`Session::take_pending`]: crate::session::Session::take_pending
 
 use crate::model::{ReadBuffer, UringFeature, UringFeatures};
 use io_uring::types::BufRingEntry;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
@@ -37,6 +39,8 @@ pub(crate) struct Completion {
     /// The kernel goes on filling that buffer (incremental buffers): it is not handed back
     /// yet.
     pub(crate) buffer_more: bool,
+    /// A zero-copy send's notification that the kernel let go of its buffer.
+    notification: bool,
 }
 
 impl Completion {
@@ -58,6 +62,14 @@ struct Slot {
     send: Vec<u8>,
     /// How many of them went.
     send_from: usize,
+    /// Which of the ring's send buffers `send` is (a count from 1; 0 while it holds none), so
+    /// that a zero-copy send's notification finds its buffer after the slot is done with it.
+    send_gen: u64,
+    /// `send` may go zero-copy (`send-zc`, over TCP).
+    zero_copy: bool,
+    /// Zero-copy sends from `send` whose notifications have not come: the kernel may still
+    /// read it.
+    pinned: u32,
     /// For a datagram receive: the sender's address and the message header pointing at it.
     from: Box<libc::sockaddr_storage>,
     iov: Box<libc::iovec>,
@@ -70,6 +82,9 @@ impl Slot {
             recv: ReadBuffer::new(recv_size),
             send: Vec::new(),
             send_from: 0,
+            send_gen: 0,
+            zero_copy: false,
+            pinned: 0,
             // SAFETY: all-zero bytes are a valid sockaddr_storage, iovec and msghdr.
             from: Box::new(unsafe { std::mem::zeroed() }),
             iov: Box::new(unsafe { std::mem::zeroed() }),
@@ -188,6 +203,52 @@ const INCREMENTAL_BUFFERS: (u16, usize) = (64, 256 * 1024);
 /// 2048 of 16 KiB (32 MiB).
 const WHOLE_BUFFERS: (u16, usize) = (2048, 16 * 1024);
 
+/// Sends of at least this many bytes go zero-copy under `send-zc`: for less, pinning pages and
+/// a second completion cost more than the copy they save (the kernel's documentation of
+/// MSG_ZEROCOPY puts the break-even near 10 KB; loopback, where the kernel copies anyway, has
+/// none to measure).
+const ZERO_COPY_MIN: usize = 16 * 1024;
+/// A zero-copy send's user data: this bit and a count. A model's tokens never have it alone
+/// among the top two (a slot's are small; its constants, near `u64::MAX`, have the top bit).
+const ZERO_COPY: u64 = 1 << 62;
+
+fn is_zero_copy(user_data: u64) -> bool {
+    user_data >> 62 == 1
+}
+
+/// The zero-copy sends (IORING_OP_SEND_ZC) whose buffers the kernel may still read: each
+/// completes twice, first with the bytes it sent, then with a notification once the kernel let
+/// go of the pages, and only then may the buffer be written again.
+#[derive(Default)]
+struct Pinned {
+    /// Each zero-copy send not yet notified, by its user data: the token it stands for, its
+    /// slot, and which of the slot's buffers it sends from.
+    sends: HashMap<u64, (u64, usize, u64)>,
+    /// The next send's count.
+    next: u64,
+    /// Buffers their slots are done with while notifications are still to come, by their
+    /// generation, with how many are.
+    retired: HashMap<u64, (Vec<u8>, u32)>,
+}
+
+impl Pinned {
+    /// Zero-copy send `id` was notified (or failed with none to come): its buffer, if no
+    /// other send from it awaits one and its slot is done with it.
+    fn notified(&mut self, id: u64, slots: &mut [Slot]) -> Option<Vec<u8>> {
+        let (_, slot, generation) = self.sends.remove(&id)?;
+        if let Some(s) = slots.get_mut(slot).filter(|s| s.send_gen == generation) {
+            s.pinned = s.pinned.saturating_sub(1);
+            return None;
+        }
+        let left = &mut self.retired.get_mut(&generation)?.1;
+        *left = left.saturating_sub(1);
+        if *left > 0 {
+            return None;
+        }
+        self.retired.remove(&generation).map(|(buf, _)| buf)
+    }
+}
+
 /// An io_uring and the buffers its submissions use.
 pub(crate) struct Uring {
     ring: IoUring,
@@ -208,6 +269,10 @@ pub(crate) struct Uring {
     recv_limit: bool,
     /// The ring's index among the registered ring fds, when it is registered.
     registered_ring: Option<u32>,
+    /// Zero-copy sends awaiting their notifications, with `send-zc` on.
+    pinned: Option<Pinned>,
+    /// The count of send buffers handed to the ring ([`Slot::send_gen`]).
+    sends: u64,
     features: UringFeatures,
 }
 
@@ -285,14 +350,25 @@ impl Uring {
             in_flight: 0,
             recv_limit: false,
             registered_ring: None,
+            pinned: None,
+            sends: 0,
             features,
         };
+        if features.is_on(SendZc) {
+            let mut probe = io_uring::Probe::new();
+            let probed = uring.ring.submitter().register_probe(&mut probe);
+            if probed.is_ok() && probe.is_supported(opcode::SendZc::CODE) {
+                uring.pinned = Some(Pinned::default());
+            } else {
+                uring.features = without(features, SendZc, "this kernel has no IORING_OP_SEND_ZC");
+            }
+        }
         if features.is_on(RegisteredRing) {
             match uring.register_ring_fd() {
                 Ok(index) => uring.registered_ring = Some(index),
                 Err(e) => {
                     uring.features = without(
-                        features,
+                        uring.features,
                         RegisteredRing,
                         &format!("this kernel refuses it ({e})"),
                     )
@@ -634,29 +710,51 @@ impl Uring {
     }
 
     /// Sends `buf` on `fd` from slot `slot`, completing with `token`: the ring keeps the buffer
-    /// until every byte went ([`sent`](Uring::sent), [`send_rest`](Uring::send_rest)).
+    /// until every byte went ([`sent`](Uring::sent), [`send_rest`](Uring::send_rest)) and the
+    /// kernel let go of it. `zero_copy`: `fd` takes zero-copy sends (TCP does, a Unix socket
+    /// does not), made of large ones when `send-zc` is on.
     pub(crate) fn send(
         &mut self,
         slot: usize,
         fd: RawFd,
         buf: Vec<u8>,
         token: u64,
+        zero_copy: bool,
     ) -> io::Result<()> {
+        self.sends += 1;
+        let (generation, on) = (self.sends, self.pinned.is_some());
         let s = self.slot(slot, 0);
+        debug_assert_eq!(s.pinned, 0, "the last buffer was retired");
         s.send = buf;
         s.send_from = 0;
+        s.send_gen = generation;
+        s.zero_copy = zero_copy && on;
         self.send_rest(slot, fd, token)
     }
 
     /// Sends what is left of slot `slot`'s buffer after a short send.
     pub(crate) fn send_rest(&mut self, slot: usize, fd: RawFd, token: u64) -> io::Result<()> {
-        let s = self.slot(slot, 0);
+        self.slot(slot, 0);
+        let s = &mut self.slots[slot];
         let rest = &s.send[s.send_from..];
         let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
-        let entry = opcode::Send::new(types::Fd(fd), rest.as_ptr(), len)
-            .flags(libc::MSG_NOSIGNAL)
-            .build();
-        self.push(entry.user_data(token))
+        let entry = match self.pinned.as_mut() {
+            Some(p) if s.zero_copy && rest.len() >= ZERO_COPY_MIN => {
+                let id = ZERO_COPY | (p.next % ZERO_COPY);
+                p.next += 1;
+                p.sends.insert(id, (token, slot, s.send_gen));
+                s.pinned += 1;
+                opcode::SendZc::new(types::Fd(fd), rest.as_ptr(), len)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+                    .user_data(id)
+            }
+            _ => opcode::Send::new(types::Fd(fd), rest.as_ptr(), len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(token),
+        };
+        self.push(entry)
     }
 
     /// The send on `slot` completed with `written` bytes (`None`: it failed, and the rest is
@@ -675,7 +773,13 @@ impl Uring {
         }
         let buf = std::mem::take(&mut s.send);
         s.send_from = 0;
-        self.keep_spare(buf);
+        let pinned = std::mem::take(&mut s.pinned);
+        let generation = std::mem::take(&mut s.send_gen); // no longer the slot's
+        match self.pinned.as_mut() {
+            // The kernel may still read it: kept until the last notification.
+            Some(p) if pinned > 0 => drop(p.retired.insert(generation, (buf, pinned))),
+            _ => self.keep_spare(buf),
+        }
         false
     }
 
@@ -817,8 +921,10 @@ impl Uring {
         Ok(r as usize)
     }
 
-    /// Moves the finished submissions into `out`.
+    /// Moves the finished submissions into `out`. A zero-copy send completes as any send
+    /// would, once, with its token; its notification is the ring's own.
     pub(crate) fn completions(&mut self, out: &mut Vec<Completion>) {
+        let start = out.len();
         for cqe in self.ring.completion() {
             let more = cqueue::more(cqe.flags());
             if !more {
@@ -830,7 +936,32 @@ impl Uring {
                 more,
                 buffer: cqueue::buffer_select(cqe.flags()),
                 buffer_more: cqueue::buffer_more(cqe.flags()),
+                notification: cqueue::notif(cqe.flags()),
             });
+        }
+        if let Some(p) = self.pinned.as_mut() {
+            let (slots, mut freed, mut i) = (&mut self.slots, Vec::new(), 0);
+            out.retain_mut(|c| {
+                i += 1;
+                if i <= start || !is_zero_copy(c.token) {
+                    return true;
+                }
+                let token = p.sends.get(&c.token).map(|&(token, _, _)| token);
+                // Its notification, or a send that failed with none to come: the pages are free.
+                if c.notification || !c.more {
+                    freed.extend(p.notified(c.token, slots));
+                }
+                match token {
+                    Some(token) if !c.notification => {
+                        (c.token, c.more) = (token, false);
+                        true
+                    }
+                    _ => false,
+                }
+            });
+            for buf in freed {
+                self.keep_spare(buf);
+            }
         }
     }
 
@@ -868,6 +999,7 @@ impl Drop for Uring {
             // them allocated rather than risk it.
             std::mem::forget(std::mem::take(&mut self.slots));
             std::mem::forget(std::mem::take(&mut self.accepted_from));
+            std::mem::forget(self.pinned.take());
             std::mem::forget(self.provided.take());
         } else if let Some(bufs) = self.provided.take() {
             let _ = self.ring.submitter().unregister_buf_ring(BUF_GROUP);
@@ -933,5 +1065,102 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Sends `message` from slot 0 (token 7), zero-copy if `zero_copy`, and reads it whole on
+    /// `peer` while finishing the send as the model does; returns what the peer read and the
+    /// completions the caller saw.
+    fn send_through(
+        ring: &mut Uring,
+        ours: RawFd,
+        peer: &mut impl std::io::Read,
+        message: &[u8],
+        zero_copy: bool,
+    ) -> (Vec<u8>, Vec<Completion>) {
+        ring.send(0, ours, message.to_vec(), 7, zero_copy).unwrap();
+        let (mut got, mut seen, mut done) = (vec![0; message.len()], Vec::new(), Vec::new());
+        let mut read = 0;
+        for _ in 0..200 {
+            ring.submit_and_wait(Some(Duration::from_millis(10)))
+                .unwrap();
+            done.clear();
+            ring.completions(&mut done);
+            for c in &done {
+                seen.push(*c);
+                if ring.sent(0, c.io().ok()) {
+                    ring.send_rest(0, ours, 7).unwrap();
+                }
+            }
+            while read < got.len() {
+                match peer.read(&mut got[read..]) {
+                    Ok(n) if n > 0 => read += n,
+                    _ => break,
+                }
+            }
+            if read == got.len() && ring.in_flight == 0 {
+                break;
+            }
+        }
+        got.truncate(read);
+        (got, seen)
+    }
+
+    #[test]
+    fn a_zero_copy_send_completes_once_and_its_buffer_comes_back_after_the_kernel_lets_go() {
+        let wanted = UringFeatures::default().with(UringFeature::SendZc, true);
+        let mut ring = Uring::new(64, wanted).expect("an io_uring");
+        if !ring.features().is_on(UringFeature::SendZc) {
+            eprintln!("this kernel has no IORING_OP_SEND_ZC: nothing to check");
+            return;
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        for (i, len) in [100usize, ZERO_COPY_MIN, 300_000].into_iter().enumerate() {
+            let message: Vec<u8> = (0..len).map(|j| (i * 7 + j) as u8).collect();
+            let (got, seen) = send_through(&mut ring, ours.as_raw_fd(), &mut peer, &message, true);
+            assert!(
+                got == message,
+                "message {i} ({len} bytes): every byte, in order"
+            );
+            assert!(
+                seen.iter()
+                    .all(|c| c.token == 7 && !c.more && !c.notification),
+                "the model sees its own token once a send, never a notification: {seen:?}"
+            );
+            assert_eq!(ring.in_flight, 0, "every notification came");
+            let p = ring.pinned.as_ref().expect("send-zc on");
+            assert!(
+                p.sends.is_empty() && p.retired.is_empty(),
+                "message {i}: nothing pinned"
+            );
+            assert!(
+                ring.spare_bytes >= len,
+                "message {i}: its buffer is a spare again"
+            );
+            if len >= ZERO_COPY_MIN {
+                assert!(p.next > 0, "message {i} went zero-copy");
+            } else {
+                assert_eq!(p.next, 0, "a small one is copied");
+            }
+        }
+        // A socket that takes no zero-copy sends (the caller says so): copied, as ever.
+        let (unix_ours, mut unix_peer) = UnixStream::pair().unwrap();
+        unix_peer
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        let before = ring.pinned.as_ref().unwrap().next;
+        let message = vec![b'x'; 100_000];
+        let (got, _) = send_through(
+            &mut ring,
+            unix_ours.as_raw_fd(),
+            &mut unix_peer,
+            &message,
+            false,
+        );
+        assert!(got == message);
+        assert_eq!(ring.pinned.as_ref().unwrap().next, before, "not zero-copy");
     }
 }
