@@ -1059,6 +1059,7 @@ uring_features! {
     uring_without_single_issuer => "single-issuer=off",
     uring_without_defer_taskrun => "defer-taskrun=off",
     uring_without_registered_ring => "registered-ring=off",
+    uring_without_fixed_files => "fixed-files=off",
     uring_without_multishot_recv => "multishot-recv=off",
     uring_without_incremental_buffers => "incremental-buffers=off",
     uring_without_batched_sends => "batched-sends=off",

@@ -288,6 +288,7 @@ fn the_ablation_measures_uring_with_each_feature_turned_and_tables_the_ratios() 
             "uring/no-single-issuer",
             "uring/no-defer-taskrun",
             "uring/no-registered-ring",
+            "uring/no-fixed-files",
             "uring/no-multishot-recv",
             "uring/no-incremental-buffers",
             "uring/no-batched-sends",

@@ -54,7 +54,7 @@ pub struct Args {
     /// Set SO_REUSEPORT, so several servers can share the port.
     #[arg(long)]
     reuse_port: bool,
-    /// io_uring features for --model uring, NAME=on|off comma-separated, over the default (every one on but sqpoll and send-zc): single-issuer, defer-taskrun, registered-ring, multishot-recv, incremental-buffers, batched-sends, sqpoll, send-zc (zero-copy sends of replies of 16 KiB or more over TCP; a peer on the same machine gets a copy made anyway, so it pays only with a network between). One the kernel refuses is logged once and gone without. Measure what each is worth: switchboard lab --ablation.
+    /// io_uring features for --model uring, NAME=on|off comma-separated, over the default (every one on but sqpoll and send-zc): single-issuer, defer-taskrun, registered-ring, fixed-files, multishot-recv, incremental-buffers, batched-sends, sqpoll, send-zc (zero-copy sends of replies of 16 KiB or more over TCP; a peer on the same machine gets a copy made anyway, so it pays only with a network between). One the kernel refuses is logged once and gone without. Measure what each is worth: switchboard lab --ablation.
     #[arg(long, value_name = "NAME=on|off,...")]
     uring: Option<switchboard::model::UringFeatures>,
     /// How long open connections may take to finish after SIGINT/SIGTERM (a second signal cuts them at once): seconds, or with a unit (500ms, 1m).

@@ -242,6 +242,7 @@ impl Serving<'_> {
             match next(&mut self.ring, conn, slot)? {
                 Some(reason) => {
                     let conn = self.table.remove(slot).expect("present above");
+                    self.ring.unregister(slot); // the ring's table holds the socket open too
                     let reason = if self.cut {
                         CloseReason::Shutdown
                     } else {
@@ -258,7 +259,7 @@ impl Serving<'_> {
 
     /// Out of time: shut down, so its receive ends and it closes as any other would.
     fn expire(&mut self, now: Instant) {
-        let shared = self.shared;
+        let (shared, ring) = (self.shared, &mut self.ring);
         self.timers
             .expire(&mut self.table, now, |table, slot, reason| {
                 let Some(conn) = table.get_mut(slot) else {
@@ -269,6 +270,7 @@ impl Serving<'_> {
                 let _ = conn.stream.shutdown(Shutdown::Both);
                 if !conn.receiving && !conn.sending {
                     let conn = table.remove(slot).expect("present above");
+                    ring.unregister(slot);
                     shared.hooks.closed(&conn.session, &reason);
                 }
             });
@@ -350,7 +352,8 @@ fn accepted(
     if let Some(conn) = table.get_mut(slot) {
         timers.arm(slot, conn);
     }
-    ring.recv_multi(fd, token(slot, RECV), allowance)
+    ring.register(slot, fd);
+    ring.recv_multi(slot, fd, token(slot, RECV), allowance)
 }
 
 /// Feeds a completed receive or send into the connection's session, as of `now`.
@@ -422,7 +425,7 @@ fn next(ring: &mut Uring, conn: &mut Conn, slot: usize) -> io::Result<Option<Clo
         ring.cancel(token(slot, RECV), CANCEL)?;
         conn.cancelling = true;
     } else if !conn.receiving && wants_read && conn.session.may_resume_reading() {
-        ring.recv_multi(fd, token(slot, RECV), conn.session.read_allowance())?;
+        ring.recv_multi(slot, fd, token(slot, RECV), conn.session.read_allowance())?;
         conn.receiving = true;
     }
     Ok(ending.filter(|_| !conn.receiving && !conn.sending))

@@ -16,6 +16,10 @@ pub enum UringFeature {
     DeferTaskrun,
     /// A registered ring fd (5.18): each io_uring_enter skips looking the ring's fd up.
     RegisteredRing,
+    /// Registered files (a sparse table, 5.19): each connection's socket is put in the ring's
+    /// own table once, and its receives and sends name it there, skipping a lookup in the
+    /// process's file table (and its reference count) per operation.
+    FixedFiles,
     /// Multishot receives (6.0; ended after a byte count, 6.17): one receive per connection
     /// serves message after message. Off: a receive submitted per message.
     MultishotRecv,
@@ -37,10 +41,11 @@ pub enum UringFeature {
 
 impl UringFeature {
     /// Every feature, in the order `--uring` lists them.
-    pub const ALL: [UringFeature; 8] = [
+    pub const ALL: [UringFeature; 9] = [
         UringFeature::SingleIssuer,
         UringFeature::DeferTaskrun,
         UringFeature::RegisteredRing,
+        UringFeature::FixedFiles,
         UringFeature::MultishotRecv,
         UringFeature::IncrementalBuffers,
         UringFeature::BatchedSends,
@@ -57,6 +62,7 @@ impl UringFeature {
             UringFeature::SingleIssuer => "single-issuer",
             UringFeature::DeferTaskrun => "defer-taskrun",
             UringFeature::RegisteredRing => "registered-ring",
+            UringFeature::FixedFiles => "fixed-files",
             UringFeature::MultishotRecv => "multishot-recv",
             UringFeature::IncrementalBuffers => "incremental-buffers",
             UringFeature::BatchedSends => "batched-sends",

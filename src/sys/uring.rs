@@ -70,6 +70,9 @@ struct Slot {
     /// Zero-copy sends from `send` whose notifications have not come: the kernel may still
     /// read it.
     pinned: u32,
+    /// The slot's socket is in the ring's registered files, at the slot's index
+    /// (`fixed-files`).
+    registered: bool,
     /// For a datagram receive: the sender's address and the message header pointing at it.
     from: Box<libc::sockaddr_storage>,
     iov: Box<libc::iovec>,
@@ -85,6 +88,7 @@ impl Slot {
             send_gen: 0,
             zero_copy: false,
             pinned: 0,
+            registered: false,
             // SAFETY: all-zero bytes are a valid sockaddr_storage, iovec and msghdr.
             from: Box::new(unsafe { std::mem::zeroed() }),
             iov: Box::new(unsafe { std::mem::zeroed() }),
@@ -249,6 +253,27 @@ impl Pinned {
     }
 }
 
+/// The most sockets the ring's registered file table holds (`fixed-files`); past it (or the
+/// process's open-file limit, which the kernel holds the table to), a socket is named by its fd.
+const FIXED_FILES: u32 = 1 << 16;
+
+/// Builds a submission naming a slot's socket by its index in the registered files when it is
+/// there (`Some(index)`), else by its fd: the two are different types to the builders.
+macro_rules! on_socket {
+    ($fixed:expr, $fd:expr, |$target:ident| $build:expr) => {
+        match $fixed {
+            Some(index) => {
+                let $target = types::Fixed(index);
+                $build
+            }
+            None => {
+                let $target = types::Fd($fd);
+                $build
+            }
+        }
+    };
+}
+
 /// An io_uring and the buffers its submissions use.
 pub(crate) struct Uring {
     ring: IoUring,
@@ -271,6 +296,8 @@ pub(crate) struct Uring {
     registered_ring: Option<u32>,
     /// Zero-copy sends awaiting their notifications, with `send-zc` on.
     pinned: Option<Pinned>,
+    /// The size of the registered file table, 0 without one (`fixed-files`).
+    fixed_files: u32,
     /// The count of send buffers handed to the ring ([`Slot::send_gen`]).
     sends: u64,
     features: UringFeatures,
@@ -352,8 +379,19 @@ impl Uring {
             registered_ring: None,
             pinned: None,
             sends: 0,
+            fixed_files: 0,
             features,
         };
+        if features.is_on(FixedFiles) {
+            let size = FIXED_FILES.min(crate::sys::fd_limit().try_into().unwrap_or(u32::MAX));
+            match uring.ring.submitter().register_files_sparse(size) {
+                Ok(()) => uring.fixed_files = size,
+                Err(e) => {
+                    let why = format!("this kernel refuses it ({e})");
+                    uring.features = without(uring.features, FixedFiles, &why);
+                }
+            }
+        }
         if features.is_on(SendZc) {
             let mut probe = io_uring::Probe::new();
             let probed = uring.ring.submitter().register_probe(&mut probe);
@@ -530,21 +568,64 @@ impl Uring {
     /// for while its cancel is on the way. A kernel that cannot limit a multishot receive
     /// (or `--uring multishot-recv=off`) gets a single receive instead: up to `limit` bytes in
     /// one buffer, then the caller asks again.
-    pub(crate) fn recv_multi(&mut self, fd: RawFd, token: u64, limit: usize) -> io::Result<()> {
+    pub(crate) fn recv_multi(
+        &mut self,
+        slot: usize,
+        fd: RawFd,
+        token: u64,
+        limit: usize,
+    ) -> io::Result<()> {
         let limit = u32::try_from(limit).unwrap_or(u32::MAX).max(1);
         let entry = if self.recv_limit {
-            with_total_limit(
-                opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP).build(),
-                limit,
-            )
+            let multi = on_socket!(self.fixed(slot), fd, |socket| {
+                opcode::RecvMulti::new(socket, BUF_GROUP).build()
+            });
+            with_total_limit(multi, limit)
         } else {
             // The length bounds what the kernel takes from the buffer it picks.
-            opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), limit)
-                .buf_group(BUF_GROUP)
-                .build()
-                .flags(squeue::Flags::BUFFER_SELECT)
+            on_socket!(self.fixed(slot), fd, |socket| {
+                opcode::Recv::new(socket, std::ptr::null_mut(), limit)
+                    .buf_group(BUF_GROUP)
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT)
+            })
         };
         self.push(entry.user_data(token))
+    }
+
+    /// Puts `fd`, the socket of connection slot `slot`, in the ring's registered files, so
+    /// that the slot's receives and sends name it there (`fixed-files`); a slot past the table
+    /// goes on by its fd. The table holds the socket open until [`unregister`](Uring::unregister).
+    pub(crate) fn register(&mut self, slot: usize, fd: RawFd) {
+        let Some(index) = u32::try_from(slot).ok().filter(|&i| i < self.fixed_files) else {
+            return;
+        };
+        let put = self.ring.submitter().register_files_update(index, &[fd]);
+        self.slot(slot, 0).registered = put.is_ok();
+        if let Err(e) = put {
+            tracing::debug!(error = %e, slot, "a socket not registered: named by its fd");
+        }
+    }
+
+    /// Takes slot `slot`'s socket out of the registered files, so that closing it closes it.
+    pub(crate) fn unregister(&mut self, slot: usize) {
+        let Some(s) = self.slots.get_mut(slot).filter(|s| s.registered) else {
+            return;
+        };
+        s.registered = false;
+        // Index `slot` is below the table's size: it was registered there.
+        let _ = self
+            .ring
+            .submitter()
+            .register_files_update(slot as u32, &[-1]);
+    }
+
+    /// Slot `slot`'s index in the registered files, if its socket is there.
+    fn fixed(&self, slot: usize) -> Option<u32> {
+        self.slots
+            .get(slot)
+            .filter(|s| s.registered)
+            .map(|_| slot as u32)
     }
 
     /// The `n` bytes a receive completed with in provided buffer `bid`.
@@ -735,6 +816,7 @@ impl Uring {
     /// Sends what is left of slot `slot`'s buffer after a short send.
     pub(crate) fn send_rest(&mut self, slot: usize, fd: RawFd, token: u64) -> io::Result<()> {
         self.slot(slot, 0);
+        let fixed = self.fixed(slot);
         let s = &mut self.slots[slot];
         let rest = &s.send[s.send_from..];
         let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
@@ -744,15 +826,19 @@ impl Uring {
                 p.next += 1;
                 p.sends.insert(id, (token, slot, s.send_gen));
                 s.pinned += 1;
-                opcode::SendZc::new(types::Fd(fd), rest.as_ptr(), len)
+                on_socket!(fixed, fd, |socket| {
+                    opcode::SendZc::new(socket, rest.as_ptr(), len)
+                        .flags(libc::MSG_NOSIGNAL)
+                        .build()
+                        .user_data(id)
+                })
+            }
+            _ => on_socket!(fixed, fd, |socket| {
+                opcode::Send::new(socket, rest.as_ptr(), len)
                     .flags(libc::MSG_NOSIGNAL)
                     .build()
-                    .user_data(id)
-            }
-            _ => opcode::Send::new(types::Fd(fd), rest.as_ptr(), len)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-                .user_data(token),
+                    .user_data(token)
+            }),
         };
         self.push(entry)
     }
@@ -1050,7 +1136,7 @@ mod tests {
         let aligned = ring.features().is_on(UringFeature::IncrementalBuffers)
             && ring.features().is_on(UringFeature::DeferTaskrun);
         let (ours, mut theirs) = UnixStream::pair().unwrap();
-        ring.recv_multi(ours.as_raw_fd(), 1, 1 << 20).unwrap();
+        ring.recv_multi(0, ours.as_raw_fd(), 1, 1 << 20).unwrap();
         // Odd sizes, so that each message would begin where an odd piece ended.
         for (i, len) in [100usize, 4000, 65, 8191, 3].into_iter().enumerate() {
             let message: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8).collect();
