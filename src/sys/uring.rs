@@ -198,11 +198,14 @@ const CACHE_LINE: usize = 64;
 const BUF_GROUP: u16 = 0;
 /// `IOU_PBUF_RING_INC`: the kernel consumes provided buffers incrementally (Linux 6.12).
 const PBUF_RING_INC: u16 = 2;
-/// Incremental provided buffers: 64 of 256 KiB (16 MiB, touched as used). Receives fill one a
+/// Incremental provided buffers: 16 of 256 KiB (4 MiB, touched as used). Receives fill one a
 /// piece at a time, so a round's small messages share a buffer and a large one lands whole,
 /// handed to the session in one piece (at 100 x 64 KiB, 256 KiB buffers took 0.7-0.8x the CPU
-/// per message of 16 KiB ones, measured pinned with echo-bench's compare.py).
-const INCREMENTAL_BUFFERS: (u16, usize) = (64, 256 * 1024);
+/// per message of 16 KiB ones, measured pinned with echo-bench's compare.py). The kernel takes
+/// them in turn, so all of them pass through the cache: 16 took 0.88x-1.03x the CPU per
+/// message of 64 at 64 KiB and 1 MiB (two lab runs of 5 rounds), with no receive left without
+/// a buffer up to 1,000 x 64 KiB; 8 ran out on 11-14% of receives at 100 x 64 KiB and 1 MiB.
+const INCREMENTAL_BUFFERS: (u16, usize) = (16, 256 * 1024);
 /// Whole provided buffers, one per receive: enough for every completion of a busy round,
 /// 2048 of 16 KiB (32 MiB).
 const WHOLE_BUFFERS: (u16, usize) = (2048, 16 * 1024);
