@@ -401,7 +401,8 @@ impl Uring {
             if probed.is_ok() && probe.is_supported(opcode::SendZc::CODE) {
                 uring.pinned = Some(Pinned::default());
             } else {
-                uring.features = without(features, SendZc, "this kernel has no IORING_OP_SEND_ZC");
+                let why = "this kernel has no IORING_OP_SEND_ZC";
+                uring.features = without(uring.features, SendZc, why);
             }
         }
         if features.is_on(RegisteredRing) {
@@ -1166,7 +1167,20 @@ mod tests {
         message: &[u8],
         zero_copy: bool,
     ) -> (Vec<u8>, Vec<Completion>) {
-        ring.send(0, ours, message.to_vec(), 7, zero_copy).unwrap();
+        send_through_slot(ring, 0, ours, peer, message, zero_copy)
+    }
+
+    /// The same from slot `slot`.
+    fn send_through_slot(
+        ring: &mut Uring,
+        slot: usize,
+        ours: RawFd,
+        peer: &mut impl std::io::Read,
+        message: &[u8],
+        zero_copy: bool,
+    ) -> (Vec<u8>, Vec<Completion>) {
+        ring.send(slot, ours, message.to_vec(), 7, zero_copy)
+            .unwrap();
         let (mut got, mut seen, mut done) = (vec![0; message.len()], Vec::new(), Vec::new());
         let mut read = 0;
         for _ in 0..200 {
@@ -1176,8 +1190,8 @@ mod tests {
             ring.completions(&mut done);
             for c in &done {
                 seen.push(*c);
-                if ring.sent(0, c.io().ok()) {
-                    ring.send_rest(0, ours, 7).unwrap();
+                if ring.sent(slot, c.io().ok()) {
+                    ring.send_rest(slot, ours, 7).unwrap();
                 }
             }
             while read < got.len() {
@@ -1192,6 +1206,30 @@ mod tests {
         }
         got.truncate(read);
         (got, seen)
+    }
+
+    #[test]
+    fn a_registered_socket_is_sent_on_by_its_index_and_closes_once_taken_out() {
+        let mut ring = Uring::new(64, UringFeatures::default()).expect("an io_uring");
+        if !ring.features().is_on(UringFeature::FixedFiles) {
+            eprintln!("this kernel refuses registered files: nothing to check");
+            return;
+        }
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        peer.set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        ring.register(3, ours.as_raw_fd());
+        assert_eq!(ring.fixed(3), Some(3), "in the table at its slot");
+        // A wrong fd beside it: only a submission that names the socket by its index succeeds.
+        let (got, seen) = send_through_slot(&mut ring, 3, -1, &mut peer, b"by index", false);
+        assert_eq!(got, b"by index", "{seen:?}");
+        ring.unregister(3);
+        assert_eq!(ring.fixed(3), None);
+        drop(ours);
+        let mut rest = Vec::new();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let n = std::io::Read::read_to_end(&mut peer, &mut rest).expect("end of stream");
+        assert_eq!(n, 0, "closed once out of the table and dropped");
     }
 
     #[test]
