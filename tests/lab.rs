@@ -174,7 +174,7 @@ fn a_reference_command_joins_the_matrix_and_a_broken_one_is_noted() {
         "mine={} serve tcp://127.0.0.1:{{port}} --model poll --no-store",
         bin()
     );
-    let (_, _, cells) = lab(
+    let (out, stdout, cells) = lab(
         &dir,
         &[
             "--models",
@@ -190,12 +190,27 @@ fn a_reference_command_joins_the_matrix_and_a_broken_one_is_noted() {
             "--no-python",
             "--no-store",
             "--no-pin",
+            "--no-images",
             "--reference",
             &reference,
             "--reference",
             "broken=false {port}",
         ],
     );
+    // --no-images: the page with its plots inline and the tables, no file per plot.
+    let mut written: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(
+        written,
+        ["index.html", "results.json", "results.md"],
+        "{stdout}"
+    );
+    assert!(stdout.contains("wrote 3 files"), "{stdout}");
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(html.matches("<svg").count() >= 4, "the plots are inline");
     let by = |name: &str| cells.iter().find(|c| c["model"] == name).unwrap().clone();
     let mine = by("mine");
     assert_eq!(mine["reference"], true);

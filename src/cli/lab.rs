@@ -70,6 +70,9 @@ pub struct Args {
     /// Where to write the results (default: lab-YYYYMMDD-HHMMSS in the working directory).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Write only the page (its plots inline) and the tables: no SVG and PNG file per plot.
+    #[arg(long)]
+    no_images: bool,
     /// A store the servers record into while measured (default: they record nothing).
     #[arg(long, value_parser = super::parse_store)]
     serve_store: Option<StoreUrl>,
@@ -272,7 +275,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(bar) = &progress.bar {
         bar.finish_and_clear();
     }
-    let (files, plot_error) = lab::write(&results, &out)?;
+    let (files, plot_error) = lab::write(&results, &out, !args.no_images)?;
     let mut stdout = io::stdout().lock();
     stdout.write_all(std::fs::read_to_string(out.join("results.md"))?.as_bytes())?;
     if let Some(e) = plot_error {

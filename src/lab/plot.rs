@@ -44,14 +44,22 @@ const TABLEAU: [(u8, u8, u8); 12] = [
     (0, 110, 110),
 ];
 
-/// Draws `plot` to `svg` and `png`. Plots need a TrueType font for their text: the first of
-/// the usual system fonts (Debian's `fonts-dejavu-core`), or `SWITCHBOARD_FONT`.
-pub(crate) fn draw(plot: &Plot<'_>, svg: &Path, png: &Path) -> Result<(), String> {
+/// Draws `plot` as SVG, returned as text. Plots need a TrueType font for their text: the
+/// first of the usual system fonts (Debian's `fonts-dejavu-core`), or `SWITCHBOARD_FONT`.
+pub(crate) fn svg(plot: &Plot<'_>) -> Result<String, String> {
     font()?;
-    let root = SVGBackend::new(svg, SIZE).into_drawing_area();
-    chart(plot, &root)?;
-    root.present()
-        .map_err(|e| format!("{}: {e}", svg.display()))?;
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, SIZE).into_drawing_area();
+        chart(plot, &root)?;
+        root.present().map_err(|e| format!("an SVG plot: {e}"))?;
+    }
+    Ok(text)
+}
+
+/// Draws `plot` into `png`.
+pub(crate) fn png(plot: &Plot<'_>, png: &Path) -> Result<(), String> {
+    font()?;
     let root = BitMapBackend::new(png, SIZE).into_drawing_area();
     chart(plot, &root)?;
     root.present()

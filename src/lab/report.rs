@@ -98,8 +98,13 @@ fn timeline_series(
 const LARGE: usize = 4096;
 
 /// Writes every file of a lab run into `dir` (created if needed); returns the files written.
+/// The page carries its plots; `images` also writes each as an SVG and a PNG file beside it.
 /// Plots are skipped, with the reason returned beside the files, when no font can be found.
-pub fn write(results: &LabResults, dir: &Path) -> std::io::Result<(Vec<PathBuf>, Option<String>)> {
+pub fn write(
+    results: &LabResults,
+    dir: &Path,
+    images: bool,
+) -> std::io::Result<(Vec<PathBuf>, Option<String>)> {
     std::fs::create_dir_all(dir)?;
     let mut files = Vec::new();
     let json = dir.join("results.json");
@@ -108,7 +113,7 @@ pub fn write(results: &LabResults, dir: &Path) -> std::io::Result<(Vec<PathBuf>,
     let md = dir.join("results.md");
     std::fs::write(&md, markdown(results))?;
     files.push(md);
-    let mut plots: Vec<(String, PathBuf)> = Vec::new();
+    let mut plots: Vec<(String, String)> = Vec::new();
     let mut plot_error = None;
     'loads: for (size, depth) in loads(&results.cells) {
         for (stem, title, axis, log_y, value) in METRICS {
@@ -125,7 +130,12 @@ pub fn write(results: &LabResults, dir: &Path) -> std::io::Result<(Vec<PathBuf>,
                 series: &series,
             };
             let name = format!("{stem}-{size}b-d{depth}");
-            if let Err(e) = drawn(&plot, dir, &name, &mut plots, &mut files) {
+            if let Err(e) = drawn(
+                &plot,
+                images.then_some((dir, name.as_str())),
+                &mut plots,
+                &mut files,
+            ) {
                 plot_error = Some(e);
                 break 'loads;
             }
@@ -155,7 +165,12 @@ pub fn write(results: &LabResults, dir: &Path) -> std::io::Result<(Vec<PathBuf>,
                 series: &series,
             };
             let name = format!("timeline-{stem}-{size}b-d{depth}");
-            if let Err(e) = drawn(&plot, dir, &name, &mut plots, &mut files) {
+            if let Err(e) = drawn(
+                &plot,
+                images.then_some((dir, name.as_str())),
+                &mut plots,
+                &mut files,
+            ) {
                 plot_error = Some(e);
                 break 'loads;
             }
@@ -167,22 +182,26 @@ pub fn write(results: &LabResults, dir: &Path) -> std::io::Result<(Vec<PathBuf>,
     Ok((files, plot_error))
 }
 
-/// Draws `plot` as `dir/NAME.svg` and `.png`, and lists them: the page's plots, the files.
+/// Draws `plot` for the page, and, given `(dir, NAME)`, as `dir/NAME.svg` and `.png` too,
+/// listed among the files.
 fn drawn(
     plot: &Plot<'_>,
-    dir: &Path,
-    name: &str,
-    plots: &mut Vec<(String, PathBuf)>,
+    image: Option<(&Path, &str)>,
+    plots: &mut Vec<(String, String)>,
     files: &mut Vec<PathBuf>,
 ) -> Result<(), String> {
-    let (svg, png) = (
-        dir.join(format!("{name}.svg")),
-        dir.join(format!("{name}.png")),
-    );
-    plot::draw(plot, &svg, &png)?;
-    plots.push((plot.title.to_string(), svg.clone()));
-    files.push(svg);
-    files.push(png);
+    let svg = plot::svg(plot)?;
+    if let Some((dir, name)) = image {
+        let (svg_file, png_file) = (
+            dir.join(format!("{name}.svg")),
+            dir.join(format!("{name}.png")),
+        );
+        std::fs::write(&svg_file, &svg).map_err(|e| format!("{}: {e}", svg_file.display()))?;
+        plot::png(plot, &png_file)?;
+        files.push(svg_file);
+        files.push(png_file);
+    }
+    plots.push((plot.title.to_string(), svg));
     Ok(())
 }
 
@@ -424,7 +443,7 @@ fn escape(s: &str) -> String {
 
 fn page(
     results: &LabResults,
-    plots: &[(String, PathBuf)],
+    plots: &[(String, String)],
     plot_error: Option<&str>,
 ) -> std::io::Result<String> {
     let mut h = String::new();
@@ -452,8 +471,7 @@ fn page(
     if let Some(e) = plot_error {
         let _ = writeln!(h, "<p><strong>No plots:</strong> {}</p>", escape(e));
     }
-    for (title, svg) in plots {
-        let text = std::fs::read_to_string(svg)?;
+    for (title, text) in plots {
         let body = text.find("<svg").map_or(text.as_str(), |i| &text[i..]);
         let _ = writeln!(
             h,
